@@ -1,0 +1,120 @@
+//! `App`: the wired service. `App::build` opens the pool, migrates, builds the schema and router and binds the
+//! listener; `run_until_stopped` serves until SIGTERM or Ctrl-C. Tests build the real app on port 0.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::config::{Config, DatabaseKind};
+use crate::graphql::{Limits, build_schema};
+use crate::http::{AppState, router};
+use crate::seed::{self, SeedPlan};
+use crate::store::Store;
+use crate::telemetry::Metrics;
+
+/// A started, not yet serving, Folio.
+pub struct App {
+    listener: TcpListener,
+    addr: SocketAddr,
+    state: AppState,
+}
+
+impl App {
+    /// Connects, migrates, seeds demo data into an empty embedded database (if enabled), and binds.
+    pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        let metrics = Metrics::new()?;
+        let store = Store::connect(
+            &config.database_url,
+            config.db_max_connections,
+            config.db_acquire_timeout,
+            metrics.db_statements.clone(),
+        )
+        .await?;
+        store.migrate().await?;
+        if config.demo_data && store.kind() == DatabaseKind::Sqlite && store.count_users().await? == 0 {
+            let plan = SeedPlan { users: 12, posts: 60, comments: 300, seed: 7, progress: false };
+            let report = seed::run(&store, plan).await?;
+            tracing::info!(users = report.users, posts = report.posts, comments = report.comments, "seeded demo data");
+        }
+        let limits = Limits { max_depth: config.max_depth, max_complexity: config.max_complexity };
+        let schema = build_schema(Some(store.clone()), limits);
+        let sdl: Arc<str> = schema.sdl().into();
+        let state = AppState {
+            schema,
+            store,
+            metrics,
+            sdl,
+            loader_delay: config.loader_delay,
+            graphiql: config.graphiql,
+        };
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .with_context(|| format!("could not listen on {} (FOLIO_BIND / --bind)", config.bind))?;
+        let addr = listener.local_addr()?;
+        Ok(Self { listener, addr, state })
+    }
+
+    /// The bound address (with the real port when the config asked for port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The store, for tests and tools that run beside the server.
+    pub fn store(&self) -> &Store {
+        &self.state.store
+    }
+
+    /// Serves until SIGTERM or Ctrl-C, then lets in-flight requests finish.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves until `stop` completes, then stops accepting, finishes in-flight requests and closes the pool.
+    pub async fn run_until(self, stop: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        tracing::info!(addr = %self.addr, "folio listening; GraphiQL at http://{}/graphql", self.addr);
+        let store = self.state.store.clone();
+        axum::serve(self.listener, router(self.state))
+            .with_graceful_shutdown(stop)
+            .await
+            .context("server error")?;
+        store.close().await;
+        tracing::info!("folio stopped");
+        Ok(())
+    }
+}
+
+/// Completes on SIGTERM (how orchestrators stop a process) or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}

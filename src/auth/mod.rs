@@ -1,0 +1,5 @@
+//! Who is asking: the `Viewer` a request runs as.
+
+mod viewer;
+
+pub use viewer::Viewer;

@@ -1,0 +1,210 @@
+//! `AppError`: the one error type of the service, with a stable code per variant.
+//!
+//! Every error a client can see goes through here, so the codes (`BAD_USER_INPUT`, `NOT_FOUND`, ...) are the
+//! same over GraphQL (`extensions.code`) and plain HTTP routes (`{"error": {"code": ...}}`). Internal errors are
+//! logged with their full cause inside the request's span (which carries the request id) and returned masked.
+//!
+//! `AppError` deliberately does not implement `Display`: async-graphql converts any `Display` type into an
+//! error *without* extensions, so a `Display` impl would let `?` silently drop the code. Without it, `?` in a
+//! resolver goes through our `From<AppError> for async_graphql::Error`, which always sets the code.
+
+use std::collections::BTreeMap;
+
+use async_graphql::ErrorExtensions;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+/// Per-field messages, keyed by the field name as the client spelled it (`title`, `email`, ...).
+pub type FieldErrors = BTreeMap<String, Vec<String>>;
+
+/// What went wrong, in terms a client can act on.
+#[derive(Debug)]
+pub enum AppError {
+    /// The input is malformed or out of range. `field_errors` is empty for argument-level problems.
+    BadUserInput {
+        message: String,
+        field_errors: FieldErrors,
+    },
+    /// No valid credentials were presented.
+    Unauthenticated(String),
+    /// Credentials are valid but do not allow this.
+    Forbidden(String),
+    /// The thing does not exist (or the caller may not know that it does).
+    NotFound(String),
+    /// The write conflicts with existing data (a taken email, ...).
+    Conflict {
+        message: String,
+        field_errors: FieldErrors,
+    },
+    /// A dependency (the database) cannot serve right now; retrying later may work.
+    Unavailable(String),
+    /// Anything else: logged in full, shown to the client only as a masked message.
+    Internal(anyhow::Error),
+}
+
+impl AppError {
+    pub fn bad_input(message: impl Into<String>) -> Self {
+        Self::BadUserInput {
+            message: message.into(),
+            field_errors: FieldErrors::new(),
+        }
+    }
+
+    pub fn internal(err: impl Into<anyhow::Error>) -> Self {
+        Self::Internal(err.into())
+    }
+
+    /// The stable machine-readable code clients switch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadUserInput { .. } => "BAD_USER_INPUT",
+            Self::Unauthenticated(_) => "UNAUTHENTICATED",
+            Self::Forbidden(_) => "FORBIDDEN",
+            Self::NotFound(_) => "NOT_FOUND",
+            Self::Conflict { .. } => "CONFLICT",
+            Self::Unavailable(_) => "SERVICE_UNAVAILABLE",
+            Self::Internal(_) => "INTERNAL_SERVER_ERROR",
+        }
+    }
+
+    /// The HTTP status used when this error is the whole answer of a plain HTTP route.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadUserInput { .. } => StatusCode::BAD_REQUEST,
+            Self::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The message a client may see. Internal details never appear here.
+    pub fn public_message(&self) -> String {
+        match self {
+            Self::BadUserInput { message, .. } | Self::Conflict { message, .. } => message.clone(),
+            Self::Unauthenticated(m) | Self::Forbidden(m) | Self::NotFound(m) | Self::Unavailable(m) => {
+                m.clone()
+            }
+            Self::Internal(_) => "Internal server error".to_owned(),
+        }
+    }
+
+    fn field_errors(&self) -> Option<&FieldErrors> {
+        match self {
+            Self::BadUserInput { field_errors, .. } | Self::Conflict { field_errors, .. }
+                if !field_errors.is_empty() =>
+            {
+                Some(field_errors)
+            }
+            _ => None,
+        }
+    }
+
+    /// Writes the cause of a server-side failure to the log, inside the current request span.
+    fn log(&self) {
+        match self {
+            Self::Internal(err) => tracing::error!(error = format!("{err:#}"), "internal error"),
+            Self::Unavailable(m) => tracing::warn!(reason = %m, "dependency unavailable"),
+            _ => {}
+        }
+    }
+}
+
+impl AppError {
+    /// An unreachable or saturated database is `Unavailable` (the client may retry); `None` for anything else.
+    fn db_unavailable(err: &sqlx::Error) -> Option<Self> {
+        match err {
+            sqlx::Error::PoolTimedOut => {
+                tracing::warn!("database pool timed out");
+                Some(Self::Unavailable("The database is busy or unreachable; try again shortly.".into()))
+            }
+            sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+                tracing::warn!(error = %err, "database unreachable");
+                Some(Self::Unavailable("The database is unreachable; try again shortly.".into()))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl From<sqlx::Error> for AppError {
+    fn from(err: sqlx::Error) -> Self {
+        Self::db_unavailable(&err).unwrap_or_else(|| Self::Internal(anyhow::Error::new(err).context("database error")))
+    }
+}
+
+/// A batched load failed; the error is shared by every key of the batch.
+impl From<std::sync::Arc<AppError>> for AppError {
+    fn from(err: std::sync::Arc<AppError>) -> Self {
+        std::sync::Arc::try_unwrap(err).unwrap_or_else(|shared| shared.duplicate())
+    }
+}
+
+impl AppError {
+    /// A copy for each key of a failed batch (`anyhow::Error` cannot be cloned, so its chain becomes text).
+    fn duplicate(&self) -> Self {
+        match self {
+            Self::BadUserInput { message, field_errors } => {
+                Self::BadUserInput { message: message.clone(), field_errors: field_errors.clone() }
+            }
+            Self::Conflict { message, field_errors } => {
+                Self::Conflict { message: message.clone(), field_errors: field_errors.clone() }
+            }
+            Self::Unauthenticated(m) => Self::Unauthenticated(m.clone()),
+            Self::Forbidden(m) => Self::Forbidden(m.clone()),
+            Self::NotFound(m) => Self::NotFound(m.clone()),
+            Self::Unavailable(m) => Self::Unavailable(m.clone()),
+            Self::Internal(e) => Self::Internal(anyhow::anyhow!("{e:#}")),
+        }
+    }
+}
+
+impl From<anyhow::Error> for AppError {
+    fn from(err: anyhow::Error) -> Self {
+        Self::Internal(err)
+    }
+}
+
+/// For tools (seed, migrate) that report errors rather than answer requests.
+impl From<AppError> for anyhow::Error {
+    fn from(err: AppError) -> Self {
+        match err {
+            AppError::Internal(inner) => inner,
+            other => anyhow::anyhow!("{}: {}", other.code(), other.public_message()),
+        }
+    }
+}
+
+impl From<AppError> for async_graphql::Error {
+    fn from(err: AppError) -> Self {
+        err.log();
+        let message = err.public_message();
+        let code = err.code();
+        let field_errors = err.field_errors().cloned();
+        async_graphql::Error::new(message).extend_with(|_, ext| {
+            ext.set("code", code);
+            if let Some(fields) = field_errors {
+                let map: async_graphql::indexmap::IndexMap<async_graphql::Name, async_graphql::Value> = fields
+                    .into_iter()
+                    .map(|(k, v)| {
+                        let list = v.into_iter().map(async_graphql::Value::String).collect();
+                        (async_graphql::Name::new(k), async_graphql::Value::List(list))
+                    })
+                    .collect();
+                ext.set("fieldErrors", async_graphql::Value::Object(map));
+            }
+        })
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        self.log();
+        let body = serde_json::json!({
+            "error": { "code": self.code(), "message": self.public_message() }
+        });
+        (self.status(), axum::Json(body)).into_response()
+    }
+}

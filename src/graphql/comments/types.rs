@@ -1,0 +1,44 @@
+//! `Comment` as clients see it.
+
+use async_graphql::{Context, ID, Object};
+use chrono::{DateTime, Utc};
+
+use crate::error::AppError;
+use crate::graphql::context::ContextExt;
+use crate::graphql::ids;
+use crate::graphql::loaders::{PostId, UserId};
+use crate::graphql::posts::Post;
+use crate::graphql::users::User;
+use crate::store::CommentRow;
+
+/// A reader's reply to a post.
+pub struct Comment(pub CommentRow);
+
+#[Object]
+impl Comment {
+    async fn id(&self) -> ID {
+        ids::id(self.0.id)
+    }
+
+    async fn body(&self) -> &str {
+        &self.0.body
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+
+    async fn author(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
+        let row = ctx.loaders()?.load_one(UserId(self.0.author_id)).await.map_err(AppError::from)?;
+        row.map(User).ok_or_else(|| {
+            AppError::internal(anyhow::anyhow!("comment {} has no author {}", self.0.id, self.0.author_id)).into()
+        })
+    }
+
+    async fn post(&self, ctx: &Context<'_>) -> async_graphql::Result<Post> {
+        let row = ctx.loaders()?.load_one(PostId(self.0.post_id)).await.map_err(AppError::from)?;
+        row.map(Post).ok_or_else(|| {
+            AppError::internal(anyhow::anyhow!("comment {} has no post {}", self.0.id, self.0.post_id)).into()
+        })
+    }
+}

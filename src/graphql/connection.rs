@@ -1,0 +1,132 @@
+//! Relay connections: opaque cursors, argument checks, and the lazily computed `totalCount`.
+//!
+//! Pagination is keyset: a cursor carries the id of the last row seen, and the next page is `id < cursor`
+//! (posts, newest first) or `id > cursor` (comments and users, oldest first). Pages never use OFFSET, so a page
+//! a thousand pages deep costs what the first one does.
+
+use async_graphql::connection::{Connection, CursorType, Edge, EmptyFields};
+use async_graphql::{Context, Object, OutputType};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+use crate::error::AppError;
+use crate::graphql::context::ContextExt;
+use crate::graphql::loaders::{AuthorPostCount, CommentCount};
+use crate::store::{Page, PostListFilter};
+
+/// The most items one page may hold.
+pub const MAX_FIRST: i32 = 100;
+
+/// An opaque cursor: `base64url("v1:<id>")`. The prefix lets the format change without misreading old cursors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cursor(pub i64);
+
+/// A cursor this API did not hand out (or one of an older, unreadable format).
+#[derive(Debug, thiserror::Error)]
+#[error("`after` is not a cursor this API returned")]
+pub struct BadCursor;
+
+impl CursorType for Cursor {
+    type Error = BadCursor;
+
+    fn decode_cursor(s: &str) -> Result<Self, Self::Error> {
+        let bad = || BadCursor;
+        let bytes = URL_SAFE_NO_PAD.decode(s).map_err(|_| bad())?;
+        let text = std::str::from_utf8(&bytes).map_err(|_| bad())?;
+        let id = text.strip_prefix("v1:").and_then(|n| n.parse::<i64>().ok()).ok_or_else(bad)?;
+        Ok(Cursor(id))
+    }
+
+    fn encode_cursor(&self) -> String {
+        URL_SAFE_NO_PAD.encode(format!("v1:{}", self.0))
+    }
+}
+
+/// Checks `first` and decodes `after`; the page asks for one extra row to learn whether another page follows.
+pub fn page_args(first: i32, after: Option<&str>) -> Result<Page, AppError> {
+    if !(0..=MAX_FIRST).contains(&first) {
+        return Err(AppError::bad_input(format!("`first` must be between 0 and {MAX_FIRST}, got {first}")));
+    }
+    let after = after
+        .map(Cursor::decode_cursor)
+        .transpose()
+        .map_err(|e| AppError::bad_input(e.to_string()))?
+        .map(|c| c.0);
+    Ok(Page { after, limit: i64::from(first) + 1 })
+}
+
+/// Complexity of a connection field: its children count once per requested item.
+pub fn complexity(first: i32, child_complexity: usize) -> usize {
+    usize::try_from(first.clamp(1, MAX_FIRST)).unwrap_or(1).saturating_mul(child_complexity)
+}
+
+/// What `totalCount` counts. Counted only when the field is selected.
+#[derive(Clone, Debug)]
+pub enum CountOf {
+    Posts(PostListFilter),
+    Users,
+    AuthorPosts(AuthorPostCount),
+    PostComments(i64),
+}
+
+/// The extra fields every Folio connection has.
+pub struct ConnectionExtras {
+    count: CountOf,
+}
+
+#[Object]
+impl ConnectionExtras {
+    /// How many items the whole list holds, across all pages.
+    async fn total_count(&self, ctx: &Context<'_>) -> async_graphql::Result<i32> {
+        let n = match &self.count {
+            CountOf::Posts(filter) => ctx.store()?.count_posts(filter).await.map_err(AppError::from)?,
+            CountOf::Users => ctx.store()?.count_users().await.map_err(AppError::from)?,
+            CountOf::AuthorPosts(key) => ctx.loaders()?.load_one(*key).await.map_err(AppError::from)?.unwrap_or(0),
+            CountOf::PostComments(post) => {
+                ctx.loaders()?.load_one(CommentCount(*post)).await.map_err(AppError::from)?.unwrap_or(0)
+            }
+        };
+        Ok(i32::try_from(n).unwrap_or(i32::MAX))
+    }
+}
+
+/// A page of `N`, named `<N>Connection` / `<N>Edge` in the schema.
+pub type Conn<N> = Connection<Cursor, N, ConnectionExtras, EmptyFields>;
+
+/// Builds a connection from `limit` rows as fetched (one more than `first` when another page follows).
+pub fn build<R, N: OutputType>(
+    rows: Vec<R>,
+    page: Page,
+    count: CountOf,
+    id_of: impl Fn(&R) -> i64,
+    node: impl Fn(R) -> N,
+) -> Conn<N> {
+    let first = usize::try_from(page.limit - 1).unwrap_or(0);
+    let has_next = rows.len() > first;
+    let mut conn = Connection::with_additional_fields(page.after.is_some(), has_next, ConnectionExtras { count });
+    conn.edges
+        .extend(rows.into_iter().take(first).map(|r| Edge::new(Cursor(id_of(&r)), node(r))));
+    conn
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_reject_garbage() {
+        let c = Cursor(42).encode_cursor();
+        assert_eq!(Cursor::decode_cursor(&c).unwrap(), Cursor(42));
+        for bad in ["", "!!", "djE6", "eDo0Mg", &URL_SAFE_NO_PAD.encode("v1:abc")] {
+            assert!(Cursor::decode_cursor(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+
+    #[test]
+    fn first_is_bounded() {
+        assert!(page_args(-1, None).is_err());
+        assert!(page_args(101, None).is_err());
+        assert_eq!(page_args(0, None).unwrap().limit, 1);
+        assert_eq!(page_args(100, None).unwrap().limit, 101);
+    }
+}

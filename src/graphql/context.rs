@@ -1,0 +1,32 @@
+//! Typed access to what a resolver may use: the store, the request's loaders, the viewer.
+//!
+//! Resolvers go through `ContextExt` instead of `ctx.data_unchecked`, so a wiring mistake is an internal error
+//! on one request, not a panic.
+
+use async_graphql::Context;
+
+use crate::auth::Viewer;
+use crate::error::AppError;
+use crate::graphql::loaders::Loaders;
+use crate::store::Store;
+
+pub(crate) trait ContextExt {
+    fn store(&self) -> Result<&Store, AppError>;
+    fn loaders(&self) -> Result<&Loaders, AppError>;
+    fn viewer(&self) -> &Viewer;
+}
+
+impl ContextExt for Context<'_> {
+    fn store(&self) -> Result<&Store, AppError> {
+        self.data::<Store>().map_err(|_| AppError::internal(anyhow::anyhow!("store missing from schema data")))
+    }
+
+    fn loaders(&self) -> Result<&Loaders, AppError> {
+        self.data::<Loaders>().map_err(|_| AppError::internal(anyhow::anyhow!("loaders missing from request data")))
+    }
+
+    fn viewer(&self) -> &Viewer {
+        static ANONYMOUS: Viewer = Viewer::Anonymous;
+        self.data::<Viewer>().unwrap_or(&ANONYMOUS)
+    }
+}

@@ -1,0 +1,75 @@
+//! `Post` as clients see it.
+
+use async_graphql::{Context, ID, Object};
+use chrono::{DateTime, Utc};
+
+use crate::error::AppError;
+use crate::graphql::comments::Comment;
+use crate::graphql::connection::{self, Conn, CountOf};
+use crate::graphql::context::ContextExt;
+use crate::graphql::ids;
+use crate::graphql::loaders::{CommentCount, PostComments, UserId};
+use crate::graphql::users::User;
+use crate::store::PostRow;
+
+/// A piece of writing by one author; readers comment on published posts.
+pub struct Post(pub PostRow);
+
+#[Object]
+impl Post {
+    async fn id(&self) -> ID {
+        ids::id(self.0.id)
+    }
+
+    async fn title(&self) -> &str {
+        &self.0.title
+    }
+
+    async fn content(&self) -> &str {
+        &self.0.content
+    }
+
+    async fn published(&self) -> bool {
+        self.0.published
+    }
+
+    /// When the post was last published; `null` for a draft.
+    async fn published_at(&self) -> Option<DateTime<Utc>> {
+        self.0.published_at
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+
+    async fn author(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
+        let row = ctx.loaders()?.load_one(UserId(self.0.author_id)).await.map_err(AppError::from)?;
+        // The foreign key guarantees the author exists; its absence is a broken invariant, not a client error.
+        row.map(User).ok_or_else(|| {
+            AppError::internal(anyhow::anyhow!("post {} has no author {}", self.0.id, self.0.author_id)).into()
+        })
+    }
+
+    async fn comment_count(&self, ctx: &Context<'_>) -> async_graphql::Result<i32> {
+        let n = ctx.loaders()?.load_one(CommentCount(self.0.id)).await.map_err(AppError::from)?.unwrap_or(0);
+        Ok(i32::try_from(n).unwrap_or(i32::MAX))
+    }
+
+    /// Comments on this post, oldest first.
+    #[graphql(complexity = "connection::complexity(first, child_complexity)")]
+    async fn comments(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] first: i32,
+        after: Option<String>,
+    ) -> async_graphql::Result<Conn<Comment>> {
+        let page = connection::page_args(first, after.as_deref())?;
+        let key = PostComments { post_id: self.0.id, page };
+        let rows = ctx.loaders()?.load_one(key).await.map_err(AppError::from)?.unwrap_or_default();
+        Ok(connection::build(rows, page, CountOf::PostComments(self.0.id), |r| r.id, Comment))
+    }
+}

@@ -1,0 +1,43 @@
+//! User queries: `me`, `user`, `users`.
+
+use async_graphql::{Context, ID, Object};
+
+use crate::error::AppError;
+use crate::graphql::connection::{self, Conn, CountOf};
+use crate::graphql::context::ContextExt;
+use crate::graphql::ids;
+use crate::graphql::loaders::UserId;
+
+use super::User;
+
+#[derive(Default)]
+pub struct UserQuery;
+
+#[Object]
+impl UserQuery {
+    /// The signed-in user; `null` when the request carries no credentials.
+    async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<User>> {
+        let _ = ctx.viewer();
+        Ok(None)
+    }
+
+    /// A user by id; `null` when there is none.
+    async fn user(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<User>> {
+        let id = ids::parse(&id, "id")?;
+        let row = ctx.loaders()?.load_one(UserId(id)).await.map_err(AppError::from)?;
+        Ok(row.map(User))
+    }
+
+    /// Every user, by id.
+    #[graphql(complexity = "connection::complexity(first, child_complexity)")]
+    async fn users(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] first: i32,
+        after: Option<String>,
+    ) -> async_graphql::Result<Conn<User>> {
+        let page = connection::page_args(first, after.as_deref())?;
+        let rows = ctx.store()?.list_users(page).await.map_err(AppError::from)?;
+        Ok(connection::build(rows, page, CountOf::Users, |r| r.id, User))
+    }
+}

@@ -1,0 +1,7 @@
+//! The HTTP edge: routes, middleware, and handlers. Knows requests and responses, not GraphQL types.
+
+pub mod graphql;
+pub mod health;
+pub mod router;
+
+pub use router::{AppState, router};

@@ -1,0 +1,23 @@
+//! Folio: the GraphQL API of a publishing product.
+//!
+//! Crate map, following a request inward:
+//! - `http`: axum routes and layers (request ids, logs, metrics); `/graphql`, `/healthz`, `/readyz`, `/metrics`.
+//! - `auth`: who is asking (`Viewer`).
+//! - `graphql`: the async-graphql schema, one folder per domain, with per-request batched loaders.
+//! - `store`: every SQL statement, for SQLite (embedded default) and PostgreSQL (production).
+//! - `error`: `AppError`, one error type with stable codes for GraphQL and HTTP.
+//! - `config`, `telemetry`, `app`, `cli`, `seed`: settings, logs and metrics, wiring, commands, demo data.
+
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod graphql;
+pub mod http;
+pub mod seed;
+pub mod store;
+pub mod telemetry;
+
+pub use app::App;
+pub use config::Config;

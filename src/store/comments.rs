@@ -1,0 +1,53 @@
+//! Comments: rows, per-post pages for the loaders, and per-post counts.
+
+use chrono::{DateTime, Utc};
+
+use crate::error::AppError;
+use super::{IdListSql, Page, Store, id_list_sql};
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct CommentRow {
+    pub id: i64,
+    pub post_id: i64,
+    pub author_id: i64,
+    pub body: String,
+    pub created_at: DateTime<Utc>,
+}
+
+macro_rules! comment_cols {
+    () => {
+        "id, post_id, author_id, body, created_at"
+    };
+}
+
+impl Store {
+    /// Comments by id. One statement.
+    pub async fn comments_by_ids(&self, ids: &[i64]) -> Result<Vec<CommentRow>, AppError> {
+        const SQL: IdListSql = id_list_sql!(concat!("SELECT ", comment_cols!(), " FROM comments WHERE id"), "");
+        self.fetch_for_ids(&SQL, ids, &[]).await
+    }
+
+    /// The same page of comments (oldest first) for each of several posts: one windowed statement whatever the
+    /// number of posts, served by the `(post_id, id)` index.
+    pub async fn comments_by_posts(&self, post_ids: &[i64], page: Page) -> Result<Vec<CommentRow>, AppError> {
+        const SQL: IdListSql = id_list_sql!(
+            concat!(
+                "SELECT ",
+                comment_cols!(),
+                " FROM (SELECT ",
+                comment_cols!(),
+                ", ROW_NUMBER() OVER (PARTITION BY post_id ORDER BY id) AS rn",
+                " FROM comments WHERE id > $2 AND post_id"
+            ),
+            ") ranked WHERE rn <= $3 ORDER BY post_id, id"
+        );
+        self.fetch_for_ids(&SQL, post_ids, &[page.after.unwrap_or(0), page.limit]).await
+    }
+
+    /// `(post_id, number of comments)` for several posts; posts with none are absent. One statement.
+    pub async fn comment_counts(&self, post_ids: &[i64]) -> Result<Vec<(i64, i64)>, AppError> {
+        const SQL: IdListSql =
+            id_list_sql!("SELECT post_id, COUNT(*) FROM comments WHERE post_id", " GROUP BY post_id");
+        self.fetch_for_ids(&SQL, post_ids, &[]).await
+    }
+}

@@ -1,0 +1,226 @@
+//! The store: every SQL statement Folio runs lives under this module.
+//!
+//! One `Store` fronts either a SQLite pool (the embedded default) or a PostgreSQL pool (production). Where the
+//! dialects agree the SQL text is shared (both accept `$1` placeholders); where they differ (id lists, search,
+//! bulk inserts) both versions sit next to each other in the domain file. The store knows nothing of GraphQL
+//! or HTTP: it takes and returns plain rows.
+//!
+//! Every statement is counted in `folio_db_statements_total`, which is how tests prove that a request's number
+//! of statements depends on its shape and not on how many items it returns.
+
+mod comments;
+mod posts;
+pub mod seed;
+mod users;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use prometheus::IntCounter;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+pub use comments::CommentRow;
+pub use posts::{PostListFilter, PostRow};
+pub use users::{Plan, Role, UserRow};
+
+use crate::config::DatabaseKind;
+use crate::error::AppError;
+
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The connection pool of whichever backend is configured.
+#[derive(Clone, Debug)]
+pub(crate) enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the concrete pool. For statements whose text is the same on both backends.
+macro_rules! with_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.db {
+            $crate::store::Db::Sqlite($pool) => $body,
+            $crate::store::Db::Postgres($pool) => $body,
+        }
+        .map_err($crate::error::AppError::from)
+    };
+}
+pub(crate) use with_pool;
+
+/// Builds the two versions of a statement that filters on a list of ids: `= ANY($1)` (a bound array) on
+/// PostgreSQL, `IN (SELECT value FROM json_each($1))` (a bound JSON array) on SQLite. Either way the statement
+/// text is fixed, so it is prepared once and reused whatever the number of ids.
+macro_rules! id_list_sql {
+    ($before:expr, $after:expr) => {
+        $crate::store::IdListSql {
+            postgres: concat!($before, " = ANY($1)", $after),
+            sqlite: concat!($before, " IN (SELECT value FROM json_each($1))", $after),
+        }
+    };
+}
+pub(crate) use id_list_sql;
+
+/// A statement over an id list, in both dialects (see `id_list_sql!`).
+pub(crate) struct IdListSql {
+    pub postgres: &'static str,
+    pub sqlite: &'static str,
+}
+
+/// Keyset pagination for one page: rows strictly beyond `after` (in the list's order), at most `limit` of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Page {
+    pub after: Option<i64>,
+    pub limit: i64,
+}
+
+/// Handle to the database. Cheap to clone; all clones share one pool.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pub(crate) db: Db,
+    statements: IntCounter,
+}
+
+impl Store {
+    /// Opens the pool for `url` (creating the SQLite file if needed). Does not migrate.
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+        statements: IntCounter,
+    ) -> anyhow::Result<Self> {
+        let db = match crate::config::database_kind(url)? {
+            DatabaseKind::Sqlite => {
+                let options = SqliteConnectOptions::from_str(url)
+                    .context("DATABASE_URL is not a valid SQLite URL")?
+                    .create_if_missing(true)
+                    // WAL lets readers run while one writer commits; NORMAL sync is durable in WAL mode
+                    // except for the last transactions on power loss, the usual trade for a service.
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .foreign_keys(true)
+                    .busy_timeout(Duration::from_secs(5));
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(max_connections)
+                    .acquire_timeout(acquire_timeout)
+                    .connect_with(options)
+                    .await
+                    .context("could not open the SQLite database")?;
+                Db::Sqlite(pool)
+            }
+            DatabaseKind::Postgres => {
+                let pool = PgPoolOptions::new()
+                    .max_connections(max_connections)
+                    .acquire_timeout(acquire_timeout)
+                    .connect(url)
+                    .await
+                    .context("could not connect to PostgreSQL (DATABASE_URL)")?;
+                Db::Postgres(pool)
+            }
+        };
+        Ok(Self { db, statements })
+    }
+
+    /// Which backend this store talks to.
+    pub fn kind(&self) -> DatabaseKind {
+        match self.db {
+            Db::Sqlite(_) => DatabaseKind::Sqlite,
+            Db::Postgres(_) => DatabaseKind::Postgres,
+        }
+    }
+
+    /// Applies pending migrations. Safe to run from several processes at once: PostgreSQL serialises them with
+    /// an advisory lock; on SQLite a process that loses the race retries and then finds them applied.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        match &self.db {
+            Db::Postgres(pool) => POSTGRES_MIGRATOR.run(pool).await.context("migrating PostgreSQL")?,
+            Db::Sqlite(pool) => {
+                let mut attempt = 0;
+                loop {
+                    match SQLITE_MIGRATOR.run(pool).await {
+                        Ok(()) => break,
+                        Err(err) if attempt < 5 => {
+                            attempt += 1;
+                            tracing::warn!(error = %err, attempt, "SQLite migration raced another process; retrying");
+                            tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                        }
+                        Err(err) => return Err(err).context("migrating SQLite"),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One cheap round trip, for `/readyz`.
+    pub async fn ping(&self) -> Result<(), AppError> {
+        self.count(1);
+        with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()))
+    }
+
+    /// Closes the pool: in-flight statements finish, new ones fail at once. Used at shutdown.
+    pub async fn close(&self) {
+        match &self.db {
+            Db::Sqlite(pool) => pool.close().await,
+            Db::Postgres(pool) => pool.close().await,
+        }
+    }
+
+    /// Records that `n` statements are about to run.
+    pub(crate) fn count(&self, n: u64) {
+        self.statements.inc_by(n);
+    }
+
+    /// Runs an id-list statement (see `id_list_sql!`) with optional extra `i64` binds after the list.
+    pub(crate) async fn fetch_for_ids<T>(&self, sql: &IdListSql, ids: &[i64], extra: &[i64]) -> Result<Vec<T>, AppError>
+    where
+        T: Send + Unpin + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>,
+    {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.count(1);
+        let rows = match &self.db {
+            Db::Postgres(pool) => {
+                let mut q = sqlx::query_as::<_, T>(sql.postgres).bind(ids);
+                for v in extra {
+                    q = q.bind(*v);
+                }
+                q.fetch_all(pool).await
+            }
+            Db::Sqlite(pool) => {
+                let json = serde_json::Value::from(ids).to_string();
+                let mut q = sqlx::query_as::<_, T>(sql.sqlite).bind(json);
+                for v in extra {
+                    q = q.bind(*v);
+                }
+                q.fetch_all(pool).await
+            }
+        };
+        Ok(rows?)
+    }
+}
+
+/// Escapes `%`, `_` and `\` so user text matches literally inside a `LIKE`/`ILIKE` pattern (escape char `\`).
+pub(crate) fn like_pattern(term: &str) -> String {
+    let mut out = String::with_capacity(term.len() + 2);
+    out.push('%');
+    for ch in term.chars() {
+        if matches!(ch, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out.push('%');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn like_pattern_escapes_wildcards() {
+        assert_eq!(super::like_pattern("50%_off\\"), "%50\\%\\_off\\\\%");
+    }
+}

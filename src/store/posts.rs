@@ -1,0 +1,170 @@
+//! Posts: rows, the filtered feed, per-author pages for the loaders, and counts.
+
+use chrono::{DateTime, Utc};
+use sqlx::AssertSqlSafe;
+
+use crate::error::AppError;
+use super::{Db, IdListSql, Page, Store, id_list_sql, like_pattern};
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct PostRow {
+    pub id: i64,
+    pub author_id: i64,
+    pub title: String,
+    pub content: String,
+    pub published: bool,
+    pub published_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+macro_rules! post_cols {
+    () => {
+        "id, author_id, title, content, published, published_at, created_at, updated_at"
+    };
+}
+
+/// Which posts a list shows. Built by the GraphQL layer after it has decided what the viewer may see.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PostListFilter {
+    /// Only this author's posts.
+    pub author_id: Option<i64>,
+    /// Case-insensitive substring of the title or the content.
+    pub search: Option<String>,
+    /// Also list unpublished posts (the caller has checked the viewer may see them).
+    pub include_drafts: bool,
+}
+
+/// A value bound to a dynamically assembled statement.
+enum Arg {
+    Int(i64),
+    Text(String),
+}
+
+/// Assembles `WHERE ...` for a post list from fixed fragments; every user-supplied value is a bind parameter,
+/// never part of the text. Returns the clause and its arguments, numbered from `$1`.
+fn post_where(filter: &PostListFilter, db: &Db) -> (String, Vec<Arg>) {
+    let mut clauses: Vec<String> = Vec::new();
+    let mut args = Vec::new();
+    if !filter.include_drafts {
+        clauses.push("published = TRUE".into());
+    }
+    if let Some(author) = filter.author_id {
+        args.push(Arg::Int(author));
+        clauses.push(format!("author_id = ${}", args.len()));
+    }
+    if let Some(term) = filter.search.as_deref() {
+        args.push(Arg::Text(like_pattern(term)));
+        let n = args.len();
+        clauses.push(match db {
+            // pg_trgm indexes serve ILIKE '%term%' on both columns.
+            Db::Postgres(_) => format!("(title ILIKE ${n} OR content ILIKE ${n})"),
+            // SQLite's LIKE folds ASCII case only; non-ASCII letters match case-sensitively.
+            Db::Sqlite(_) => format!("(title LIKE ${n} ESCAPE '\\' OR content LIKE ${n} ESCAPE '\\')"),
+        });
+    }
+    let clause = if clauses.is_empty() { "TRUE".to_owned() } else { clauses.join(" AND ") };
+    (clause, args)
+}
+
+macro_rules! bind_args {
+    ($q:expr, $args:expr) => {{
+        let mut q = $q;
+        for arg in $args {
+            q = match arg {
+                Arg::Int(v) => q.bind(v),
+                Arg::Text(v) => q.bind(v),
+            };
+        }
+        q
+    }};
+}
+
+impl Store {
+    /// Posts by id (drafts included: visibility is the caller's decision). One statement.
+    pub async fn posts_by_ids(&self, ids: &[i64]) -> Result<Vec<PostRow>, AppError> {
+        const SQL: IdListSql = id_list_sql!(concat!("SELECT ", post_cols!(), " FROM posts WHERE id"), "");
+        self.fetch_for_ids(&SQL, ids, &[]).await
+    }
+
+    /// One page of a post list, newest first (keyset on id).
+    pub async fn list_posts(&self, filter: &PostListFilter, page: Page) -> Result<Vec<PostRow>, AppError> {
+        let (clause, mut args) = post_where(filter, &self.db);
+        args.push(Arg::Int(page.after.unwrap_or(i64::MAX)));
+        let after = args.len();
+        args.push(Arg::Int(page.limit));
+        let limit = args.len();
+        // Only fixed fragments and placeholder numbers are formatted into the text (see `post_where`).
+        let sql = format!(
+            concat!("SELECT ", post_cols!(), " FROM posts WHERE {} AND id < ${} ORDER BY id DESC LIMIT ${}"),
+            clause, after, limit
+        );
+        self.count(1);
+        match &self.db {
+            Db::Postgres(pool) => bind_args!(sqlx::query_as(AssertSqlSafe(sql)), args).fetch_all(pool).await,
+            Db::Sqlite(pool) => bind_args!(sqlx::query_as(AssertSqlSafe(sql)), args).fetch_all(pool).await,
+        }
+        .map_err(AppError::from)
+    }
+
+    /// How many posts a list holds in all (for `totalCount`).
+    pub async fn count_posts(&self, filter: &PostListFilter) -> Result<i64, AppError> {
+        let (clause, args) = post_where(filter, &self.db);
+        let sql = format!("SELECT COUNT(*) FROM posts WHERE {clause}");
+        self.count(1);
+        match &self.db {
+            Db::Postgres(pool) => bind_args!(sqlx::query_scalar(AssertSqlSafe(sql)), args).fetch_one(pool).await,
+            Db::Sqlite(pool) => bind_args!(sqlx::query_scalar(AssertSqlSafe(sql)), args).fetch_one(pool).await,
+        }
+        .map_err(AppError::from)
+    }
+
+    /// The same page of posts for each of several authors, newest first: one windowed statement whatever the
+    /// number of authors. `include_drafts` lists unpublished posts too.
+    pub async fn posts_by_authors(
+        &self,
+        author_ids: &[i64],
+        include_drafts: bool,
+        page: Page,
+    ) -> Result<Vec<PostRow>, AppError> {
+        const PUBLISHED: IdListSql = id_list_sql!(
+            concat!(
+                "SELECT ",
+                post_cols!(),
+                " FROM (SELECT ",
+                post_cols!(),
+                ", ROW_NUMBER() OVER (PARTITION BY author_id ORDER BY id DESC) AS rn",
+                " FROM posts WHERE published = TRUE AND id < $2 AND author_id"
+            ),
+            ") ranked WHERE rn <= $3 ORDER BY author_id, id DESC"
+        );
+        const ALL: IdListSql = id_list_sql!(
+            concat!(
+                "SELECT ",
+                post_cols!(),
+                " FROM (SELECT ",
+                post_cols!(),
+                ", ROW_NUMBER() OVER (PARTITION BY author_id ORDER BY id DESC) AS rn",
+                " FROM posts WHERE id < $2 AND author_id"
+            ),
+            ") ranked WHERE rn <= $3 ORDER BY author_id, id DESC"
+        );
+        let sql = if include_drafts { &ALL } else { &PUBLISHED };
+        self.fetch_for_ids(sql, author_ids, &[page.after.unwrap_or(i64::MAX), page.limit]).await
+    }
+
+    /// `(author_id, number of posts)` for several authors; authors with none are absent. One statement.
+    pub async fn post_counts_by_authors(
+        &self,
+        author_ids: &[i64],
+        include_drafts: bool,
+    ) -> Result<Vec<(i64, i64)>, AppError> {
+        const PUBLISHED: IdListSql = id_list_sql!(
+            "SELECT author_id, COUNT(*) FROM posts WHERE published = TRUE AND author_id",
+            " GROUP BY author_id"
+        );
+        const ALL: IdListSql = id_list_sql!("SELECT author_id, COUNT(*) FROM posts WHERE author_id", " GROUP BY author_id");
+        let sql = if include_drafts { &ALL } else { &PUBLISHED };
+        self.fetch_for_ids(sql, author_ids, &[]).await
+    }
+}
