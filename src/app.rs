@@ -34,12 +34,29 @@ impl App {
         )
         .await?;
         store.migrate().await?;
-        if config.demo_data && store.kind() == DatabaseKind::Sqlite && store.count_users().await? == 0 {
-            let plan = SeedPlan { users: 12, posts: 60, comments: 300, seed: 7, progress: false };
+        if config.demo_data
+            && store.kind() == DatabaseKind::Sqlite
+            && store.count_users().await? == 0
+        {
+            let plan = SeedPlan {
+                users: 12,
+                posts: 60,
+                comments: 300,
+                seed: 7,
+                progress: false,
+            };
             let report = seed::run(&store, plan).await?;
-            tracing::info!(users = report.users, posts = report.posts, comments = report.comments, "seeded demo data");
+            tracing::info!(
+                users = report.users,
+                posts = report.posts,
+                comments = report.comments,
+                "seeded demo data"
+            );
         }
-        let limits = Limits { max_depth: config.max_depth, max_complexity: config.max_complexity };
+        let limits = Limits {
+            max_depth: config.max_depth,
+            max_complexity: config.max_complexity,
+        };
         let schema = build_schema(Some(store.clone()), limits);
         let sdl: Arc<str> = schema.sdl().into();
         let state = AppState {
@@ -47,14 +64,17 @@ impl App {
             store,
             metrics,
             sdl,
-            loader_delay: config.loader_delay,
             graphiql: config.graphiql,
         };
-        let listener = TcpListener::bind(config.bind)
-            .await
-            .with_context(|| format!("could not listen on {} (FOLIO_BIND / --bind)", config.bind))?;
+        let listener = TcpListener::bind(config.bind).await.with_context(|| {
+            format!("could not listen on {} (FOLIO_BIND / --bind)", config.bind)
+        })?;
         let addr = listener.local_addr()?;
-        Ok(Self { listener, addr, state })
+        Ok(Self {
+            listener,
+            addr,
+            state,
+        })
     }
 
     /// The bound address (with the real port when the config asked for port 0).
@@ -77,7 +97,10 @@ impl App {
     }
 
     /// Serves until `stop` completes, then stops accepting, finishes in-flight requests and closes the pool.
-    pub async fn run_until(self, stop: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until(
+        self,
+        stop: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         tracing::info!(addr = %self.addr, "folio listening; GraphiQL at http://{}/graphql", self.addr);
         let store = self.state.store.clone();
         axum::serve(self.listener, router(self.state))

@@ -114,6 +114,11 @@ async fn serve(args: &ServeArgs, mut config: Config) -> anyhow::Result<()> {
 
 async fn open(config: &Config) -> anyhow::Result<Store> {
     let metrics = Metrics::new()?;
-    Store::connect(&config.database_url, config.db_max_connections, config.db_acquire_timeout, metrics.db_statements)
-        .await
+    Store::connect(
+        &config.database_url,
+        config.db_max_connections,
+        config.db_acquire_timeout,
+        metrics.db_statements,
+    )
+    .await
 }

@@ -40,8 +40,6 @@ pub struct Config {
     pub max_depth: usize,
     /// `FOLIO_MAX_COMPLEXITY`: the largest complexity score a query may have (lists count `first` times).
     pub max_complexity: usize,
-    /// `FOLIO_LOADER_DELAY_US`: how long a DataLoader waits to collect keys before it runs its batch.
-    pub loader_delay: Duration,
     /// `FOLIO_GRAPHIQL`: serve the GraphiQL playground on `GET /graphql` for browsers.
     pub graphiql: bool,
     /// `FOLIO_LOG`: tracing filter (`info`, `folio=debug,sqlx=warn`, ...).
@@ -63,7 +61,6 @@ impl Default for Config {
             demo_data: true,
             max_depth: 12,
             max_complexity: 20_000,
-            loader_delay: Duration::from_micros(250),
             graphiql: true,
             log_filter: "info,sqlx=warn".to_owned(),
             log_format: LogFormat::Text,
@@ -84,16 +81,14 @@ impl Config {
         Ok(Self {
             bind: opt(&parse, "FOLIO_BIND")?.unwrap_or(d.bind),
             database_url: parse("DATABASE_URL").unwrap_or(d.database_url),
-            db_max_connections: opt(&parse, "FOLIO_DB_MAX_CONNECTIONS")?.unwrap_or(d.db_max_connections),
+            db_max_connections: opt(&parse, "FOLIO_DB_MAX_CONNECTIONS")?
+                .unwrap_or(d.db_max_connections),
             db_acquire_timeout: opt(&parse, "FOLIO_DB_ACQUIRE_TIMEOUT_MS")?
                 .map(Duration::from_millis)
                 .unwrap_or(d.db_acquire_timeout),
             demo_data: bool_opt(&parse, "FOLIO_DEMO_DATA")?.unwrap_or(d.demo_data),
             max_depth: opt(&parse, "FOLIO_MAX_DEPTH")?.unwrap_or(d.max_depth),
             max_complexity: opt(&parse, "FOLIO_MAX_COMPLEXITY")?.unwrap_or(d.max_complexity),
-            loader_delay: opt(&parse, "FOLIO_LOADER_DELAY_US")?
-                .map(Duration::from_micros)
-                .unwrap_or(d.loader_delay),
             graphiql: bool_opt(&parse, "FOLIO_GRAPHIQL")?.unwrap_or(d.graphiql),
             log_filter: parse("FOLIO_LOG").unwrap_or(d.log_filter),
             log_format: match parse("FOLIO_LOG_FORMAT").as_deref() {
@@ -151,7 +146,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn with(vars: &[(&str, &str)]) -> anyhow::Result<Config> {
-        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(|k| map.get(k).cloned())
     }
 
@@ -173,7 +171,11 @@ mod tests {
 
     #[test]
     fn postgres_urls_pick_postgres() {
-        let c = with(&[("DATABASE_URL", "postgres://u@h/db"), ("FOLIO_BIND", "0.0.0.0:9000")]).unwrap();
+        let c = with(&[
+            ("DATABASE_URL", "postgres://u@h/db"),
+            ("FOLIO_BIND", "0.0.0.0:9000"),
+        ])
+        .unwrap();
         assert_eq!(c.database_kind().unwrap(), DatabaseKind::Postgres);
         assert_eq!(c.bind.port(), 9000);
         assert!(database_kind("mysql://x").is_err());

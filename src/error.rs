@@ -84,9 +84,10 @@ impl AppError {
     pub fn public_message(&self) -> String {
         match self {
             Self::BadUserInput { message, .. } | Self::Conflict { message, .. } => message.clone(),
-            Self::Unauthenticated(m) | Self::Forbidden(m) | Self::NotFound(m) | Self::Unavailable(m) => {
-                m.clone()
-            }
+            Self::Unauthenticated(m)
+            | Self::Forbidden(m)
+            | Self::NotFound(m)
+            | Self::Unavailable(m) => m.clone(),
             Self::Internal(_) => "Internal server error".to_owned(),
         }
     }
@@ -118,11 +119,27 @@ impl AppError {
         match err {
             sqlx::Error::PoolTimedOut => {
                 tracing::warn!("database pool timed out");
-                Some(Self::Unavailable("The database is busy or unreachable; try again shortly.".into()))
+                Some(Self::Unavailable(
+                    "The database is busy or unreachable; try again shortly.".into(),
+                ))
             }
             sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
                 tracing::warn!(error = %err, "database unreachable");
-                Some(Self::Unavailable("The database is unreachable; try again shortly.".into()))
+                Some(Self::Unavailable(
+                    "The database is unreachable; try again shortly.".into(),
+                ))
+            }
+            // PostgreSQL's own words for "not now": connection exceptions (class 08), the server shutting down
+            // or restarting (57P01-57P03), too many connections (53300), the database missing (3D000).
+            sqlx::Error::Database(db)
+                if db.code().is_some_and(|c| {
+                    c.starts_with("08") || c.starts_with("57P0") || c == "53300" || c == "3D000"
+                }) =>
+            {
+                tracing::warn!(error = %err, "database unavailable");
+                Some(Self::Unavailable(
+                    "The database is unavailable; try again shortly.".into(),
+                ))
             }
             _ => None,
         }
@@ -131,7 +148,8 @@ impl AppError {
 
 impl From<sqlx::Error> for AppError {
     fn from(err: sqlx::Error) -> Self {
-        Self::db_unavailable(&err).unwrap_or_else(|| Self::Internal(anyhow::Error::new(err).context("database error")))
+        Self::db_unavailable(&err)
+            .unwrap_or_else(|| Self::Internal(anyhow::Error::new(err).context("database error")))
     }
 }
 
@@ -146,12 +164,20 @@ impl AppError {
     /// A copy for each key of a failed batch (`anyhow::Error` cannot be cloned, so its chain becomes text).
     fn duplicate(&self) -> Self {
         match self {
-            Self::BadUserInput { message, field_errors } => {
-                Self::BadUserInput { message: message.clone(), field_errors: field_errors.clone() }
-            }
-            Self::Conflict { message, field_errors } => {
-                Self::Conflict { message: message.clone(), field_errors: field_errors.clone() }
-            }
+            Self::BadUserInput {
+                message,
+                field_errors,
+            } => Self::BadUserInput {
+                message: message.clone(),
+                field_errors: field_errors.clone(),
+            },
+            Self::Conflict {
+                message,
+                field_errors,
+            } => Self::Conflict {
+                message: message.clone(),
+                field_errors: field_errors.clone(),
+            },
             Self::Unauthenticated(m) => Self::Unauthenticated(m.clone()),
             Self::Forbidden(m) => Self::Forbidden(m.clone()),
             Self::NotFound(m) => Self::NotFound(m.clone()),
@@ -186,11 +212,17 @@ impl From<AppError> for async_graphql::Error {
         async_graphql::Error::new(message).extend_with(|_, ext| {
             ext.set("code", code);
             if let Some(fields) = field_errors {
-                let map: async_graphql::indexmap::IndexMap<async_graphql::Name, async_graphql::Value> = fields
+                let map: async_graphql::indexmap::IndexMap<
+                    async_graphql::Name,
+                    async_graphql::Value,
+                > = fields
                     .into_iter()
                     .map(|(k, v)| {
                         let list = v.into_iter().map(async_graphql::Value::String).collect();
-                        (async_graphql::Name::new(k), async_graphql::Value::List(list))
+                        (
+                            async_graphql::Name::new(k),
+                            async_graphql::Value::List(list),
+                        )
                     })
                     .collect();
                 ext.set("fieldErrors", async_graphql::Value::Object(map));

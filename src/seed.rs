@@ -47,10 +47,16 @@ pub async fn run(store: &Store, plan: SeedPlan) -> anyhow::Result<SeedReport> {
     let started = Instant::now();
     let mut rng = StdRng::seed_from_u64(plan.seed);
     let total = plan.users + plan.posts + plan.comments;
-    let bar = if plan.progress { ProgressBar::new(total) } else { ProgressBar::hidden() };
+    let bar = if plan.progress {
+        ProgressBar::new(total)
+    } else {
+        ProgressBar::hidden()
+    };
     bar.set_style(
-        ProgressStyle::with_template("{msg:9} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} rows ({per_sec})")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{msg:9} [{elapsed_precise}] {wide_bar} {human_pos}/{human_len} rows ({per_sec})",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     // Timestamps run forward from a year ago in row order, so ids and times agree.
     let now = Utc::now();
@@ -72,10 +78,16 @@ pub async fn run(store: &Store, plan: SeedPlan) -> anyhow::Result<SeedReport> {
             .map(|k| {
                 let first: String = FirstName().fake_with_rng(&mut rng);
                 let last: String = LastName().fake_with_rng(&mut rng);
-                let handle: String =
-                    format!("{first}.{last}").chars().filter(|c| c.is_ascii_alphanumeric() || *c == '.').collect();
+                let handle: String = format!("{first}.{last}")
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric() || *c == '.')
+                    .collect();
                 NewUser {
-                    email: format!("{}.{}@example.com", handle.to_ascii_lowercase(), first_user + k + 1),
+                    email: format!(
+                        "{}.{}@example.com",
+                        handle.to_ascii_lowercase(),
+                        first_user + k + 1
+                    ),
                     name: format!("{first} {last}"),
                     role: "USER",
                     plan: if rng.random_bool(0.1) { "PRO" } else { "FREE" },
@@ -114,7 +126,14 @@ pub async fn run(store: &Store, plan: SeedPlan) -> anyhow::Result<SeedReport> {
                 }
             })
             .collect();
-        published_ids.extend(store.insert_posts(&batch).await?);
+        published_ids.extend(
+            store
+                .insert_posts(&batch)
+                .await?
+                .into_iter()
+                .filter(|(_, p)| *p)
+                .map(|(id, _)| id),
+        );
         i += n;
         bar.inc(n);
     }

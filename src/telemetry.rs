@@ -3,7 +3,9 @@
 //! Metrics live in a registry owned by each `App` rather than a process-global one, so two apps in one process
 //! (the integration tests start many) never mix their counts.
 
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, LogFormat};
@@ -11,9 +13,15 @@ use crate::config::{Config, LogFormat};
 /// Installs the global tracing subscriber. Call once, from `main`.
 pub fn init_tracing(config: &Config) {
     let filter = EnvFilter::try_new(&config.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     let result = match config.log_format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
         LogFormat::Text => builder.try_init(),
     };
     if let Err(err) = result {
@@ -36,19 +44,34 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> anyhow::Result<Self> {
         let registry = Registry::new();
-        let db_statements = IntCounter::new("folio_db_statements_total", "SQL statements executed")?;
+        let db_statements =
+            IntCounter::new("folio_db_statements_total", "SQL statements executed")?;
         let http_requests = IntCounterVec::new(
-            Opts::new("folio_http_requests_total", "HTTP requests answered, by status code"),
+            Opts::new(
+                "folio_http_requests_total",
+                "HTTP requests answered, by status code",
+            ),
             &["status"],
         )?;
         let http_duration = Histogram::with_opts(
-            HistogramOpts::new("folio_http_request_duration_seconds", "Time from request to response head")
-                .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            HistogramOpts::new(
+                "folio_http_request_duration_seconds",
+                "Time from request to response head",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ]),
         )?;
         registry.register(Box::new(db_statements.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
-        Ok(Self { registry, db_statements, http_requests, http_duration })
+        Ok(Self {
+            registry,
+            db_statements,
+            http_requests,
+            http_duration,
+        })
     }
 
     /// Prometheus text exposition of every metric.

@@ -33,7 +33,10 @@ impl CursorType for Cursor {
         let bad = || BadCursor;
         let bytes = URL_SAFE_NO_PAD.decode(s).map_err(|_| bad())?;
         let text = std::str::from_utf8(&bytes).map_err(|_| bad())?;
-        let id = text.strip_prefix("v1:").and_then(|n| n.parse::<i64>().ok()).ok_or_else(bad)?;
+        let id = text
+            .strip_prefix("v1:")
+            .and_then(|n| n.parse::<i64>().ok())
+            .ok_or_else(bad)?;
         Ok(Cursor(id))
     }
 
@@ -45,19 +48,26 @@ impl CursorType for Cursor {
 /// Checks `first` and decodes `after`; the page asks for one extra row to learn whether another page follows.
 pub fn page_args(first: i32, after: Option<&str>) -> Result<Page, AppError> {
     if !(0..=MAX_FIRST).contains(&first) {
-        return Err(AppError::bad_input(format!("`first` must be between 0 and {MAX_FIRST}, got {first}")));
+        return Err(AppError::bad_input(format!(
+            "`first` must be between 0 and {MAX_FIRST}, got {first}"
+        )));
     }
     let after = after
         .map(Cursor::decode_cursor)
         .transpose()
         .map_err(|e| AppError::bad_input(e.to_string()))?
         .map(|c| c.0);
-    Ok(Page { after, limit: i64::from(first) + 1 })
+    Ok(Page {
+        after,
+        limit: i64::from(first) + 1,
+    })
 }
 
 /// Complexity of a connection field: its children count once per requested item.
 pub fn complexity(first: i32, child_complexity: usize) -> usize {
-    usize::try_from(first.clamp(1, MAX_FIRST)).unwrap_or(1).saturating_mul(child_complexity)
+    usize::try_from(first.clamp(1, MAX_FIRST))
+        .unwrap_or(1)
+        .saturating_mul(child_complexity)
 }
 
 /// What `totalCount` counts. Counted only when the field is selected.
@@ -79,12 +89,14 @@ impl ConnectionExtras {
     /// How many items the whole list holds, across all pages.
     async fn total_count(&self, ctx: &Context<'_>) -> async_graphql::Result<i32> {
         let n = match &self.count {
-            CountOf::Posts(filter) => ctx.store()?.count_posts(filter).await.map_err(AppError::from)?,
-            CountOf::Users => ctx.store()?.count_users().await.map_err(AppError::from)?,
-            CountOf::AuthorPosts(key) => ctx.loaders()?.load_one(*key).await.map_err(AppError::from)?.unwrap_or(0),
-            CountOf::PostComments(post) => {
-                ctx.loaders()?.load_one(CommentCount(*post)).await.map_err(AppError::from)?.unwrap_or(0)
-            }
+            CountOf::Posts(filter) => ctx.store()?.count_posts(filter).await?,
+            CountOf::Users => ctx.store()?.count_users().await?,
+            CountOf::AuthorPosts(key) => ctx.loaders()?.load_one(*key).await?.unwrap_or(0),
+            CountOf::PostComments(post) => ctx
+                .loaders()?
+                .load_one(CommentCount(*post))
+                .await?
+                .unwrap_or(0),
         };
         Ok(i32::try_from(n).unwrap_or(i32::MAX))
     }
@@ -103,9 +115,16 @@ pub fn build<R, N: OutputType>(
 ) -> Conn<N> {
     let first = usize::try_from(page.limit - 1).unwrap_or(0);
     let has_next = rows.len() > first;
-    let mut conn = Connection::with_additional_fields(page.after.is_some(), has_next, ConnectionExtras { count });
-    conn.edges
-        .extend(rows.into_iter().take(first).map(|r| Edge::new(Cursor(id_of(&r)), node(r))));
+    let mut conn = Connection::with_additional_fields(
+        page.after.is_some(),
+        has_next,
+        ConnectionExtras { count },
+    );
+    conn.edges.extend(
+        rows.into_iter()
+            .take(first)
+            .map(|r| Edge::new(Cursor(id_of(&r)), node(r))),
+    );
     conn
 }
 
@@ -117,8 +136,17 @@ mod tests {
     fn cursors_round_trip_and_reject_garbage() {
         let c = Cursor(42).encode_cursor();
         assert_eq!(Cursor::decode_cursor(&c).unwrap(), Cursor(42));
-        for bad in ["", "!!", "djE6", "eDo0Mg", &URL_SAFE_NO_PAD.encode("v1:abc")] {
-            assert!(Cursor::decode_cursor(bad).is_err(), "{bad} should be rejected");
+        for bad in [
+            "",
+            "!!",
+            "djE6",
+            "eDo0Mg",
+            &URL_SAFE_NO_PAD.encode("v1:abc"),
+        ] {
+            assert!(
+                Cursor::decode_cursor(bad).is_err(),
+                "{bad} should be rejected"
+            );
         }
     }
 

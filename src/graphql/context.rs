@@ -18,11 +18,13 @@ pub(crate) trait ContextExt {
 
 impl ContextExt for Context<'_> {
     fn store(&self) -> Result<&Store, AppError> {
-        self.data::<Store>().map_err(|_| AppError::internal(anyhow::anyhow!("store missing from schema data")))
+        self.data::<Store>()
+            .map_err(|_| AppError::internal(anyhow::anyhow!("store missing from schema data")))
     }
 
     fn loaders(&self) -> Result<&Loaders, AppError> {
-        self.data::<Loaders>().map_err(|_| AppError::internal(anyhow::anyhow!("loaders missing from request data")))
+        self.data::<Loaders>()
+            .map_err(|_| AppError::internal(anyhow::anyhow!("loaders missing from request data")))
     }
 
     fn viewer(&self) -> &Viewer {

@@ -6,9 +6,12 @@ use crate::error::AppError;
 
 /// Parses an `ID` argument named `arg`.
 pub fn parse(id: &ID, arg: &str) -> Result<i64, AppError> {
-    id.trim()
-        .parse::<i64>()
-        .map_err(|_| AppError::bad_input(format!("`{arg}` must be a numeric ID, got \"{}\"", id.as_str())))
+    id.trim().parse::<i64>().map_err(|_| {
+        AppError::bad_input(format!(
+            "`{arg}` must be a numeric ID, got \"{}\"",
+            id.as_str()
+        ))
+    })
 }
 
 /// Formats a database id as a GraphQL `ID`.

@@ -1,18 +1,12 @@
-//! Per-request batched loading. One `DataLoader` per request wraps `Batch`, which implements `Loader` once per
-//! key type; each impl is one store batch function, so a relation costs one statement per level of the query,
-//! however many parents it is loaded for.
+//! The request's loaders: one `Batcher` per relation, each backed by one store batch function, so a relation
+//! costs one statement per level of the query however many parents it is loaded for (see `batch.rs`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
-
-use async_graphql::dataloader::{DataLoader, Loader};
 
 use crate::error::AppError;
+use crate::graphql::batch::{BatchFn, Batcher, Dispatcher};
 use crate::store::{CommentRow, Page, PostRow, Store, UserRow};
-
-/// A batch failed; shared by every key of the batch, hence the `Arc`.
-pub type LoadError = Arc<AppError>;
 
 /// Key: a user by id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -46,17 +40,80 @@ pub struct AuthorPostCount {
     pub include_drafts: bool,
 }
 
-/// The loader of every relation, over the shared store.
-pub struct Batch {
+/// Every relation's batch function, over the shared store.
+pub struct Sources {
     store: Store,
 }
 
-/// The request's loaders.
-pub type Loaders = DataLoader<Batch>;
+/// One request's loaders.
+pub struct Loaders {
+    sources: Arc<Sources>,
+    users: Batcher<UserId, UserRow>,
+    posts: Batcher<PostId, PostRow>,
+    comments: Batcher<CommentId, CommentRow>,
+    comment_counts: Batcher<CommentCount, i64>,
+    post_comments: Batcher<PostComments, Vec<CommentRow>>,
+    author_posts: Batcher<AuthorPosts, Vec<PostRow>>,
+    author_post_counts: Batcher<AuthorPostCount, i64>,
+}
 
-/// A fresh loader set for one request. `delay` is how long the first key waits for its siblings.
-pub fn for_request(store: Store, delay: Duration) -> Loaders {
-    DataLoader::new(Batch { store }, tokio::spawn).delay(delay)
+impl Loaders {
+    /// Fresh loaders for one request, and the dispatcher that must drive its execution (`batch::Batched`).
+    pub fn new(store: Store) -> (Self, Arc<Dispatcher>) {
+        let d = Arc::new(Dispatcher::default());
+        let loaders = Self {
+            sources: Arc::new(Sources { store }),
+            users: Batcher::new(&d),
+            posts: Batcher::new(&d),
+            comments: Batcher::new(&d),
+            comment_counts: Batcher::new(&d),
+            post_comments: Batcher::new(&d),
+            author_posts: Batcher::new(&d),
+            author_post_counts: Batcher::new(&d),
+        };
+        (loaders, d)
+    }
+
+    /// Loads one value, batched with every sibling resolver's request for the same relation.
+    pub async fn load_one<K>(
+        &self,
+        key: K,
+    ) -> Result<Option<<Sources as BatchFn<K>>::Value>, AppError>
+    where
+        Self: HasBatcher<K>,
+        Sources: BatchFn<K>,
+        K: Clone + Eq + std::hash::Hash + Send + Sync + 'static,
+    {
+        self.batcher().load_one(&self.sources, key).await
+    }
+}
+
+/// Which batcher serves key type `K`.
+pub trait HasBatcher<K>
+where
+    Sources: BatchFn<K>,
+{
+    fn batcher(&self) -> &Batcher<K, <Sources as BatchFn<K>>::Value>;
+}
+
+macro_rules! has_batcher {
+    ($($key:ty => $field:ident),* $(,)?) => {$(
+        impl HasBatcher<$key> for Loaders {
+            fn batcher(&self) -> &Batcher<$key, <Sources as BatchFn<$key>>::Value> {
+                &self.$field
+            }
+        }
+    )*};
+}
+
+has_batcher! {
+    UserId => users,
+    PostId => posts,
+    CommentId => comments,
+    CommentCount => comment_counts,
+    PostComments => post_comments,
+    AuthorPosts => author_posts,
+    AuthorPostCount => author_post_counts,
 }
 
 fn ids<K: Copy>(keys: &[K], f: impl Fn(K) -> i64) -> Vec<i64> {
@@ -65,7 +122,10 @@ fn ids<K: Copy>(keys: &[K], f: impl Fn(K) -> i64) -> Vec<i64> {
 
 /// Groups keyed pages by their shared parameters, so one statement serves every parent asking for the same
 /// page shape (the common case: all of them).
-fn by_shape<K: Copy, S: Eq + std::hash::Hash>(keys: &[K], shape: impl Fn(K) -> S) -> HashMap<S, Vec<K>> {
+fn by_shape<K: Copy, S: Eq + std::hash::Hash>(
+    keys: &[K],
+    shape: impl Fn(K) -> S,
+) -> HashMap<S, Vec<K>> {
     let mut groups: HashMap<S, Vec<K>> = HashMap::new();
     for k in keys {
         groups.entry(shape(*k)).or_default().push(*k);
@@ -73,53 +133,65 @@ fn by_shape<K: Copy, S: Eq + std::hash::Hash>(keys: &[K], shape: impl Fn(K) -> S
     groups
 }
 
-impl Loader<UserId> for Batch {
+impl BatchFn<UserId> for Sources {
     type Value = UserRow;
-    type Error = LoadError;
-    async fn load(&self, keys: &[UserId]) -> Result<HashMap<UserId, UserRow>, LoadError> {
+    async fn load(&self, keys: &[UserId]) -> Result<HashMap<UserId, UserRow>, AppError> {
         let rows = self.store.users_by_ids(&ids(keys, |k| k.0)).await?;
         Ok(rows.into_iter().map(|r| (UserId(r.id), r)).collect())
     }
 }
 
-impl Loader<PostId> for Batch {
+impl BatchFn<PostId> for Sources {
     type Value = PostRow;
-    type Error = LoadError;
-    async fn load(&self, keys: &[PostId]) -> Result<HashMap<PostId, PostRow>, LoadError> {
+    async fn load(&self, keys: &[PostId]) -> Result<HashMap<PostId, PostRow>, AppError> {
         let rows = self.store.posts_by_ids(&ids(keys, |k| k.0)).await?;
         Ok(rows.into_iter().map(|r| (PostId(r.id), r)).collect())
     }
 }
 
-impl Loader<CommentId> for Batch {
+impl BatchFn<CommentId> for Sources {
     type Value = CommentRow;
-    type Error = LoadError;
-    async fn load(&self, keys: &[CommentId]) -> Result<HashMap<CommentId, CommentRow>, LoadError> {
+    async fn load(&self, keys: &[CommentId]) -> Result<HashMap<CommentId, CommentRow>, AppError> {
         let rows = self.store.comments_by_ids(&ids(keys, |k| k.0)).await?;
         Ok(rows.into_iter().map(|r| (CommentId(r.id), r)).collect())
     }
 }
 
-impl Loader<CommentCount> for Batch {
+impl BatchFn<CommentCount> for Sources {
     type Value = i64;
-    type Error = LoadError;
-    async fn load(&self, keys: &[CommentCount]) -> Result<HashMap<CommentCount, i64>, LoadError> {
-        let counts = self.store.comment_counts(&ids(keys, |k| k.0)).await?;
-        let found: HashMap<i64, i64> = counts.into_iter().collect();
+    async fn load(&self, keys: &[CommentCount]) -> Result<HashMap<CommentCount, i64>, AppError> {
+        let found: HashMap<i64, i64> = self
+            .store
+            .comment_counts(&ids(keys, |k| k.0))
+            .await?
+            .into_iter()
+            .collect();
         // Posts without comments are absent from the result: they count zero.
-        Ok(keys.iter().map(|k| (*k, found.get(&k.0).copied().unwrap_or(0))).collect())
+        Ok(keys
+            .iter()
+            .map(|k| (*k, found.get(&k.0).copied().unwrap_or(0)))
+            .collect())
     }
 }
 
-impl Loader<PostComments> for Batch {
+impl BatchFn<PostComments> for Sources {
     type Value = Vec<CommentRow>;
-    type Error = LoadError;
-    async fn load(&self, keys: &[PostComments]) -> Result<HashMap<PostComments, Vec<CommentRow>>, LoadError> {
-        let mut out: HashMap<PostComments, Vec<CommentRow>> = keys.iter().map(|k| (*k, Vec::new())).collect();
+    async fn load(
+        &self,
+        keys: &[PostComments],
+    ) -> Result<HashMap<PostComments, Vec<CommentRow>>, AppError> {
+        let mut out: HashMap<PostComments, Vec<CommentRow>> =
+            keys.iter().map(|k| (*k, Vec::new())).collect();
         for (page, group) in by_shape(keys, |k| k.page) {
-            let rows = self.store.comments_by_posts(&ids(&group, |k| k.post_id), page).await?;
-            for row in rows {
-                if let Some(list) = out.get_mut(&PostComments { post_id: row.post_id, page }) {
+            for row in self
+                .store
+                .comments_by_posts(&ids(&group, |k| k.post_id), page)
+                .await?
+            {
+                if let Some(list) = out.get_mut(&PostComments {
+                    post_id: row.post_id,
+                    page,
+                }) {
                     list.push(row);
                 }
             }
@@ -128,15 +200,25 @@ impl Loader<PostComments> for Batch {
     }
 }
 
-impl Loader<AuthorPosts> for Batch {
+impl BatchFn<AuthorPosts> for Sources {
     type Value = Vec<PostRow>;
-    type Error = LoadError;
-    async fn load(&self, keys: &[AuthorPosts]) -> Result<HashMap<AuthorPosts, Vec<PostRow>>, LoadError> {
-        let mut out: HashMap<AuthorPosts, Vec<PostRow>> = keys.iter().map(|k| (*k, Vec::new())).collect();
+    async fn load(
+        &self,
+        keys: &[AuthorPosts],
+    ) -> Result<HashMap<AuthorPosts, Vec<PostRow>>, AppError> {
+        let mut out: HashMap<AuthorPosts, Vec<PostRow>> =
+            keys.iter().map(|k| (*k, Vec::new())).collect();
         for ((include_drafts, page), group) in by_shape(keys, |k| (k.include_drafts, k.page)) {
-            let rows = self.store.posts_by_authors(&ids(&group, |k| k.author_id), include_drafts, page).await?;
-            for row in rows {
-                let key = AuthorPosts { author_id: row.author_id, include_drafts, page };
+            for row in self
+                .store
+                .posts_by_authors(&ids(&group, |k| k.author_id), include_drafts, page)
+                .await?
+            {
+                let key = AuthorPosts {
+                    author_id: row.author_id,
+                    include_drafts,
+                    page,
+                };
                 if let Some(list) = out.get_mut(&key) {
                     list.push(row);
                 }
@@ -146,10 +228,12 @@ impl Loader<AuthorPosts> for Batch {
     }
 }
 
-impl Loader<AuthorPostCount> for Batch {
+impl BatchFn<AuthorPostCount> for Sources {
     type Value = i64;
-    type Error = LoadError;
-    async fn load(&self, keys: &[AuthorPostCount]) -> Result<HashMap<AuthorPostCount, i64>, LoadError> {
+    async fn load(
+        &self,
+        keys: &[AuthorPostCount],
+    ) -> Result<HashMap<AuthorPostCount, i64>, AppError> {
         let mut out = HashMap::new();
         for (include_drafts, group) in by_shape(keys, |k| k.include_drafts) {
             let found: HashMap<i64, i64> = self

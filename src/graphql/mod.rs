@@ -1,6 +1,7 @@
 //! The GraphQL schema: one folder per domain (types and queries together), plus the shared pieces: typed
 //! context access, batched loaders, Relay connections and id parsing.
 
+pub mod batch;
 pub mod comments;
 pub mod connection;
 pub(crate) mod context;

@@ -32,6 +32,9 @@ pub fn build_schema(store: Option<Store>, limits: Limits) -> FolioSchema {
 
 /// The schema definition as `folio schema` prints it and `schema.graphql` holds it.
 pub fn sdl() -> String {
-    let limits = Limits { max_depth: usize::MAX, max_complexity: usize::MAX };
+    let limits = Limits {
+        max_depth: usize::MAX,
+        max_complexity: usize::MAX,
+    };
     build_schema(None, limits).sdl()
 }

@@ -26,7 +26,6 @@ pub struct AppState {
     pub metrics: Metrics,
     /// The SDL, rendered once at start-up.
     pub sdl: Arc<str>,
-    pub loader_delay: Duration,
     pub graphiql: bool,
 }
 
@@ -49,7 +48,10 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
-        .layer(middleware::from_fn_with_state(state.clone(), record_metrics))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_metrics,
+        ))
         .layer(trace)
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
@@ -60,7 +62,14 @@ pub fn router(state: AppState) -> Router {
 async fn record_metrics(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let res = next.run(req).await;
-    state.metrics.http_duration.observe(started.elapsed().as_secs_f64());
-    state.metrics.http_requests.with_label_values(&[res.status().as_str()]).inc();
+    state
+        .metrics
+        .http_duration
+        .observe(started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .http_requests
+        .with_label_values(&[res.status().as_str()])
+        .inc();
     res
 }

@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::error::AppError;
 use super::{IdListSql, Page, Store, id_list_sql};
+use crate::error::AppError;
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct CommentRow {
@@ -23,13 +23,20 @@ macro_rules! comment_cols {
 impl Store {
     /// Comments by id. One statement.
     pub async fn comments_by_ids(&self, ids: &[i64]) -> Result<Vec<CommentRow>, AppError> {
-        const SQL: IdListSql = id_list_sql!(concat!("SELECT ", comment_cols!(), " FROM comments WHERE id"), "");
+        const SQL: IdListSql = id_list_sql!(
+            concat!("SELECT ", comment_cols!(), " FROM comments WHERE id"),
+            ""
+        );
         self.fetch_for_ids(&SQL, ids, &[]).await
     }
 
     /// The same page of comments (oldest first) for each of several posts: one windowed statement whatever the
     /// number of posts, served by the `(post_id, id)` index.
-    pub async fn comments_by_posts(&self, post_ids: &[i64], page: Page) -> Result<Vec<CommentRow>, AppError> {
+    pub async fn comments_by_posts(
+        &self,
+        post_ids: &[i64],
+        page: Page,
+    ) -> Result<Vec<CommentRow>, AppError> {
         const SQL: IdListSql = id_list_sql!(
             concat!(
                 "SELECT ",
@@ -41,13 +48,16 @@ impl Store {
             ),
             ") ranked WHERE rn <= $3 ORDER BY post_id, id"
         );
-        self.fetch_for_ids(&SQL, post_ids, &[page.after.unwrap_or(0), page.limit]).await
+        self.fetch_for_ids(&SQL, post_ids, &[page.after.unwrap_or(0), page.limit])
+            .await
     }
 
     /// `(post_id, number of comments)` for several posts; posts with none are absent. One statement.
     pub async fn comment_counts(&self, post_ids: &[i64]) -> Result<Vec<(i64, i64)>, AppError> {
-        const SQL: IdListSql =
-            id_list_sql!("SELECT post_id, COUNT(*) FROM comments WHERE post_id", " GROUP BY post_id");
+        const SQL: IdListSql = id_list_sql!(
+            "SELECT post_id, COUNT(*) FROM comments WHERE post_id",
+            " GROUP BY post_id"
+        );
         self.fetch_for_ids(&SQL, post_ids, &[]).await
     }
 }

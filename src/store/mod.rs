@@ -19,7 +19,9 @@ use std::time::Duration;
 use anyhow::Context;
 use prometheus::IntCounter;
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 pub use comments::CommentRow;
 pub use posts::{PostListFilter, PostRow};
@@ -135,7 +137,10 @@ impl Store {
     /// an advisory lock; on SQLite a process that loses the race retries and then finds them applied.
     pub async fn migrate(&self) -> anyhow::Result<()> {
         match &self.db {
-            Db::Postgres(pool) => POSTGRES_MIGRATOR.run(pool).await.context("migrating PostgreSQL")?,
+            Db::Postgres(pool) => POSTGRES_MIGRATOR
+                .run(pool)
+                .await
+                .context("migrating PostgreSQL")?,
             Db::Sqlite(pool) => {
                 let mut attempt = 0;
                 loop {
@@ -174,9 +179,17 @@ impl Store {
     }
 
     /// Runs an id-list statement (see `id_list_sql!`) with optional extra `i64` binds after the list.
-    pub(crate) async fn fetch_for_ids<T>(&self, sql: &IdListSql, ids: &[i64], extra: &[i64]) -> Result<Vec<T>, AppError>
+    pub(crate) async fn fetch_for_ids<T>(
+        &self,
+        sql: &IdListSql,
+        ids: &[i64],
+        extra: &[i64],
+    ) -> Result<Vec<T>, AppError>
     where
-        T: Send + Unpin + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>,
+        T: Send
+            + Unpin
+            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>,
     {
         if ids.is_empty() {
             return Ok(Vec::new());

@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 use sqlx::AssertSqlSafe;
 
-use crate::error::AppError;
 use super::{Db, IdListSql, Page, Store, id_list_sql, like_pattern};
+use crate::error::AppError;
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct PostRow {
@@ -60,10 +60,16 @@ fn post_where(filter: &PostListFilter, db: &Db) -> (String, Vec<Arg>) {
             // pg_trgm indexes serve ILIKE '%term%' on both columns.
             Db::Postgres(_) => format!("(title ILIKE ${n} OR content ILIKE ${n})"),
             // SQLite's LIKE folds ASCII case only; non-ASCII letters match case-sensitively.
-            Db::Sqlite(_) => format!("(title LIKE ${n} ESCAPE '\\' OR content LIKE ${n} ESCAPE '\\')"),
+            Db::Sqlite(_) => {
+                format!("(title LIKE ${n} ESCAPE '\\' OR content LIKE ${n} ESCAPE '\\')")
+            }
         });
     }
-    let clause = if clauses.is_empty() { "TRUE".to_owned() } else { clauses.join(" AND ") };
+    let clause = if clauses.is_empty() {
+        "TRUE".to_owned()
+    } else {
+        clauses.join(" AND ")
+    };
     (clause, args)
 }
 
@@ -83,12 +89,17 @@ macro_rules! bind_args {
 impl Store {
     /// Posts by id (drafts included: visibility is the caller's decision). One statement.
     pub async fn posts_by_ids(&self, ids: &[i64]) -> Result<Vec<PostRow>, AppError> {
-        const SQL: IdListSql = id_list_sql!(concat!("SELECT ", post_cols!(), " FROM posts WHERE id"), "");
+        const SQL: IdListSql =
+            id_list_sql!(concat!("SELECT ", post_cols!(), " FROM posts WHERE id"), "");
         self.fetch_for_ids(&SQL, ids, &[]).await
     }
 
     /// One page of a post list, newest first (keyset on id).
-    pub async fn list_posts(&self, filter: &PostListFilter, page: Page) -> Result<Vec<PostRow>, AppError> {
+    pub async fn list_posts(
+        &self,
+        filter: &PostListFilter,
+        page: Page,
+    ) -> Result<Vec<PostRow>, AppError> {
         let (clause, mut args) = post_where(filter, &self.db);
         args.push(Arg::Int(page.after.unwrap_or(i64::MAX)));
         let after = args.len();
@@ -96,13 +107,25 @@ impl Store {
         let limit = args.len();
         // Only fixed fragments and placeholder numbers are formatted into the text (see `post_where`).
         let sql = format!(
-            concat!("SELECT ", post_cols!(), " FROM posts WHERE {} AND id < ${} ORDER BY id DESC LIMIT ${}"),
+            concat!(
+                "SELECT ",
+                post_cols!(),
+                " FROM posts WHERE {} AND id < ${} ORDER BY id DESC LIMIT ${}"
+            ),
             clause, after, limit
         );
         self.count(1);
         match &self.db {
-            Db::Postgres(pool) => bind_args!(sqlx::query_as(AssertSqlSafe(sql)), args).fetch_all(pool).await,
-            Db::Sqlite(pool) => bind_args!(sqlx::query_as(AssertSqlSafe(sql)), args).fetch_all(pool).await,
+            Db::Postgres(pool) => {
+                bind_args!(sqlx::query_as(AssertSqlSafe(sql)), args)
+                    .fetch_all(pool)
+                    .await
+            }
+            Db::Sqlite(pool) => {
+                bind_args!(sqlx::query_as(AssertSqlSafe(sql)), args)
+                    .fetch_all(pool)
+                    .await
+            }
         }
         .map_err(AppError::from)
     }
@@ -113,8 +136,16 @@ impl Store {
         let sql = format!("SELECT COUNT(*) FROM posts WHERE {clause}");
         self.count(1);
         match &self.db {
-            Db::Postgres(pool) => bind_args!(sqlx::query_scalar(AssertSqlSafe(sql)), args).fetch_one(pool).await,
-            Db::Sqlite(pool) => bind_args!(sqlx::query_scalar(AssertSqlSafe(sql)), args).fetch_one(pool).await,
+            Db::Postgres(pool) => {
+                bind_args!(sqlx::query_scalar(AssertSqlSafe(sql)), args)
+                    .fetch_one(pool)
+                    .await
+            }
+            Db::Sqlite(pool) => {
+                bind_args!(sqlx::query_scalar(AssertSqlSafe(sql)), args)
+                    .fetch_one(pool)
+                    .await
+            }
         }
         .map_err(AppError::from)
     }
@@ -150,7 +181,12 @@ impl Store {
             ") ranked WHERE rn <= $3 ORDER BY author_id, id DESC"
         );
         let sql = if include_drafts { &ALL } else { &PUBLISHED };
-        self.fetch_for_ids(sql, author_ids, &[page.after.unwrap_or(i64::MAX), page.limit]).await
+        self.fetch_for_ids(
+            sql,
+            author_ids,
+            &[page.after.unwrap_or(i64::MAX), page.limit],
+        )
+        .await
     }
 
     /// `(author_id, number of posts)` for several authors; authors with none are absent. One statement.
@@ -163,7 +199,10 @@ impl Store {
             "SELECT author_id, COUNT(*) FROM posts WHERE published = TRUE AND author_id",
             " GROUP BY author_id"
         );
-        const ALL: IdListSql = id_list_sql!("SELECT author_id, COUNT(*) FROM posts WHERE author_id", " GROUP BY author_id");
+        const ALL: IdListSql = id_list_sql!(
+            "SELECT author_id, COUNT(*) FROM posts WHERE author_id",
+            " GROUP BY author_id"
+        );
         let sql = if include_drafts { &ALL } else { &PUBLISHED };
         self.fetch_for_ids(sql, author_ids, &[]).await
     }

@@ -4,8 +4,8 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::json;
 
-use crate::error::AppError;
 use super::{Db, Store};
+use crate::error::AppError;
 
 pub struct NewUser {
     pub email: String,
@@ -72,26 +72,24 @@ impl Store {
         .map_err(AppError::from)
     }
 
-    /// Inserts posts; returns the ids of the published ones (what comments may attach to).
-    pub async fn insert_posts(&self, rows: &[NewPost]) -> Result<Vec<i64>, AppError> {
+    /// Inserts posts; returns `(id, published)` for each, in input order.
+    pub async fn insert_posts(&self, rows: &[NewPost]) -> Result<Vec<(i64, bool)>, AppError> {
         self.count(1);
         match &self.db {
-            Db::Postgres(pool) => {
-                sqlx::query_scalar(
-                    "INSERT INTO posts (author_id, title, content, published, published_at, created_at, updated_at) \
+            Db::Postgres(pool) => sqlx::query_as(
+                "INSERT INTO posts (author_id, title, content, published, published_at, created_at, updated_at) \
                      SELECT a, t, c, p, CASE WHEN p THEN ts END, ts, ts \
                      FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::boolean[], $5::timestamptz[]) \
                      AS x(a, t, c, p, ts) RETURNING id, published",
-                )
-                .bind(rows.iter().map(|r| r.author_id).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.title.as_str()).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.content.as_str()).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.published).collect::<Vec<_>>())
-                .bind(rows.iter().map(|r| r.created_at).collect::<Vec<_>>())
-                .fetch_all(pool)
-                .await
-                .map(published_ids)
-            }
+            )
+            .bind(rows.iter().map(|r| r.author_id).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.title.as_str()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.content.as_str()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.published).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.created_at).collect::<Vec<_>>())
+            .fetch_all(pool)
+            .await
+            .map(sorted),
             Db::Sqlite(pool) => {
                 let data: Vec<_> = rows
                     .iter()
@@ -106,7 +104,7 @@ impl Store {
                 .bind(serde_json::Value::Array(data).to_string())
                 .fetch_all(pool)
                 .await
-                .map(published_ids)
+                .map(sorted)
             }
         }
         .map_err(AppError::from)
@@ -149,13 +147,18 @@ impl Store {
     pub async fn analyze(&self) -> Result<(), AppError> {
         self.count(1);
         match &self.db {
-            Db::Postgres(pool) => sqlx::query("ANALYZE users, posts, comments").execute(pool).await.map(|_| ())?,
+            Db::Postgres(pool) => sqlx::query("ANALYZE users, posts, comments")
+                .execute(pool)
+                .await
+                .map(|_| ())?,
             Db::Sqlite(pool) => sqlx::query("ANALYZE").execute(pool).await.map(|_| ())?,
         };
         Ok(())
     }
 }
 
-fn published_ids(rows: Vec<(i64, bool)>) -> Vec<i64> {
-    rows.into_iter().filter(|(_, p)| *p).map(|(id, _)| id).collect()
+/// `RETURNING` makes no promise about order; ids are assigned in input order, so sorting restores it.
+fn sorted(mut rows: Vec<(i64, bool)>) -> Vec<(i64, bool)> {
+    rows.sort_unstable_by_key(|(id, _)| *id);
+    rows
 }

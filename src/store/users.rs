@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::error::AppError;
 use super::{Page, Store, id_list_sql, with_pool};
+use crate::error::AppError;
 
 /// What a user may do. Stored as text (`USER` / `ADMIN`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,14 +86,19 @@ macro_rules! user_cols {
 impl Store {
     /// Users by id, in no particular order; missing ids are simply absent. One statement.
     pub async fn users_by_ids(&self, ids: &[i64]) -> Result<Vec<UserRow>, AppError> {
-        const SQL: super::IdListSql = id_list_sql!(concat!("SELECT ", user_cols!(), " FROM users WHERE id"), "");
+        const SQL: super::IdListSql =
+            id_list_sql!(concat!("SELECT ", user_cols!(), " FROM users WHERE id"), "");
         self.fetch_for_ids(&SQL, ids, &[]).await
     }
 
     /// One page of all users by id ascending.
     pub async fn list_users(&self, page: Page) -> Result<Vec<UserRow>, AppError> {
         self.count(1);
-        const SQL: &str = concat!("SELECT ", user_cols!(), " FROM users WHERE id > $1 ORDER BY id LIMIT $2");
+        const SQL: &str = concat!(
+            "SELECT ",
+            user_cols!(),
+            " FROM users WHERE id > $1 ORDER BY id LIMIT $2"
+        );
         with_pool!(self, pool => sqlx::query_as(SQL)
             .bind(page.after.unwrap_or(0))
             .bind(page.limit)

@@ -29,16 +29,26 @@ impl Comment {
     }
 
     async fn author(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
-        let row = ctx.loaders()?.load_one(UserId(self.0.author_id)).await.map_err(AppError::from)?;
+        let row = ctx.loaders()?.load_one(UserId(self.0.author_id)).await?;
         row.map(User).ok_or_else(|| {
-            AppError::internal(anyhow::anyhow!("comment {} has no author {}", self.0.id, self.0.author_id)).into()
+            AppError::internal(anyhow::anyhow!(
+                "comment {} has no author {}",
+                self.0.id,
+                self.0.author_id
+            ))
+            .into()
         })
     }
 
     async fn post(&self, ctx: &Context<'_>) -> async_graphql::Result<Post> {
-        let row = ctx.loaders()?.load_one(PostId(self.0.post_id)).await.map_err(AppError::from)?;
+        let row = ctx.loaders()?.load_one(PostId(self.0.post_id)).await?;
         row.map(Post).ok_or_else(|| {
-            AppError::internal(anyhow::anyhow!("comment {} has no post {}", self.0.id, self.0.post_id)).into()
+            AppError::internal(anyhow::anyhow!(
+                "comment {} has no post {}",
+                self.0.id,
+                self.0.post_id
+            ))
+            .into()
         })
     }
 }

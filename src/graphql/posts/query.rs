@@ -26,7 +26,11 @@ pub struct PostFilter {
 impl PostFilter {
     /// Checks the filter and turns it into the store's form.
     fn into_store(self) -> Result<PostListFilter, AppError> {
-        let author_id = self.author_id.as_ref().map(|id| ids::parse(id, "filter.authorId")).transpose()?;
+        let author_id = self
+            .author_id
+            .as_ref()
+            .map(|id| ids::parse(id, "filter.authorId"))
+            .transpose()?;
         let search = match self.search.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(term) if term.chars().count() > MAX_SEARCH_CHARS => {
@@ -36,7 +40,11 @@ impl PostFilter {
             }
             Some(term) => Some(term.to_owned()),
         };
-        Ok(PostListFilter { author_id, search, include_drafts: false })
+        Ok(PostListFilter {
+            author_id,
+            search,
+            include_drafts: false,
+        })
     }
 }
 
@@ -48,7 +56,7 @@ impl PostQuery {
     /// A post by id; `null` when there is none.
     async fn post(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Post>> {
         let id = ids::parse(&id, "id")?;
-        let row = ctx.loaders()?.load_one(PostId(id)).await.map_err(AppError::from)?;
+        let row = ctx.loaders()?.load_one(PostId(id)).await?;
         Ok(row.map(Post))
     }
 
@@ -64,6 +72,12 @@ impl PostQuery {
         let page = connection::page_args(first, after.as_deref())?;
         let filter = filter.unwrap_or_default().into_store()?;
         let rows = ctx.store()?.list_posts(&filter, page).await?;
-        Ok(connection::build(rows, page, CountOf::Posts(filter), |r| r.id, Post))
+        Ok(connection::build(
+            rows,
+            page,
+            CountOf::Posts(filter),
+            |r| r.id,
+            Post,
+        ))
     }
 }

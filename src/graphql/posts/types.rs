@@ -47,15 +47,24 @@ impl Post {
     }
 
     async fn author(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
-        let row = ctx.loaders()?.load_one(UserId(self.0.author_id)).await.map_err(AppError::from)?;
+        let row = ctx.loaders()?.load_one(UserId(self.0.author_id)).await?;
         // The foreign key guarantees the author exists; its absence is a broken invariant, not a client error.
         row.map(User).ok_or_else(|| {
-            AppError::internal(anyhow::anyhow!("post {} has no author {}", self.0.id, self.0.author_id)).into()
+            AppError::internal(anyhow::anyhow!(
+                "post {} has no author {}",
+                self.0.id,
+                self.0.author_id
+            ))
+            .into()
         })
     }
 
     async fn comment_count(&self, ctx: &Context<'_>) -> async_graphql::Result<i32> {
-        let n = ctx.loaders()?.load_one(CommentCount(self.0.id)).await.map_err(AppError::from)?.unwrap_or(0);
+        let n = ctx
+            .loaders()?
+            .load_one(CommentCount(self.0.id))
+            .await?
+            .unwrap_or(0);
         Ok(i32::try_from(n).unwrap_or(i32::MAX))
     }
 
@@ -68,8 +77,17 @@ impl Post {
         after: Option<String>,
     ) -> async_graphql::Result<Conn<Comment>> {
         let page = connection::page_args(first, after.as_deref())?;
-        let key = PostComments { post_id: self.0.id, page };
-        let rows = ctx.loaders()?.load_one(key).await.map_err(AppError::from)?.unwrap_or_default();
-        Ok(connection::build(rows, page, CountOf::PostComments(self.0.id), |r| r.id, Comment))
+        let key = PostComments {
+            post_id: self.0.id,
+            page,
+        };
+        let rows = ctx.loaders()?.load_one(key).await?.unwrap_or_default();
+        Ok(connection::build(
+            rows,
+            page,
+            CountOf::PostComments(self.0.id),
+            |r| r.id,
+            Comment,
+        ))
     }
 }

@@ -2,7 +2,6 @@
 
 use async_graphql::{Context, ID, Object};
 
-use crate::error::AppError;
 use crate::graphql::connection::{self, Conn, CountOf};
 use crate::graphql::context::ContextExt;
 use crate::graphql::ids;
@@ -24,7 +23,7 @@ impl UserQuery {
     /// A user by id; `null` when there is none.
     async fn user(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<User>> {
         let id = ids::parse(&id, "id")?;
-        let row = ctx.loaders()?.load_one(UserId(id)).await.map_err(AppError::from)?;
+        let row = ctx.loaders()?.load_one(UserId(id)).await?;
         Ok(row.map(User))
     }
 
@@ -37,7 +36,13 @@ impl UserQuery {
         after: Option<String>,
     ) -> async_graphql::Result<Conn<User>> {
         let page = connection::page_args(first, after.as_deref())?;
-        let rows = ctx.store()?.list_users(page).await.map_err(AppError::from)?;
-        Ok(connection::build(rows, page, CountOf::Users, |r| r.id, User))
+        let rows = ctx.store()?.list_users(page).await?;
+        Ok(connection::build(
+            rows,
+            page,
+            CountOf::Users,
+            |r| r.id,
+            User,
+        ))
     }
 }

@@ -3,7 +3,6 @@
 use async_graphql::{Context, Enum, ID, Object};
 use chrono::{DateTime, Utc};
 
-use crate::error::AppError;
 use crate::graphql::connection::{self, Conn, CountOf};
 use crate::graphql::context::ContextExt;
 use crate::graphql::ids;
@@ -84,9 +83,16 @@ impl User {
     ) -> async_graphql::Result<Conn<Post>> {
         let page = connection::page_args(first, after.as_deref())?;
         let include_drafts = false;
-        let key = AuthorPosts { author_id: self.0.id, include_drafts, page };
-        let rows = ctx.loaders()?.load_one(key).await.map_err(AppError::from)?.unwrap_or_default();
-        let count = CountOf::AuthorPosts(AuthorPostCount { author_id: self.0.id, include_drafts });
+        let key = AuthorPosts {
+            author_id: self.0.id,
+            include_drafts,
+            page,
+        };
+        let rows = ctx.loaders()?.load_one(key).await?.unwrap_or_default();
+        let count = CountOf::AuthorPosts(AuthorPostCount {
+            author_id: self.0.id,
+            include_drafts,
+        });
         Ok(connection::build(rows, page, count, |r| r.id, Post))
     }
 }

@@ -1,0 +1,420 @@
+//! The test harness: a real Folio on an ephemeral port, its own database, and an HTTP client.
+//!
+//! Backend: SQLite in a temporary directory by default; PostgreSQL when `FOLIO_TEST_DATABASE_URL` points at a
+//! server (any database on it: each test creates its own randomly named database there and drops it after).
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use folio::store::Store;
+use folio::store::seed::{NewComment, NewPost, NewUser};
+use folio::{App, Config};
+use serde_json::{Value, json};
+use sqlx::{AssertSqlSafe, Connection, PgConnection};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Where a test's database lives; dropping it removes the database.
+pub enum TestDb {
+    Sqlite {
+        _dir: tempfile::TempDir,
+        url: String,
+    },
+    Postgres {
+        admin_url: String,
+        name: String,
+        url: String,
+    },
+}
+
+impl TestDb {
+    pub async fn create() -> Self {
+        match std::env::var("FOLIO_TEST_DATABASE_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        {
+            Some(admin_url) => {
+                let name = format!("folio_test_{}", uuid::Uuid::new_v4().simple());
+                let mut conn = PgConnection::connect(&admin_url)
+                    .await
+                    .expect("connect to FOLIO_TEST_DATABASE_URL");
+                sqlx::query(AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create test database");
+                let url = replace_db_name(&admin_url, &name);
+                TestDb::Postgres {
+                    admin_url,
+                    name,
+                    url,
+                }
+            }
+            None => {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let url = format!("sqlite://{}", dir.path().join("folio.db").display());
+                TestDb::Sqlite { _dir: dir, url }
+            }
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        match self {
+            TestDb::Sqlite { url, .. } | TestDb::Postgres { url, .. } => url,
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, TestDb::Postgres { .. })
+    }
+
+    /// Makes the database unreachable for the app: drops it on PostgreSQL (terminating the app's sessions).
+    pub async fn drop_now(&self) {
+        if let TestDb::Postgres {
+            admin_url, name, ..
+        } = self
+        {
+            let mut conn = PgConnection::connect(admin_url)
+                .await
+                .expect("admin connection");
+            sqlx::query(AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .execute(&mut conn)
+            .await
+            .expect("drop test database");
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let TestDb::Postgres {
+            admin_url, name, ..
+        } = self
+        {
+            let (admin_url, name) = (admin_url.clone(), name.clone());
+            // Drop runs outside async context (and possibly while panicking): use a private runtime on a thread.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .ok()?;
+                rt.block_on(async {
+                    let mut conn = PgConnection::connect(&admin_url).await.ok()?;
+                    sqlx::query(AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut conn)
+                    .await
+                    .ok()
+                })
+            })
+            .join();
+        }
+    }
+}
+
+fn replace_db_name(url: &str, name: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let base = match base.rfind('/') {
+        Some(i) if i > "postgres://".len() => &base[..i],
+        _ => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+/// The test configuration: ephemeral port, no demo data, defaults otherwise.
+pub fn test_config(db: &TestDb) -> Config {
+    Config {
+        bind: "127.0.0.1:0".parse().expect("addr"),
+        database_url: db.url().to_owned(),
+        demo_data: false,
+        ..Config::default()
+    }
+}
+
+/// A running Folio.
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub store: Store,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+    // Last: the database outlives the server.
+    pub db: TestDb,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        let db = TestDb::create().await;
+        let config = test_config(&db);
+        Self::spawn_with(db, config).await
+    }
+
+    pub async fn spawn_with(db: TestDb, config: Config) -> Self {
+        let app = App::build(&config).await.expect("app builds");
+        let base = format!("http://{}", app.addr());
+        let store = app.store().clone();
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until(async {
+            let _ = rx.await;
+        }));
+        TestApp {
+            base,
+            client: reqwest::Client::new(),
+            store,
+            stop: Some(tx),
+            server: Some(server),
+            db,
+        }
+    }
+
+    /// POSTs a GraphQL operation and returns the JSON body.
+    pub async fn gql(&self, query: &str, variables: Value) -> Value {
+        let res = self
+            .post_graphql(json!({ "query": query, "variables": variables }))
+            .await;
+        assert_eq!(res.status(), 200, "GraphQL over POST answers 200");
+        res.json().await.expect("JSON body")
+    }
+
+    pub async fn post_graphql(&self, body: Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}/graphql", self.base))
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{}", self.base, path))
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// The current value of a metric line (e.g. `folio_db_statements_total`), 0 if absent.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .get("/metrics")
+            .await
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// How many SQL statements `query` ran.
+    pub async fn statements_for(&self, query: &str, variables: Value) -> (Value, u64) {
+        let before = self.metric("folio_db_statements_total").await;
+        let body = self.gql(query, variables).await;
+        let after = self.metric("folio_db_statements_total").await;
+        (body, (after - before) as u64)
+    }
+
+    /// Asks the server to stop and waits (bounded) for it to finish.
+    pub async fn shutdown(&mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        match self.server.take() {
+            Some(handle) => tokio::time::timeout(Duration::from_secs(10), handle).await??,
+            None => Ok(()),
+        }
+    }
+
+    pub fn server_finished(&self) -> bool {
+        self.server.as_ref().is_none_or(|h| h.is_finished())
+    }
+
+    pub fn trigger_stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The error `code` of the first error in a GraphQL body.
+pub fn first_code(body: &Value) -> &str {
+    body["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or("<none>")
+}
+
+/// Ids of a small, known data set.
+pub struct Fixture {
+    pub alice: i64,
+    pub bob: i64,
+    pub carol: i64,
+    /// Alice's published posts, oldest first.
+    pub alice_posts: Vec<i64>,
+    pub alice_draft: i64,
+    pub bob_posts: Vec<i64>,
+}
+
+fn at(minutes: i64) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+        .expect("date")
+        .with_timezone(&Utc)
+        + TimeDelta::minutes(minutes)
+}
+
+impl Fixture {
+    /// Alice (2 published posts, 1 draft), Bob (2 published posts), Carol (none); 3 comments on Alice's first
+    /// post and 1 on Bob's first.
+    pub async fn create(store: &Store) -> Self {
+        let user = |email: &str, name: &str, m: i64| NewUser {
+            email: email.into(),
+            name: name.into(),
+            role: "USER",
+            plan: "FREE",
+            created_at: at(m),
+        };
+        let users = store
+            .insert_users(&[
+                user("alice@example.com", "Alice Liddell", 0),
+                user("bob@example.com", "Bob Marley", 1),
+                user("carol@example.com", "Carol Danvers", 2),
+            ])
+            .await
+            .expect("users");
+        let (alice, bob, carol) = (users[0], users[1], users[2]);
+        let post = |author_id: i64, title: &str, content: &str, published: bool, m: i64| NewPost {
+            author_id,
+            title: title.into(),
+            content: content.into(),
+            published,
+            created_at: at(m),
+        };
+        let posts = store
+            .insert_posts(&[
+                post(
+                    alice,
+                    "Ownership in Rust",
+                    "Borrowing rules explained with diagrams.",
+                    true,
+                    10,
+                ),
+                post(
+                    bob,
+                    "Winter gardening",
+                    "What grows under snow and why kale wins.",
+                    true,
+                    11,
+                ),
+                post(
+                    alice,
+                    "Secret draft",
+                    "Not ready for anyone to read yet.",
+                    false,
+                    12,
+                ),
+                post(
+                    alice,
+                    "Async Rust in practice",
+                    "Tokio, futures and the pitfalls of blocking.",
+                    true,
+                    13,
+                ),
+                post(
+                    bob,
+                    "100% pure_joy of cooking",
+                    "Recipes with exact percentages.",
+                    true,
+                    14,
+                ),
+            ])
+            .await
+            .expect("posts");
+        let ids: Vec<i64> = posts.iter().map(|(id, _)| *id).collect();
+        let comment = |post_id: i64, author_id: i64, body: &str, m: i64| NewComment {
+            post_id,
+            author_id,
+            body: body.into(),
+            created_at: at(m),
+        };
+        store
+            .insert_comments(&[
+                comment(ids[0], bob, "Great explanation!", 20),
+                comment(ids[0], carol, "The diagrams helped.", 21),
+                comment(ids[0], alice, "Thanks both.", 22),
+                comment(ids[1], alice, "Kale forever.", 23),
+            ])
+            .await
+            .expect("comments");
+        Fixture {
+            alice,
+            bob,
+            carol,
+            alice_posts: vec![ids[0], ids[3]],
+            alice_draft: ids[2],
+            bob_posts: vec![ids[1], ids[4]],
+        }
+    }
+}
+
+/// Inserts `n` published posts by one new author, each with `comments_each` comments by another new user.
+pub async fn bulk(store: &Store, n: usize, comments_each: usize) -> Vec<i64> {
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let users = store
+        .insert_users(&[
+            NewUser {
+                email: format!("w{tag}@example.com"),
+                name: "Writer".into(),
+                role: "USER",
+                plan: "FREE",
+                created_at: at(0),
+            },
+            NewUser {
+                email: format!("r{tag}@example.com"),
+                name: "Reader".into(),
+                role: "USER",
+                plan: "FREE",
+                created_at: at(0),
+            },
+        ])
+        .await
+        .expect("users");
+    let posts: Vec<NewPost> = (0..n)
+        .map(|i| NewPost {
+            author_id: users[0],
+            title: format!("Bulk post number {i}"),
+            content: "Generated for a statement-count test.".into(),
+            published: true,
+            created_at: at(i as i64),
+        })
+        .collect();
+    let ids: Vec<i64> = store
+        .insert_posts(&posts)
+        .await
+        .expect("posts")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let reader = users[1];
+    let comments: Vec<NewComment> = ids
+        .iter()
+        .flat_map(|&post_id| {
+            (0..comments_each).map(move |j| NewComment {
+                post_id,
+                author_id: reader,
+                body: format!("comment {j}"),
+                created_at: at(j as i64),
+            })
+        })
+        .collect();
+    if !comments.is_empty() {
+        store.insert_comments(&comments).await.expect("comments");
+    }
+    ids
+}

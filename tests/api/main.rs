@@ -1,0 +1,11 @@
+//! Folio's integration suite: one binary, real HTTP against a real app, every test on its own database.
+//! Runs on SQLite by default and on PostgreSQL with `FOLIO_TEST_DATABASE_URL` (see `helpers.rs`).
+
+mod helpers;
+
+mod http;
+mod lifecycle;
+mod loaders;
+mod pagination;
+mod queries;
+mod schema_sync;
