@@ -16,7 +16,8 @@ const QUERY: &str = "query Newest($first: Int) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let url = std::env::var("FOLIO_URL").unwrap_or_else(|_| "http://127.0.0.1:8000/graphql".to_owned());
+    let url =
+        std::env::var("FOLIO_URL").unwrap_or_else(|_| "http://127.0.0.1:8000/graphql".to_owned());
     let body: Value = reqwest::Client::new()
         .post(&url)
         .json(&json!({ "query": QUERY, "variables": { "first": 5 } }))

@@ -186,7 +186,10 @@ pub async fn get(
                 request = request.variables(async_graphql::Variables::from_json(json));
             }
             _ => {
-                return error_response(StatusCode::BAD_REQUEST, "`variables` must be a JSON object");
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    "`variables` must be a JSON object",
+                );
             }
         }
     }

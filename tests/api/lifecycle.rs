@@ -32,15 +32,12 @@ async fn readyz_fails_when_the_database_is_gone_while_healthz_stays_up() {
     assert_eq!(err["extensions"]["code"], "SERVICE_UNAVAILABLE", "{body}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_process_shutdown_finishes_the_request_in_flight() {
-    let mut app = TestApp::spawn().await;
-    bulk(&app.store, 2, 0).await;
-    let addr = app.base.trim_start_matches("http://").to_owned();
+/// Sends the headers and the first bytes of a GraphQL POST, leaving the request in flight; returns the stream
+/// and the rest of the body.
+fn start_request(addr: &str) -> (TcpStream, String) {
     let body = json!({ "query": "{ posts { totalCount } }" }).to_string();
     let (head, tail) = body.split_at(10);
-
-    let mut stream = TcpStream::connect(&addr).unwrap();
+    let mut stream = TcpStream::connect(addr).unwrap();
     write!(
         stream,
         "POST /graphql HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{head}",
@@ -48,6 +45,15 @@ async fn in_process_shutdown_finishes_the_request_in_flight() {
     )
     .unwrap();
     stream.flush().unwrap();
+    (stream, tail.to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_process_shutdown_finishes_the_request_in_flight() {
+    let mut app = TestApp::spawn().await;
+    bulk(&app.store, 2, 0).await;
+    let addr = app.base.trim_start_matches("http://").to_owned();
+    let (mut stream, tail) = start_request(&addr);
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     app.trigger_stop();
@@ -103,16 +109,7 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
     // Keep draining logs so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
 
-    let body = json!({ "query": "{ posts { totalCount } }" }).to_string();
-    let (head, tail) = body.split_at(10);
-    let mut stream = TcpStream::connect(&addr).unwrap();
-    write!(
-        stream,
-        "POST /graphql HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{head}",
-        body.len()
-    )
-    .unwrap();
-    stream.flush().unwrap();
+    let (mut stream, tail) = start_request(&addr);
     std::thread::sleep(Duration::from_millis(300));
 
     let status = Command::new("kill")
