@@ -4,6 +4,14 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, bulk, first_code, test_config};
 
+/// The first error's message, lower-cased.
+fn first_message(body: &Value) -> String {
+    body["errors"][0]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_lowercase()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_runs_queries_with_variables_and_operation_name() {
     let app = TestApp::spawn().await;
@@ -157,26 +165,12 @@ async fn depth_and_complexity_limits_apply() {
     let deep = "{ posts(first: 1) { edges { node { comments(first: 1) { edges { node { post { author { name } } } } } } } } }";
     let body = app.gql(deep, json!({})).await;
     assert_eq!(first_code(&body), "GRAPHQL_VALIDATION_FAILED", "{body}");
-    assert!(
-        body["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .to_lowercase()
-            .contains("deep"),
-        "{body}"
-    );
+    assert!(first_message(&body).contains("deep"), "{body}");
 
     let wide = "{ posts(first: 100) { edges { node { id title content author { name } } } } }";
     let body = app.gql(wide, json!({})).await;
     assert_eq!(first_code(&body), "GRAPHQL_VALIDATION_FAILED", "{body}");
-    assert!(
-        body["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .to_lowercase()
-            .contains("complex"),
-        "{body}"
-    );
+    assert!(first_message(&body).contains("complex"), "{body}");
 
     let fine = "{ posts(first: 10) { edges { node { id title } } } }";
     let body = app.gql(fine, json!({})).await;

@@ -48,12 +48,23 @@ fn start_request(addr: &str) -> (TcpStream, String) {
     (stream, tail.to_owned())
 }
 
+/// Sends the rest of the body and reads the whole response (the server closes the connection as it stops).
+fn finish_request(mut stream: TcpStream, tail: &str) -> String {
+    stream.write_all(tail.as_bytes()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_process_shutdown_finishes_the_request_in_flight() {
     let mut app = TestApp::spawn().await;
     bulk(&app.store, 2, 0).await;
     let addr = app.base.trim_start_matches("http://").to_owned();
-    let (mut stream, tail) = start_request(&addr);
+    let (stream, tail) = start_request(&addr);
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     app.trigger_stop();
@@ -63,12 +74,7 @@ async fn in_process_shutdown_finishes_the_request_in_flight() {
         "the server waits for the request in flight"
     );
 
-    stream.write_all(tail.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let _ = stream.read_to_string(&mut response);
+    let response = finish_request(stream, &tail);
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains("\"totalCount\":2"), "{response}");
     app.shutdown().await.expect("clean exit");
@@ -109,7 +115,7 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
     // Keep draining logs so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
 
-    let (mut stream, tail) = start_request(&addr);
+    let (stream, tail) = start_request(&addr);
     std::thread::sleep(Duration::from_millis(300));
 
     let status = Command::new("kill")
@@ -123,12 +129,7 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
         "folio waits for the request in flight"
     );
 
-    stream.write_all(tail.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let _ = stream.read_to_string(&mut response);
+    let response = finish_request(stream, &tail);
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains("\"totalCount\":0"), "{response}");
 
