@@ -18,6 +18,7 @@ const QUERY: &str = "query Newest($first: Int) {
 async fn main() -> anyhow::Result<()> {
     let url =
         std::env::var("FOLIO_URL").unwrap_or_else(|_| "http://127.0.0.1:8000/graphql".to_owned());
+    folio::install_crypto_provider();
     let body: Value = reqwest::Client::new()
         .post(&url)
         .json(&json!({ "query": QUERY, "variables": { "first": 5 } }))

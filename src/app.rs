@@ -8,8 +8,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use crate::auth::Authenticator;
 use crate::config::{Config, DatabaseKind};
-use crate::graphql::{Limits, build_schema};
+use crate::graphql::{Limits, SchemaData, build_schema};
 use crate::http::{AppState, router};
 use crate::seed::{self, SeedPlan};
 use crate::store::Store;
@@ -25,6 +26,7 @@ pub struct App {
 impl App {
     /// Connects, migrates, seeds demo data into an empty embedded database (if enabled), and binds.
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
+        config.check_for_serving()?;
         let metrics = Metrics::new()?;
         let store = Store::connect(
             &config.database_url,
@@ -57,11 +59,17 @@ impl App {
             max_depth: config.max_depth,
             max_complexity: config.max_complexity,
         };
-        let schema = build_schema(Some(store.clone()), limits);
+        let auth = Arc::new(Authenticator::new(&config.auth, config.env, store.clone())?);
+        let data = SchemaData {
+            store: store.clone(),
+            auth: auth.clone(),
+        };
+        let schema = build_schema(Some(data), limits);
         let sdl: Arc<str> = schema.sdl().into();
         let state = AppState {
             schema,
             store,
+            auth,
             metrics,
             sdl,
             graphiql: config.graphiql,

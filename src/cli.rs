@@ -1,12 +1,13 @@
-//! The `folio` command line: `serve` (default), `migrate`, `schema`, `seed`.
+//! The `folio` command line: `serve` (default), `migrate`, `schema`, `seed`, `token`.
 
 use std::net::SocketAddr;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::Config;
+use crate::auth::OwnTokens;
+use crate::config::{Config, Environment};
 use crate::seed::{self, SeedPlan};
-use crate::store::Store;
+use crate::store::{Role, Store};
 use crate::telemetry::Metrics;
 use crate::{App, graphql};
 
@@ -32,6 +33,27 @@ pub enum Command {
     Schema,
     /// Insert deterministic demo data.
     Seed(SeedArgs),
+    /// Print a bearer token for an existing user (development only; refused when FOLIO_ENV=production). The
+    /// token is the last line of the output.
+    Token(TokenArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TokenArgs {
+    /// The user's email.
+    #[arg(long)]
+    pub email: String,
+    /// Also set the user's role in the database first (the development way to get an admin).
+    #[arg(long, value_enum, ignore_case = true)]
+    pub role: Option<RoleArg>,
+}
+
+/// `--role` values.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+#[value(rename_all = "UPPER")]
+pub enum RoleArg {
+    User,
+    Admin,
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -79,6 +101,7 @@ pub async fn run(cli: Cli, mut config: Config) -> anyhow::Result<()> {
             println!("migrations applied");
             Ok(())
         }
+        Some(Command::Token(args)) => token(args, &config).await,
         Some(Command::Schema) => {
             print!("{}", graphql::schema::sdl());
             Ok(())
@@ -105,6 +128,42 @@ pub async fn run(cli: Cli, mut config: Config) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `folio token`: looks the user up, optionally sets their role, and prints a token signed like `login`'s.
+async fn token(args: TokenArgs, config: &Config) -> anyhow::Result<()> {
+    if config.env == Environment::Production {
+        anyhow::bail!(
+            "`folio token` is refused when FOLIO_ENV=production; sign in through `login` or your identity provider"
+        );
+    }
+    let store = open(config).await?;
+    store.migrate().await?;
+    let email = args.email.trim().to_lowercase();
+    let Some((mut user, _)) = store.user_by_email(&email).await? else {
+        anyhow::bail!(
+            "no user has the email {email}; sign up first (mutation signUp) or seed demo data"
+        );
+    };
+    if let Some(role) = args.role {
+        let role = match role {
+            RoleArg::User => Role::User,
+            RoleArg::Admin => Role::Admin,
+        };
+        user = store.set_user_role(user.id, role).await?;
+        println!("{} is now {}", user.email, user.role.as_str());
+    }
+    let tokens = OwnTokens::new(&config.auth, config.env)?;
+    let token = tokens.issue(user.id, user.role)?;
+    println!(
+        "token for user {} ({}, {}), valid for {} s; send it as `Authorization: Bearer <token>`:",
+        user.id,
+        user.email,
+        user.role.as_str(),
+        config.auth.token_ttl.as_secs()
+    );
+    println!("{token}");
+    Ok(())
 }
 
 async fn serve(args: &ServeArgs, mut config: Config) -> anyhow::Result<()> {

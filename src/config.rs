@@ -8,12 +8,68 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use secrecy::SecretString;
 
 /// Which database the service talks to, decided by `DATABASE_URL`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DatabaseKind {
     Sqlite,
     Postgres,
+}
+
+/// `FOLIO_ENV`: development (friendly defaults) or production (secrets required, nothing permissive).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+/// How bearer tokens are issued and verified (see `auth`).
+#[derive(Clone, Debug)]
+pub struct AuthConfig {
+    /// `FOLIO_JWT_SECRET`: HS256 key of Folio's own tokens, at least 32 bytes. Required in production; in
+    /// development a fixed, clearly named development secret is used instead.
+    pub jwt_secret: Option<SecretString>,
+    /// `FOLIO_TOKEN_ISSUER`: the `iss` of Folio's own tokens.
+    pub token_issuer: String,
+    /// `FOLIO_TOKEN_AUDIENCE`: the `aud` of Folio's own tokens.
+    pub token_audience: String,
+    /// `FOLIO_TOKEN_TTL_SECS`: lifetime of the tokens `signUp`, `login` and `folio token` hand out.
+    pub token_ttl: Duration,
+    /// `FOLIO_JWT_LEEWAY_SECS`: clock skew tolerated on `exp` and `nbf`, at most 60 s.
+    pub leeway_secs: u64,
+    /// An external identity provider whose RS256/ES256 tokens are accepted too.
+    pub external: Option<ExternalIdp>,
+}
+
+/// `FOLIO_JWKS_URL` + `FOLIO_JWT_ISSUER` + `FOLIO_JWT_AUDIENCE`: all three or none.
+#[derive(Clone, Debug)]
+pub struct ExternalIdp {
+    pub jwks_url: String,
+    pub issuer: String,
+    pub audience: String,
+    /// `FOLIO_JWT_ROLE_CLAIM`: a claim whose value (`USER`/`ADMIN`) sets the user's role. Unset: roles are
+    /// managed in Folio only and never taken from an external token.
+    pub role_claim: Option<String>,
+    /// `FOLIO_JWKS_MIN_REFRESH_SECS`: the least time between two JWKS fetches caused by unknown `kid`s, so a
+    /// flood of made-up key ids cannot hammer the provider.
+    pub min_refresh: Duration,
+}
+
+/// The most clock skew accepted on token times.
+pub const MAX_LEEWAY_SECS: u64 = 60;
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            token_issuer: "folio".into(),
+            token_audience: "folio".into(),
+            token_ttl: Duration::from_secs(3600),
+            leeway_secs: 30,
+            external: None,
+        }
+    }
 }
 
 /// Log line format.
@@ -25,6 +81,8 @@ pub enum LogFormat {
 
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// `FOLIO_ENV`: `development` (default) or `production`.
+    pub env: Environment,
     /// `FOLIO_BIND`: the address `folio serve` listens on.
     pub bind: SocketAddr,
     /// `DATABASE_URL`: `sqlite://...` or `postgres://...`. Unset: a SQLite file `folio.db` in the working directory.
@@ -46,6 +104,8 @@ pub struct Config {
     pub log_filter: String,
     /// `FOLIO_LOG_FORMAT`: `text` or `json`.
     pub log_format: LogFormat,
+    /// Token settings (`FOLIO_JWT_*`, `FOLIO_TOKEN_*`, `FOLIO_JWKS_*`).
+    pub auth: AuthConfig,
 }
 
 /// The default SQLite location: a file in the working directory, created on first run.
@@ -54,6 +114,7 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://folio.db";
 impl Default for Config {
     fn default() -> Self {
         Self {
+            env: Environment::Development,
             bind: SocketAddr::from(([127, 0, 0, 1], 8000)),
             database_url: DEFAULT_DATABASE_URL.to_owned(),
             db_max_connections: 16,
@@ -64,6 +125,7 @@ impl Default for Config {
             graphiql: true,
             log_filter: "info,sqlx=warn".to_owned(),
             log_format: LogFormat::Text,
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -79,6 +141,16 @@ impl Config {
         let d = Self::default();
         let parse = |name: &str| get(name).filter(|v| !v.trim().is_empty());
         Ok(Self {
+            env: match parse("FOLIO_ENV")
+                .map(|v| v.trim().to_ascii_lowercase())
+                .as_deref()
+            {
+                None | Some("development") | Some("dev") => Environment::Development,
+                Some("production") | Some("prod") => Environment::Production,
+                Some(other) => {
+                    bail!("FOLIO_ENV must be `development` or `production`, not `{other}`")
+                }
+            },
             bind: opt(&parse, "FOLIO_BIND")?.unwrap_or(d.bind),
             database_url: parse("DATABASE_URL").unwrap_or(d.database_url),
             db_max_connections: opt(&parse, "FOLIO_DB_MAX_CONNECTIONS")?
@@ -96,7 +168,20 @@ impl Config {
                 Some("json") => LogFormat::Json,
                 Some(other) => bail!("FOLIO_LOG_FORMAT must be `text` or `json`, not `{other}`"),
             },
+            auth: auth_from(&parse, d.auth)?,
         })
+    }
+
+    /// Checks what serving (and minting tokens) needs beyond well-formed values: in production the token
+    /// secret must be set. Other commands (`migrate`, `schema`, `seed`) do not need it.
+    pub fn check_for_serving(&self) -> anyhow::Result<()> {
+        if self.env == Environment::Production && self.auth.jwt_secret.is_none() {
+            bail!(
+                "FOLIO_JWT_SECRET must be set when FOLIO_ENV=production (at least 32 random bytes, \
+                 e.g. `openssl rand -base64 48`)"
+            );
+        }
+        Ok(())
     }
 
     /// The backend `database_url` names.
@@ -114,6 +199,65 @@ pub fn database_kind(url: &str) -> anyhow::Result<DatabaseKind> {
     } else {
         bail!("DATABASE_URL must start with sqlite: or postgres:// (got a URL with another scheme)")
     }
+}
+
+fn auth_from(parse: &impl Fn(&str) -> Option<String>, d: AuthConfig) -> anyhow::Result<AuthConfig> {
+    let jwt_secret = match parse("FOLIO_JWT_SECRET") {
+        Some(secret) if secret.len() < 32 => {
+            bail!(
+                "FOLIO_JWT_SECRET must be at least 32 bytes long (it is {})",
+                secret.len()
+            )
+        }
+        other => other.map(SecretString::from),
+    };
+    let leeway_secs = opt(parse, "FOLIO_JWT_LEEWAY_SECS")?.unwrap_or(d.leeway_secs);
+    if leeway_secs > MAX_LEEWAY_SECS {
+        bail!("FOLIO_JWT_LEEWAY_SECS may be at most {MAX_LEEWAY_SECS}, not {leeway_secs}");
+    }
+    let token_ttl: u64 = opt(parse, "FOLIO_TOKEN_TTL_SECS")?.unwrap_or(d.token_ttl.as_secs());
+    if token_ttl == 0 {
+        bail!("FOLIO_TOKEN_TTL_SECS must be positive");
+    }
+    let external = match (
+        parse("FOLIO_JWKS_URL"),
+        parse("FOLIO_JWT_ISSUER"),
+        parse("FOLIO_JWT_AUDIENCE"),
+    ) {
+        (None, None, None) => None,
+        (Some(jwks_url), Some(issuer), Some(audience)) => Some(ExternalIdp {
+            jwks_url,
+            issuer,
+            audience,
+            role_claim: parse("FOLIO_JWT_ROLE_CLAIM"),
+            min_refresh: Duration::from_secs(
+                opt(parse, "FOLIO_JWKS_MIN_REFRESH_SECS")?.unwrap_or(30),
+            ),
+        }),
+        (url, iss, aud) => {
+            let missing: Vec<&str> = [
+                ("FOLIO_JWKS_URL", url.is_none()),
+                ("FOLIO_JWT_ISSUER", iss.is_none()),
+                ("FOLIO_JWT_AUDIENCE", aud.is_none()),
+            ]
+            .into_iter()
+            .filter_map(|(name, absent)| absent.then_some(name))
+            .collect();
+            bail!(
+                "an external identity provider needs FOLIO_JWKS_URL, FOLIO_JWT_ISSUER and \
+                 FOLIO_JWT_AUDIENCE together; missing: {}",
+                missing.join(", ")
+            )
+        }
+    };
+    Ok(AuthConfig {
+        jwt_secret,
+        token_issuer: parse("FOLIO_TOKEN_ISSUER").unwrap_or(d.token_issuer),
+        token_audience: parse("FOLIO_TOKEN_AUDIENCE").unwrap_or(d.token_audience),
+        token_ttl: Duration::from_secs(token_ttl),
+        leeway_secs,
+        external,
+    })
 }
 
 fn opt<T: FromStr>(parse: &impl Fn(&str) -> Option<String>, name: &str) -> anyhow::Result<Option<T>>
@@ -179,5 +323,28 @@ mod tests {
         assert_eq!(c.database_kind().unwrap(), DatabaseKind::Postgres);
         assert_eq!(c.bind.port(), 9000);
         assert!(database_kind("mysql://x").is_err());
+    }
+
+    #[test]
+    fn production_needs_a_long_enough_secret() {
+        let c = with(&[("FOLIO_ENV", "production")]).unwrap();
+        let err = c.check_for_serving().unwrap_err();
+        assert!(format!("{err:#}").contains("FOLIO_JWT_SECRET"));
+        let err = with(&[("FOLIO_JWT_SECRET", "short")]).unwrap_err();
+        assert!(format!("{err:#}").contains("at least 32 bytes"));
+        let secret = "0123456789abcdef0123456789abcdef";
+        let c = with(&[("FOLIO_ENV", "production"), ("FOLIO_JWT_SECRET", secret)]).unwrap();
+        c.check_for_serving().unwrap();
+        // The secret never shows up in debug output (which is what ends up in logs).
+        assert!(!format!("{c:?}").contains(secret));
+    }
+
+    #[test]
+    fn external_idp_settings_come_together_and_leeway_is_capped() {
+        let err = with(&[("FOLIO_JWKS_URL", "https://idp/jwks")]).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("FOLIO_JWT_ISSUER") && msg.contains("FOLIO_JWT_AUDIENCE"));
+        let err = with(&[("FOLIO_JWT_LEEWAY_SECS", "61")]).unwrap_err();
+        assert!(format!("{err:#}").contains("FOLIO_JWT_LEEWAY_SECS"));
     }
 }

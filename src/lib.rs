@@ -21,3 +21,9 @@ pub mod telemetry;
 
 pub use app::App;
 pub use config::Config;
+
+/// Makes ring the process's TLS crypto provider (idempotent). reqwest is built without a bundled provider so
+/// that only one (ring, which sqlx's TLS uses too) is compiled in; every HTTP client needs this first.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -1,14 +1,16 @@
-//! The GraphQL schema: one folder per domain (types and queries together), plus the shared pieces: typed
-//! context access, batched loaders, Relay connections and id parsing.
+//! The GraphQL schema: one folder per domain (types, inputs, queries and mutations together), plus the shared
+//! pieces: typed context access, guards, input validation, batched loaders, Relay connections and id parsing.
 
 pub mod batch;
 pub mod comments;
 pub mod connection;
 pub(crate) mod context;
+pub mod guards;
 pub mod ids;
 pub mod loaders;
 pub mod posts;
 pub mod schema;
 pub mod users;
+pub mod validation;
 
-pub use schema::{FolioSchema, Limits, build_schema};
+pub use schema::{FolioSchema, Limits, SchemaData, build_schema};

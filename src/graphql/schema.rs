@@ -1,16 +1,32 @@
-//! Builds the schema: merged query roots, limits, and the SDL that `schema.graphql` mirrors.
+//! Builds the schema: merged query and mutation roots, limits, and the SDL that `schema.graphql` mirrors.
 
-use async_graphql::{EmptyMutation, EmptySubscription, MergedObject, Schema};
+use std::sync::Arc;
 
-use crate::graphql::posts::PostQuery;
-use crate::graphql::users::UserQuery;
+use async_graphql::{EmptySubscription, MergedObject, Schema};
+
+use crate::auth::Authenticator;
+use crate::graphql::comments::CommentMutation;
+use crate::graphql::posts::{PostMutation, PostQuery};
+use crate::graphql::users::{UserMutation, UserQuery};
 use crate::store::Store;
 
-/// Every query field, merged from the domain folders.
+/// Every query field, merged from the domain folders. Named `Query`, as clients and federation gateways expect.
 #[derive(MergedObject, Default)]
+#[graphql(name = "Query")]
 pub struct QueryRoot(UserQuery, PostQuery);
 
-pub type FolioSchema = Schema<QueryRoot, EmptyMutation, EmptySubscription>;
+/// Every mutation, merged from the domain folders.
+#[derive(MergedObject, Default)]
+#[graphql(name = "Mutation")]
+pub struct MutationRoot(UserMutation, PostMutation, CommentMutation);
+
+pub type FolioSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+
+/// What resolvers reach through the schema: the store and the token issuer. Absent only for printing the SDL.
+pub struct SchemaData {
+    pub store: Store,
+    pub auth: Arc<Authenticator>,
+}
 
 /// Static limits applied to every operation before it runs.
 #[derive(Clone, Copy, Debug)]
@@ -19,13 +35,17 @@ pub struct Limits {
     pub max_complexity: usize,
 }
 
-/// The schema, with the store as schema-wide data. `store` is `None` only for printing the SDL.
-pub fn build_schema(store: Option<Store>, limits: Limits) -> FolioSchema {
-    let mut builder = Schema::build(QueryRoot::default(), EmptyMutation, EmptySubscription)
-        .limit_depth(limits.max_depth)
-        .limit_complexity(limits.max_complexity);
-    if let Some(store) = store {
-        builder = builder.data(store);
+/// The schema, with the store and authenticator as schema-wide data.
+pub fn build_schema(data: Option<SchemaData>, limits: Limits) -> FolioSchema {
+    let mut builder = Schema::build(
+        QueryRoot::default(),
+        MutationRoot::default(),
+        EmptySubscription,
+    )
+    .limit_depth(limits.max_depth)
+    .limit_complexity(limits.max_complexity);
+    if let Some(data) = data {
+        builder = builder.data(data.store).data(data.auth);
     }
     builder.finish()
 }

@@ -13,7 +13,7 @@ use axum::response::{Html, IntoResponse, Response as HttpResponse};
 use serde::Deserialize;
 
 use super::AppState;
-use crate::auth::Viewer;
+use crate::error::AppError;
 use crate::graphql::batch::Batched;
 use crate::graphql::loaders::Loaders;
 
@@ -63,18 +63,49 @@ fn request_id(headers: &HeaderMap) -> String {
         .to_owned()
 }
 
-/// Runs one GraphQL request for this HTTP request.
+/// Runs one GraphQL request for this HTTP request, as the viewer its `Authorization` header names. A header
+/// that does not verify ends the request here with 401: it never runs as anonymous.
 async fn execute(
     state: &AppState,
     headers: &HeaderMap,
     request: async_graphql::Request,
-) -> GraphQLResponse {
+) -> HttpResponse {
     let request_id = request_id(headers);
+    let authorization = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    let viewer = match state.auth.viewer(authorization).await {
+        Ok(viewer) => viewer,
+        Err(err) => return unauthenticated(err, &request_id),
+    };
     let (loaders, dispatcher) = Loaders::new(state.store.clone());
-    let request = request.data(Viewer::Anonymous).data(loaders);
+    let request = request.data(viewer).data(loaders);
     let mut response = Batched::new(dispatcher, state.schema.execute(request)).await;
     finish_errors(&mut response, &request_id);
-    response.into()
+    GraphQLResponse::from(response).into_response()
+}
+
+/// The answer to a request whose credentials failed: 401 with one `UNAUTHENTICATED` error (or 503 when the
+/// database could not be asked who the token names).
+fn unauthenticated(err: AppError, request_id: &str) -> HttpResponse {
+    let status = err.status();
+    let code = err.code();
+    let message = err.public_message();
+    if status == StatusCode::UNAUTHORIZED {
+        tracing::info!(reason = %message, "bearer token rejected");
+    }
+    let mut extensions = serde_json::json!({ "code": code });
+    if code == "INTERNAL_SERVER_ERROR" {
+        tracing::error!(error = ?err, "authentication failed");
+        extensions["requestId"] = request_id.into();
+    }
+    let body = serde_json::json!({ "errors": [{ "message": message, "extensions": extensions }] });
+    let mut response = (status, axum::Json(body)).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer error=\"invalid_token\""),
+        );
+    }
+    response
 }
 
 /// Gives every error a code, and internal errors the request id.
@@ -131,9 +162,7 @@ pub async fn post(
     req: Result<GraphQLRequest, Rejection>,
 ) -> HttpResponse {
     match req {
-        Ok(req) => execute(&state, &headers, req.into_inner())
-            .await
-            .into_response(),
+        Ok(req) => execute(&state, &headers, req.into_inner()).await,
         Err(rejection) => rejection.into_response(),
     }
 }
@@ -204,7 +233,7 @@ pub async fn get(
             }
         }
     }
-    execute(&state, &headers, request).await.into_response()
+    execute(&state, &headers, request).await
 }
 
 /// `GET /schema.graphql`: the SDL, for code generators.

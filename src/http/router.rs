@@ -14,6 +14,7 @@ use tower_http::trace::TraceLayer;
 use tracing::Span;
 
 use super::{graphql, health};
+use crate::auth::Authenticator;
 use crate::graphql::FolioSchema;
 use crate::store::Store;
 use crate::telemetry::Metrics;
@@ -23,6 +24,7 @@ use crate::telemetry::Metrics;
 pub struct AppState {
     pub schema: FolioSchema,
     pub store: Store,
+    pub auth: Arc<Authenticator>,
     pub metrics: Metrics,
     /// The SDL, rendered once at start-up.
     pub sdl: Arc<str>,

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{IdListSql, Page, Store, id_list_sql};
+use super::{IdListSql, Page, Store, id_list_sql, with_pool};
 use crate::error::AppError;
 
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -59,5 +59,48 @@ impl Store {
             " GROUP BY post_id"
         );
         self.fetch_for_ids(&SQL, post_ids, &[]).await
+    }
+}
+
+/// A comment to add, already validated.
+#[derive(Clone, Debug)]
+pub struct CreateComment {
+    pub post_id: i64,
+    pub author_id: i64,
+    pub body: String,
+}
+
+impl Store {
+    /// Adds a comment if the post exists and is published, checked in the same statement as the insert so a
+    /// post unpublished a moment earlier cannot receive it. `None` when the post is missing or a draft.
+    pub async fn add_comment(
+        &self,
+        comment: &CreateComment,
+    ) -> Result<Option<CommentRow>, AppError> {
+        self.count(1);
+        const SQL: &str = concat!(
+            "INSERT INTO comments (post_id, author_id, body, created_at) ",
+            "SELECT $1, $2, $3, $4 WHERE EXISTS (SELECT 1 FROM posts WHERE id = $1 AND published = TRUE) ",
+            "RETURNING ",
+            comment_cols!()
+        );
+        with_pool!(self, pool => sqlx::query_as(SQL)
+            .bind(comment.post_id)
+            .bind(comment.author_id)
+            .bind(&comment.body)
+            .bind(Utc::now())
+            .fetch_optional(pool)
+            .await)
+    }
+
+    /// Deletes a comment; `false` when it was already gone.
+    pub async fn delete_comment(&self, id: i64) -> Result<bool, AppError> {
+        self.count(1);
+        let done = with_pool!(self, pool => sqlx::query("DELETE FROM comments WHERE id = $1")
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(done > 0)
     }
 }

@@ -23,9 +23,9 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-pub use comments::CommentRow;
-pub use posts::{PostListFilter, PostRow};
-pub use users::{Plan, Role, UserRow};
+pub use comments::{CommentRow, CreateComment};
+pub use posts::{CreatePost, Drafts, PostChanges, PostListFilter, PostRow};
+pub use users::{CreateAccount, ExternalUser, Plan, Role, UserRow};
 
 use crate::config::DatabaseKind;
 use crate::error::AppError;
@@ -51,6 +51,40 @@ macro_rules! with_pool {
     };
 }
 pub(crate) use with_pool;
+
+/// Runs `$body` inside one transaction bound to `$tx`, committing when it finishes. A `?` inside the body returns
+/// early and drops the transaction, which rolls it back: a mutation either happens whole or not at all.
+///
+/// SQLite transactions begin `IMMEDIATE` (taking the write lock up front), so a transaction that reads before it
+/// writes cannot fail half-way on a stale snapshot; PostgreSQL ones run at READ COMMITTED and lock what they
+/// must check with `FOR UPDATE`.
+macro_rules! with_tx {
+    ($store:expr, $tx:ident => $body:expr) => {
+        match &$store.db {
+            $crate::store::Db::Sqlite(pool) => {
+                let mut $tx = pool
+                    .begin_with("BEGIN IMMEDIATE")
+                    .await
+                    .map_err($crate::error::AppError::from)?;
+                let out = $body;
+                $tx.commit().await.map_err($crate::error::AppError::from)?;
+                out
+            }
+            $crate::store::Db::Postgres(pool) => {
+                let mut $tx = pool.begin().await.map_err($crate::error::AppError::from)?;
+                let out = $body;
+                $tx.commit().await.map_err($crate::error::AppError::from)?;
+                out
+            }
+        }
+    };
+}
+pub(crate) use with_tx;
+
+/// Whether a write failed on a unique index (a taken email, an external id provisioned concurrently).
+pub(crate) fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.is_unique_violation())
+}
 
 /// Builds the two versions of a statement that filters on a list of ids: `= ANY($1)` (a bound array) on
 /// PostgreSQL, `IN (SELECT value FROM json_each($1))` (a bound JSON array) on SQLite. Either way the statement

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::AssertSqlSafe;
 
-use super::{Db, IdListSql, Page, Store, id_list_sql, like_pattern};
+use super::{Db, IdListSql, Page, Store, id_list_sql, like_pattern, with_pool};
 use crate::error::AppError;
 
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -31,8 +31,20 @@ pub struct PostListFilter {
     pub author_id: Option<i64>,
     /// Case-insensitive substring of the title or the content.
     pub search: Option<String>,
-    /// Also list unpublished posts (the caller has checked the viewer may see them).
-    pub include_drafts: bool,
+    /// Which unpublished posts to list too (the caller has decided what the viewer may see).
+    pub drafts: Drafts,
+}
+
+/// Drafts in a post list.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Drafts {
+    /// Published posts only.
+    #[default]
+    Exclude,
+    /// Every draft (admins).
+    All,
+    /// Drafts by this author only (a user looking at a list that may hold their own drafts).
+    OfAuthor(i64),
 }
 
 /// A value bound to a dynamically assembled statement.
@@ -46,8 +58,13 @@ enum Arg {
 fn post_where(filter: &PostListFilter, db: &Db) -> (String, Vec<Arg>) {
     let mut clauses: Vec<String> = Vec::new();
     let mut args = Vec::new();
-    if !filter.include_drafts {
-        clauses.push("published = TRUE".into());
+    match filter.drafts {
+        Drafts::Exclude => clauses.push("published = TRUE".into()),
+        Drafts::All => {}
+        Drafts::OfAuthor(author) => {
+            args.push(Arg::Int(author));
+            clauses.push(format!("(published = TRUE OR author_id = ${})", args.len()));
+        }
     }
     if let Some(author) = filter.author_id {
         args.push(Arg::Int(author));
@@ -205,5 +222,101 @@ impl Store {
         );
         let sql = if include_drafts { &ALL } else { &PUBLISHED };
         self.fetch_for_ids(sql, author_ids, &[]).await
+    }
+}
+
+/// A post to create, already validated (see `graphql::posts::inputs`).
+#[derive(Clone, Debug)]
+pub struct CreatePost {
+    pub author_id: i64,
+    pub title: String,
+    pub content: String,
+    pub published: bool,
+}
+
+/// Validated changes to a post; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default)]
+pub struct PostChanges {
+    pub title: Option<String>,
+    pub content: Option<String>,
+}
+
+impl Store {
+    /// Inserts a post and returns it as stored.
+    pub async fn create_post(&self, post: &CreatePost) -> Result<PostRow, AppError> {
+        self.count(1);
+        const SQL: &str = concat!(
+            "INSERT INTO posts (author_id, title, content, published, published_at, created_at, updated_at) ",
+            "VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING ",
+            post_cols!()
+        );
+        let now = Utc::now();
+        with_pool!(self, pool => sqlx::query_as(SQL)
+            .bind(post.author_id)
+            .bind(&post.title)
+            .bind(&post.content)
+            .bind(post.published)
+            .bind(post.published.then_some(now))
+            .bind(now)
+            .fetch_one(pool)
+            .await)
+    }
+
+    /// Applies `changes`; `None` when the post no longer exists.
+    pub async fn update_post(
+        &self,
+        id: i64,
+        changes: &PostChanges,
+    ) -> Result<Option<PostRow>, AppError> {
+        self.count(1);
+        const SQL: &str = concat!(
+            "UPDATE posts SET title = COALESCE($2, title), content = COALESCE($3, content), updated_at = $4 ",
+            "WHERE id = $1 RETURNING ",
+            post_cols!()
+        );
+        with_pool!(self, pool => sqlx::query_as(SQL)
+            .bind(id)
+            .bind(changes.title.as_deref())
+            .bind(changes.content.as_deref())
+            .bind(Utc::now())
+            .fetch_optional(pool)
+            .await)
+    }
+
+    /// Publishes or unpublishes a post. Publishing stamps `published_at` (kept if it was already published);
+    /// unpublishing clears it. Doing what is already done changes nothing. `None` when the post is gone.
+    pub async fn set_published(
+        &self,
+        id: i64,
+        published: bool,
+    ) -> Result<Option<PostRow>, AppError> {
+        self.count(1);
+        const PUBLISH: &str = concat!(
+            "UPDATE posts SET published = TRUE, published_at = COALESCE(published_at, $2), ",
+            "updated_at = CASE WHEN published THEN updated_at ELSE $2 END WHERE id = $1 RETURNING ",
+            post_cols!()
+        );
+        const UNPUBLISH: &str = concat!(
+            "UPDATE posts SET published = FALSE, published_at = NULL, ",
+            "updated_at = CASE WHEN published THEN $2 ELSE updated_at END WHERE id = $1 RETURNING ",
+            post_cols!()
+        );
+        let sql = if published { PUBLISH } else { UNPUBLISH };
+        with_pool!(self, pool => sqlx::query_as(sql)
+            .bind(id)
+            .bind(Utc::now())
+            .fetch_optional(pool)
+            .await)
+    }
+
+    /// Deletes a post and (by cascade) its comments; `false` when it was already gone.
+    pub async fn delete_post(&self, id: i64) -> Result<bool, AppError> {
+        self.count(1);
+        let done = with_pool!(self, pool => sqlx::query("DELETE FROM posts WHERE id = $1")
+            .bind(id)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))?;
+        Ok(done > 0)
     }
 }

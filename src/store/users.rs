@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Page, Store, id_list_sql, with_pool};
+use super::{Db, Page, Store, id_list_sql, with_pool, with_tx};
 use crate::error::AppError;
 
 /// What a user may do. Stored as text (`USER` / `ADMIN`).
@@ -111,4 +111,274 @@ impl Store {
         self.count(1);
         with_pool!(self, pool => sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(pool).await)
     }
+}
+
+/// A local account to create. The email is already normalised (trimmed, lower-case) and the password hashed.
+#[derive(Clone, Debug)]
+pub struct CreateAccount {
+    pub email: String,
+    pub name: String,
+    pub password_hash: String,
+}
+
+/// A user as an external identity provider describes them, for provisioning on first sight.
+#[derive(Clone, Debug)]
+pub struct ExternalUser {
+    /// The provider's `sub`.
+    pub external_id: String,
+    /// Lower-case address from the token's `email` claim.
+    pub email: String,
+    pub name: String,
+    /// The provider vouches for the address (`email_verified: true`); only then may an existing local account
+    /// with that address be linked to this identity.
+    pub email_verified: bool,
+    /// A role taken from the token, only when `FOLIO_JWT_ROLE_CLAIM` is configured.
+    pub role: Option<Role>,
+}
+
+impl Store {
+    /// A user by id (one statement), outside any loader: for authentication, before a request's loaders exist.
+    pub async fn user_by_id(&self, id: i64) -> Result<Option<UserRow>, AppError> {
+        self.count(1);
+        const SQL: &str = concat!("SELECT ", user_cols!(), " FROM users WHERE id = $1");
+        with_pool!(self, pool => sqlx::query_as(SQL).bind(id).fetch_optional(pool).await)
+    }
+
+    /// A user and their password hash by (lower-case) email, for `login` and `folio token`.
+    pub async fn user_by_email(
+        &self,
+        email: &str,
+    ) -> Result<Option<(UserRow, Option<String>)>, AppError> {
+        self.count(1);
+        // Emails are stored lower-case; each form uses its backend's case-insensitive unique index.
+        const PG: &str = concat!(
+            "SELECT ",
+            user_cols!(),
+            ", password_hash FROM users WHERE lower(email) = lower($1)"
+        );
+        const LITE: &str = concat!(
+            "SELECT ",
+            user_cols!(),
+            ", password_hash FROM users WHERE email = $1"
+        );
+        let row: Option<UserWithHash> = match &self.db {
+            Db::Postgres(pool) => sqlx::query_as(PG).bind(email).fetch_optional(pool).await,
+            Db::Sqlite(pool) => sqlx::query_as(LITE).bind(email).fetch_optional(pool).await,
+        }?;
+        Ok(row.map(|r| (r.user, r.password_hash)))
+    }
+
+    /// Creates a local account. A taken email → `CONFLICT` with `fieldErrors.email`.
+    pub async fn create_account(&self, account: &CreateAccount) -> Result<UserRow, AppError> {
+        self.count(1);
+        const SQL: &str = concat!(
+            "INSERT INTO users (email, name, password_hash, role, plan, created_at, updated_at) ",
+            "VALUES ($1, $2, $3, 'USER', 'FREE', $4, $4) RETURNING ",
+            user_cols!()
+        );
+        let now = Utc::now();
+        with_pool!(self, pool => sqlx::query_as(SQL)
+            .bind(&account.email)
+            .bind(&account.name)
+            .bind(&account.password_hash)
+            .bind(now)
+            .fetch_one(pool)
+            .await
+            .map_err(email_taken))
+    }
+
+    /// Renames a user; `None` when the user no longer exists.
+    pub async fn update_user_name(&self, id: i64, name: &str) -> Result<Option<UserRow>, AppError> {
+        self.count(1);
+        const SQL: &str = concat!(
+            "UPDATE users SET name = $2, updated_at = $3 WHERE id = $1 RETURNING ",
+            user_cols!()
+        );
+        with_pool!(self, pool => sqlx::query_as(SQL)
+            .bind(id)
+            .bind(name)
+            .bind(Utc::now())
+            .fetch_optional(pool)
+            .await)
+    }
+
+    /// Sets a user's role in one transaction. Demoting the last admin is refused with `CONFLICT`, also when two
+    /// admins demote each other at the same moment: on PostgreSQL the admins' rows are locked first, on SQLite
+    /// the transaction holds the write lock from its start.
+    pub async fn set_user_role(&self, id: i64, role: Role) -> Result<UserRow, AppError> {
+        const LOCK_ADMINS: &str = "SELECT id FROM users WHERE role = 'ADMIN' FOR UPDATE";
+        const CURRENT: &str = "SELECT role FROM users WHERE id = $1";
+        const ADMINS: &str = "SELECT COUNT(*) FROM users WHERE role = 'ADMIN'";
+        const UPDATE: &str = concat!(
+            "UPDATE users SET role = $2, updated_at = $3 WHERE id = $1 RETURNING ",
+            user_cols!()
+        );
+        let row = with_tx!(self, tx => {
+            if matches!(self.db, Db::Postgres(_)) {
+                self.count(1);
+                sqlx::query(LOCK_ADMINS).execute(&mut *tx).await?;
+            }
+            self.count(2);
+            let current: Option<String> =
+                sqlx::query_scalar(CURRENT).bind(id).fetch_optional(&mut *tx).await?;
+            let Some(current) = current else {
+                return Err(AppError::NotFound(format!("No user with id {id}.")));
+            };
+            let admins: i64 = sqlx::query_scalar(ADMINS).fetch_one(&mut *tx).await?;
+            if current == Role::Admin.as_str() && role != Role::Admin && admins <= 1 {
+                return Err(AppError::Conflict {
+                    message: "The last admin cannot be demoted; make someone else an admin first."
+                        .into(),
+                    field_errors: Default::default(),
+                });
+            }
+            self.count(1);
+            let row: UserRow = sqlx::query_as(UPDATE)
+                .bind(id)
+                .bind(role.as_str())
+                .bind(Utc::now())
+                .fetch_one(&mut *tx)
+                .await?;
+            row
+        });
+        Ok(row)
+    }
+
+    /// The user behind an external identity, created on first sight. An existing local account with the same
+    /// email is linked only when the provider has verified the address; otherwise that is a `CONFLICT`.
+    /// With a configured role claim, the role follows the token.
+    pub async fn provision_external(&self, who: &ExternalUser) -> Result<UserRow, AppError> {
+        const BY_EXTERNAL: &str = concat!(
+            "SELECT ",
+            user_cols!(),
+            " FROM users WHERE external_id = $1"
+        );
+        const LINK_PG: &str = concat!(
+            "UPDATE users SET external_id = $1, updated_at = $3 ",
+            "WHERE lower(email) = lower($2) AND external_id IS NULL RETURNING ",
+            user_cols!()
+        );
+        const LINK_LITE: &str = concat!(
+            "UPDATE users SET external_id = $1, updated_at = $3 ",
+            "WHERE email = $2 AND external_id IS NULL RETURNING ",
+            user_cols!()
+        );
+        const INSERT: &str = concat!(
+            "INSERT INTO users (email, name, external_id, role, plan, created_at, updated_at) ",
+            "VALUES ($1, $2, $3, $4, 'FREE', $5, $5) RETURNING ",
+            user_cols!()
+        );
+        const SET_ROLE: &str = concat!(
+            "UPDATE users SET role = $2, updated_at = $3 WHERE id = $1 RETURNING ",
+            user_cols!()
+        );
+        let now = Utc::now();
+        self.count(1);
+        let found: Option<UserRow> = with_pool!(self, pool => sqlx::query_as(BY_EXTERNAL)
+            .bind(&who.external_id)
+            .fetch_optional(pool)
+            .await)?;
+        let user = match found {
+            Some(user) => user,
+            None => {
+                let linked: Option<UserRow> = if who.email_verified {
+                    self.count(1);
+                    match &self.db {
+                        Db::Postgres(pool) => {
+                            sqlx::query_as(LINK_PG)
+                                .bind(&who.external_id)
+                                .bind(&who.email)
+                                .bind(now)
+                                .fetch_optional(pool)
+                                .await
+                        }
+                        Db::Sqlite(pool) => {
+                            sqlx::query_as(LINK_LITE)
+                                .bind(&who.external_id)
+                                .bind(&who.email)
+                                .bind(now)
+                                .fetch_optional(pool)
+                                .await
+                        }
+                    }?
+                } else {
+                    None
+                };
+                match linked {
+                    Some(user) => user,
+                    None => {
+                        self.count(1);
+                        let role = who.role.unwrap_or(Role::User);
+                        let inserted = with_pool!(self, pool => sqlx::query_as(INSERT)
+                            .bind(&who.email)
+                            .bind(&who.name)
+                            .bind(&who.external_id)
+                            .bind(role.as_str())
+                            .bind(now)
+                            .fetch_one(pool)
+                            .await
+                            .map_err(email_taken));
+                        match inserted {
+                            Ok(user) => user,
+                            Err(
+                                other @ AppError::Unavailable(_) | other @ AppError::Internal(_),
+                            ) => {
+                                return Err(other);
+                            }
+                            // A unique index refused the row: either two first requests of this identity raced
+                            // (the other one created it) or a local account holds the email.
+                            Err(_) => {
+                                self.count(1);
+                                let again: Option<UserRow> = with_pool!(self, pool => sqlx::query_as(BY_EXTERNAL)
+                                    .bind(&who.external_id)
+                                    .fetch_optional(pool)
+                                    .await)?;
+                                again.ok_or_else(|| AppError::Conflict {
+                                    message: "This email already belongs to another account."
+                                        .into(),
+                                    field_errors: Default::default(),
+                                })?
+                            }
+                        }
+                    }
+                }
+            }
+        };
+        match who.role {
+            Some(role) if role != user.role => {
+                self.count(1);
+                with_pool!(self, pool => sqlx::query_as(SET_ROLE)
+                    .bind(user.id)
+                    .bind(role.as_str())
+                    .bind(now)
+                    .fetch_one(pool)
+                    .await)
+            }
+            _ => Ok(user),
+        }
+    }
+}
+
+/// A taken email is the client's problem, reported on the `email` field; anything else goes through as usual.
+fn email_taken(err: sqlx::Error) -> AppError {
+    if super::is_unique_violation(&err) {
+        let mut field_errors = crate::error::FieldErrors::new();
+        field_errors.insert(
+            "email".into(),
+            vec!["This email is already registered.".into()],
+        );
+        AppError::Conflict {
+            message: "This email is already registered.".into(),
+            field_errors,
+        }
+    } else {
+        err.into()
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct UserWithHash {
+    #[sqlx(flatten)]
+    user: UserRow,
+    password_hash: Option<String>,
 }

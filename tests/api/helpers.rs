@@ -6,8 +6,10 @@
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use folio::store::Store;
+use folio::auth::OwnTokens;
+use folio::config::{AuthConfig, Environment};
 use folio::store::seed::{NewComment, NewPost, NewUser};
+use folio::store::{CreateAccount, Role, Store};
 use folio::{App, Config};
 use serde_json::{Value, json};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
@@ -128,14 +130,56 @@ fn replace_db_name(url: &str, name: &str) -> String {
     }
 }
 
-/// The test configuration: ephemeral port, no demo data, defaults otherwise.
+/// The token secret of every test app.
+pub const TEST_SECRET: &str = "test-secret-0123456789-0123456789-abcdef";
+
+/// The test configuration: ephemeral port, no demo data, a known token secret, defaults otherwise.
 pub fn test_config(db: &TestDb) -> Config {
     Config {
         bind: "127.0.0.1:0".parse().expect("addr"),
         database_url: db.url().to_owned(),
         demo_data: false,
+        auth: AuthConfig {
+            jwt_secret: Some(TEST_SECRET.into()),
+            ..AuthConfig::default()
+        },
         ..Config::default()
     }
+}
+
+/// Makes `user_id` an admin and returns a token for them.
+pub async fn admin_token(store: &Store, user_id: i64) -> String {
+    store
+        .set_user_role(user_id, Role::Admin)
+        .await
+        .expect("promote to admin");
+    token_for(user_id)
+}
+
+/// Creates a fresh admin account and returns a token for it.
+pub async fn new_admin(store: &Store) -> String {
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let user = store
+        .create_account(&CreateAccount {
+            email: format!("admin-{tag}@example.com"),
+            name: "Admin".into(),
+            password_hash: "not-a-hash".into(),
+        })
+        .await
+        .expect("admin account");
+    admin_token(store, user.id).await
+}
+
+/// A Folio token for `user_id`, signed the way `login` signs them.
+pub fn token_for(user_id: i64) -> String {
+    let config = AuthConfig {
+        jwt_secret: Some(TEST_SECRET.into()),
+        ..AuthConfig::default()
+    };
+    OwnTokens::new(&config, Environment::Development)
+        .expect("token issuer")
+        .issue(user_id, Role::User)
+        .expect("token")
 }
 
 /// A running Folio.
@@ -157,6 +201,7 @@ impl TestApp {
     }
 
     pub async fn spawn_with(db: TestDb, config: Config) -> Self {
+        folio::install_crypto_provider();
         let app = App::build(&config).await.expect("app builds");
         let base = format!("http://{}", app.addr());
         let store = app.store().clone();
@@ -174,22 +219,29 @@ impl TestApp {
         }
     }
 
-    /// POSTs a GraphQL operation and returns the JSON body.
+    /// POSTs a GraphQL operation anonymously and returns the JSON body.
     pub async fn gql(&self, query: &str, variables: Value) -> Value {
+        self.gql_as(None, query, variables).await
+    }
+
+    /// POSTs a GraphQL operation with an optional bearer token; asserts 200 and returns the JSON body.
+    pub async fn gql_as(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
         let res = self
-            .post_graphql(json!({ "query": query, "variables": variables }))
+            .post_graphql_as(token, json!({ "query": query, "variables": variables }))
             .await;
         assert_eq!(res.status(), 200, "GraphQL over POST answers 200");
         res.json().await.expect("JSON body")
     }
 
-    pub async fn post_graphql(&self, body: Value) -> reqwest::Response {
-        self.client
+    pub async fn post_graphql_as(&self, token: Option<&str>, body: Value) -> reqwest::Response {
+        let mut req = self
+            .client
             .post(format!("{}/graphql", self.base))
-            .json(&body)
-            .send()
-            .await
-            .expect("request")
+            .json(&body);
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        req.send().await.expect("request")
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
@@ -216,8 +268,18 @@ impl TestApp {
 
     /// How many SQL statements `query` ran.
     pub async fn statements_for(&self, query: &str, variables: Value) -> (Value, u64) {
+        self.statements_for_as(None, query, variables).await
+    }
+
+    /// How many SQL statements `query` ran for the bearer of `token` (authenticating costs one).
+    pub async fn statements_for_as(
+        &self,
+        token: Option<&str>,
+        query: &str,
+        variables: Value,
+    ) -> (Value, u64) {
         let before = self.metric("folio_db_statements_total").await;
-        let body = self.gql(query, variables).await;
+        let body = self.gql_as(token, query, variables).await;
         let after = self.metric("folio_db_statements_total").await;
         (body, (after - before) as u64)
     }

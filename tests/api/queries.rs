@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{Fixture, TestApp, first_code};
+use crate::helpers::{Fixture, TestApp, admin_token, first_code, token_for};
 
 const POST_FIELDS: &str = "id title content published publishedAt createdAt updatedAt commentCount
     author { id name email role plan createdAt }";
@@ -15,8 +15,14 @@ async fn post_by_id_returns_every_field() {
         "query($id: ID!) {{ post(id: $id) {{ {POST_FIELDS}
             comments(first: 10) {{ totalCount edges {{ cursor node {{ id body createdAt author {{ name }} post {{ id title }} }} }} }} }} }}"
     );
+    // As Alice, who may see her own email and plan.
+    let alice = token_for(f.alice);
     let body = app
-        .gql(&q, json!({ "id": f.alice_posts[0].to_string() }))
+        .gql_as(
+            Some(&alice),
+            &q,
+            json!({ "id": f.alice_posts[0].to_string() }),
+        )
         .await;
     assert!(body.get("errors").is_none(), "{body}");
     let post = &body["data"]["post"];
@@ -216,8 +222,9 @@ async fn posts_filter_by_author_and_search() {
 async fn users_lists_everyone_by_id() {
     let app = TestApp::spawn().await;
     let f = Fixture::create(&app.store).await;
+    let token = admin_token(&app.store, f.carol).await;
     let body = app
-        .gql("{ users(first: 2) { totalCount pageInfo { hasNextPage } edges { node { id name } } } }", json!({}))
+        .gql_as(Some(&token), "{ users(first: 2) { totalCount pageInfo { hasNextPage } edges { node { id name } } } }", json!({}))
         .await;
     let users = &body["data"]["users"];
     assert_eq!(users["totalCount"], 3);

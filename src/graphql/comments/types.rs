@@ -7,7 +7,7 @@ use crate::error::AppError;
 use crate::graphql::context::ContextExt;
 use crate::graphql::ids;
 use crate::graphql::loaders::{PostId, UserId};
-use crate::graphql::posts::Post;
+use crate::graphql::posts::{Post, visible_to};
 use crate::graphql::users::User;
 use crate::store::CommentRow;
 
@@ -30,7 +30,7 @@ impl Comment {
 
     async fn author(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
         let row = ctx.loaders()?.load_one(UserId(self.0.author_id)).await?;
-        row.map(User).ok_or_else(|| {
+        row.map(User::new).ok_or_else(|| {
             AppError::internal(anyhow::anyhow!(
                 "comment {} has no author {}",
                 self.0.id,
@@ -40,15 +40,12 @@ impl Comment {
         })
     }
 
+    /// The post this comment is on. A draft the viewer may not see is `NOT_FOUND`, as if it were missing.
     async fn post(&self, ctx: &Context<'_>) -> async_graphql::Result<Post> {
         let row = ctx.loaders()?.load_one(PostId(self.0.post_id)).await?;
-        row.map(Post).ok_or_else(|| {
-            AppError::internal(anyhow::anyhow!(
-                "comment {} has no post {}",
-                self.0.id,
-                self.0.post_id
-            ))
-            .into()
-        })
+        match row {
+            Some(row) if visible_to(ctx.viewer(), &row) => Ok(Post(row)),
+            _ => Err(AppError::NotFound(format!("No post with id {}.", self.0.post_id)).into()),
+        }
     }
 }

@@ -2,14 +2,15 @@
 
 use async_graphql::{Context, ID, InputObject, Object};
 
+use crate::auth::Viewer;
 use crate::error::AppError;
 use crate::graphql::connection::{self, Conn, CountOf};
 use crate::graphql::context::ContextExt;
 use crate::graphql::ids;
 use crate::graphql::loaders::PostId;
-use crate::store::PostListFilter;
+use crate::store::{Drafts, PostListFilter};
 
-use super::Post;
+use super::{Post, visible_to};
 
 /// Longest accepted search term, in characters.
 const MAX_SEARCH_CHARS: usize = 200;
@@ -21,11 +22,15 @@ pub struct PostFilter {
     pub author_id: Option<ID>,
     /// Case-insensitive text to find in the title or the content.
     pub search: Option<String>,
+    /// Also list drafts the viewer may see: their own, or every draft for an admin. For anyone else this
+    /// changes nothing (drafts they may not see are indistinguishable from missing posts).
+    #[graphql(default_with = "Some(false)")]
+    pub drafts: Option<bool>,
 }
 
 impl PostFilter {
-    /// Checks the filter and turns it into the store's form.
-    fn into_store(self) -> Result<PostListFilter, AppError> {
+    /// Checks the filter and turns it into the store's form, deciding which drafts `viewer` may list.
+    fn into_store(self, viewer: &Viewer) -> Result<PostListFilter, AppError> {
         let author_id = self
             .author_id
             .as_ref()
@@ -40,10 +45,15 @@ impl PostFilter {
             }
             Some(term) => Some(term.to_owned()),
         };
+        let drafts = match (self.drafts.unwrap_or(false), viewer) {
+            (false, _) | (true, Viewer::Anonymous) => Drafts::Exclude,
+            (true, v) if v.is_admin() => Drafts::All,
+            (true, Viewer::User { id, .. }) => Drafts::OfAuthor(*id),
+        };
         Ok(PostListFilter {
             author_id,
             search,
-            include_drafts: false,
+            drafts,
         })
     }
 }
@@ -53,14 +63,14 @@ pub struct PostQuery;
 
 #[Object]
 impl PostQuery {
-    /// A post by id; `null` when there is none.
+    /// A post by id; `null` when there is none, or when it is a draft the viewer may not see.
     async fn post(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Post>> {
         let id = ids::parse(&id, "id")?;
         let row = ctx.loaders()?.load_one(PostId(id)).await?;
-        Ok(row.map(Post))
+        Ok(row.filter(|r| visible_to(ctx.viewer(), r)).map(Post))
     }
 
-    /// Published posts, newest first.
+    /// Published posts, newest first (with `filter.drafts`, also the drafts the viewer may see).
     #[graphql(complexity = "connection::complexity(first, child_complexity)")]
     async fn posts(
         &self,
@@ -70,7 +80,7 @@ impl PostQuery {
         filter: Option<PostFilter>,
     ) -> async_graphql::Result<Conn<Post>> {
         let page = connection::page_args(first, after.as_deref())?;
-        let filter = filter.unwrap_or_default().into_store()?;
+        let filter = filter.unwrap_or_default().into_store(ctx.viewer())?;
         let rows = ctx.store()?.list_posts(&filter, page).await?;
         Ok(connection::build(
             rows,

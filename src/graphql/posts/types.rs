@@ -3,6 +3,7 @@
 use async_graphql::{Context, ID, Object};
 use chrono::{DateTime, Utc};
 
+use crate::auth::Viewer;
 use crate::error::AppError;
 use crate::graphql::comments::Comment;
 use crate::graphql::connection::{self, Conn, CountOf};
@@ -14,6 +15,12 @@ use crate::store::PostRow;
 
 /// A piece of writing by one author; readers comment on published posts.
 pub struct Post(pub PostRow);
+
+/// Whether `viewer` may know that this post exists: published posts are public, drafts belong to their author
+/// and to admins. Every path to a post (`post`, lists, `Comment.post`, mutations) asks this.
+pub fn visible_to(viewer: &Viewer, row: &PostRow) -> bool {
+    row.published || viewer.owns_or_admin(row.author_id)
+}
 
 #[Object]
 impl Post {
@@ -49,7 +56,7 @@ impl Post {
     async fn author(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
         let row = ctx.loaders()?.load_one(UserId(self.0.author_id)).await?;
         // The foreign key guarantees the author exists; its absence is a broken invariant, not a client error.
-        row.map(User).ok_or_else(|| {
+        row.map(User::new).ok_or_else(|| {
             AppError::internal(anyhow::anyhow!(
                 "post {} has no author {}",
                 self.0.id,

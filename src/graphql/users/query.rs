@@ -4,6 +4,7 @@ use async_graphql::{Context, ID, Object};
 
 use crate::graphql::connection::{self, Conn, CountOf};
 use crate::graphql::context::ContextExt;
+use crate::graphql::guards::AdminOnly;
 use crate::graphql::ids;
 use crate::graphql::loaders::UserId;
 
@@ -16,19 +17,25 @@ pub struct UserQuery;
 impl UserQuery {
     /// The signed-in user; `null` when the request carries no credentials.
     async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<User>> {
-        let _ = ctx.viewer();
-        Ok(None)
+        let Some(id) = ctx.viewer().user_id() else {
+            return Ok(None);
+        };
+        let row = ctx.loaders()?.load_one(UserId(id)).await?;
+        Ok(row.map(User::new))
     }
 
     /// A user by id; `null` when there is none.
     async fn user(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<User>> {
         let id = ids::parse(&id, "id")?;
         let row = ctx.loaders()?.load_one(UserId(id)).await?;
-        Ok(row.map(User))
+        Ok(row.map(User::new))
     }
 
-    /// Every user, by id.
-    #[graphql(complexity = "connection::complexity(first, child_complexity)")]
+    /// Every user, by id. Admins only.
+    #[graphql(
+        guard = "AdminOnly",
+        complexity = "connection::complexity(first, child_complexity)"
+    )]
     async fn users(
         &self,
         ctx: &Context<'_>,
@@ -42,7 +49,7 @@ impl UserQuery {
             page,
             CountOf::Users,
             |r| r.id,
-            User,
+            User::new,
         ))
     }
 }

@@ -10,6 +10,15 @@ use crate::graphql::loaders::{AuthorPostCount, AuthorPosts};
 use crate::graphql::posts::Post;
 use crate::store::{self, UserRow};
 
+impl From<Role> for store::Role {
+    fn from(r: Role) -> Self {
+        match r {
+            Role::User => Self::User,
+            Role::Admin => Self::Admin,
+        }
+    }
+}
+
 /// What a user may do.
 #[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -43,37 +52,60 @@ impl From<store::Plan> for Plan {
 }
 
 /// Someone with an account: an author, a commenter, or both.
-pub struct User(pub UserRow);
+pub struct User {
+    pub row: UserRow,
+    /// The response goes to this user even though the request was anonymous (`signUp`, `login`).
+    to_self: bool,
+}
+
+impl User {
+    pub fn new(row: UserRow) -> Self {
+        Self {
+            row,
+            to_self: false,
+        }
+    }
+
+    /// A user returned to themselves by a mutation that signed them in.
+    pub fn to_self(row: UserRow) -> Self {
+        Self { row, to_self: true }
+    }
+
+    /// Whether the viewer may see this user's private fields (email, plan, drafts).
+    fn private_visible(&self, ctx: &Context<'_>) -> bool {
+        self.to_self || ctx.viewer().owns_or_admin(self.row.id)
+    }
+}
 
 #[Object]
 impl User {
     async fn id(&self) -> ID {
-        ids::id(self.0.id)
+        ids::id(self.row.id)
     }
 
     async fn name(&self) -> &str {
-        &self.0.name
+        &self.row.name
     }
 
-    /// The sign-in address.
-    async fn email(&self) -> Option<&str> {
-        Some(&self.0.email)
+    /// The sign-in address. Visible to the user and to admins; `null` for everyone else.
+    async fn email(&self, ctx: &Context<'_>) -> Option<&str> {
+        self.private_visible(ctx).then_some(self.row.email.as_str())
     }
 
     async fn role(&self) -> Role {
-        self.0.role.into()
+        self.row.role.into()
     }
 
-    /// The billing plan. Nullable because it is private to the user and admins.
-    async fn plan(&self) -> Option<Plan> {
-        Some(self.0.plan.into())
+    /// The billing plan. Visible to the user and to admins; `null` for everyone else.
+    async fn plan(&self, ctx: &Context<'_>) -> Option<Plan> {
+        self.private_visible(ctx).then(|| self.row.plan.into())
     }
 
     async fn created_at(&self) -> DateTime<Utc> {
-        self.0.created_at
+        self.row.created_at
     }
 
-    /// This user's published posts, newest first.
+    /// This user's posts, newest first: published ones, plus drafts when the viewer is this user or an admin.
     #[graphql(complexity = "connection::complexity(first, child_complexity)")]
     async fn posts(
         &self,
@@ -82,15 +114,15 @@ impl User {
         after: Option<String>,
     ) -> async_graphql::Result<Conn<Post>> {
         let page = connection::page_args(first, after.as_deref())?;
-        let include_drafts = false;
+        let include_drafts = self.private_visible(ctx);
         let key = AuthorPosts {
-            author_id: self.0.id,
+            author_id: self.row.id,
             include_drafts,
             page,
         };
         let rows = ctx.loaders()?.load_one(key).await?.unwrap_or_default();
         let count = CountOf::AuthorPosts(AuthorPostCount {
-            author_id: self.0.id,
+            author_id: self.row.id,
             include_drafts,
         });
         Ok(connection::build(rows, page, count, |r| r.id, Post))

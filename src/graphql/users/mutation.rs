@@ -1,0 +1,109 @@
+//! Account mutations: `signUp`, `login`, `updateProfile`, `setUserRole`.
+
+use async_graphql::{Context, ID, Object, SimpleObject};
+
+use super::inputs::{LoginInput, SignUpInput, UpdateProfileInput};
+use super::{Role, User};
+use crate::auth::password;
+use crate::error::AppError;
+use crate::graphql::context::ContextExt;
+use crate::graphql::guards::{AdminOnly, LoggedIn};
+use crate::graphql::ids;
+use crate::graphql::validation::check;
+use crate::store::CreateAccount;
+
+/// A signed-in session: a bearer token for the `Authorization` header, and who it is for.
+#[derive(SimpleObject)]
+pub struct AuthPayload {
+    /// Send as `Authorization: Bearer <token>`. Expires after `FOLIO_TOKEN_TTL_SECS` (1 hour by default).
+    pub token: String,
+    pub user: User,
+}
+
+#[derive(Default)]
+pub struct UserMutation;
+
+#[Object]
+impl UserMutation {
+    /// Creates an account and signs it in. A taken email → `CONFLICT` with `fieldErrors.email`.
+    async fn sign_up(
+        &self,
+        ctx: &Context<'_>,
+        input: SignUpInput,
+    ) -> async_graphql::Result<AuthPayload> {
+        let input = input.normalized();
+        check(&input, "sign up")?;
+        let password_hash = password::hash(input.password).await?;
+        let user = ctx
+            .store()?
+            .create_account(&CreateAccount {
+                email: input.email,
+                name: input.name,
+                password_hash,
+            })
+            .await?;
+        let token = ctx.auth()?.tokens().issue(user.id, user.role)?;
+        Ok(AuthPayload {
+            token,
+            user: User::to_self(user),
+        })
+    }
+
+    /// Signs in with email and password. An unknown email and a wrong password get the same answer.
+    async fn login(
+        &self,
+        ctx: &Context<'_>,
+        input: LoginInput,
+    ) -> async_graphql::Result<AuthPayload> {
+        let input = input.normalized();
+        check(&input, "log in")?;
+        let found = ctx.store()?.user_by_email(&input.email).await?;
+        let (user, hash) = match found {
+            Some((user, hash)) => (Some(user), hash),
+            None => (None, None),
+        };
+        let matches = password::verify(input.password, hash).await?;
+        let user = match user {
+            Some(user) if matches => user,
+            _ => {
+                return Err(AppError::Unauthenticated("Invalid email or password.".into()).into());
+            }
+        };
+        let token = ctx.auth()?.tokens().issue(user.id, user.role)?;
+        Ok(AuthPayload {
+            token,
+            user: User::to_self(user),
+        })
+    }
+
+    /// Changes the signed-in user's name.
+    #[graphql(guard = "LoggedIn")]
+    async fn update_profile(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateProfileInput,
+    ) -> async_graphql::Result<User> {
+        let id = ctx.viewer().require_user()?;
+        let input = input.normalized();
+        check(&input, "update the profile")?;
+        let row = ctx
+            .store()?
+            .update_user_name(id, &input.name)
+            .await?
+            .ok_or_else(|| AppError::NotFound("Your account no longer exists.".into()))?;
+        Ok(User::new(row))
+    }
+
+    /// Makes a user an admin or a regular user. Admins only; the last admin cannot be demoted (`CONFLICT`).
+    #[graphql(guard = "AdminOnly")]
+    async fn set_user_role(
+        &self,
+        ctx: &Context<'_>,
+        user_id: ID,
+        role: Role,
+    ) -> async_graphql::Result<User> {
+        let id = ids::parse(&user_id, "userId")?;
+        let row = ctx.store()?.set_user_role(id, role.into()).await?;
+        Ok(User::new(row))
+    }
+}
