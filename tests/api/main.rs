@@ -3,9 +3,11 @@
 
 mod helpers;
 
+mod authz;
 mod http;
 mod lifecycle;
 mod loaders;
+mod mutations;
 mod pagination;
 mod queries;
 mod schema_sync;
