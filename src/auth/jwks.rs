@@ -92,7 +92,8 @@ impl Jwks {
     }
 
     /// Fetches the key set, unless the last fetch started less than the minimum interval ago. Tasks that miss
-    /// at the same moment queue on the lock, and all but the first find that a fetch has just happened.
+    /// at the same moment queue on the lock, and (with a non-zero interval) all but the first find that a fetch
+    /// has just happened. The interval also spaces out refreshes due to expiry, so keys live at least that long.
     async fn refresh(&self) {
         let mut last = self.fetching.lock().await;
         let now = Instant::now();

@@ -151,13 +151,16 @@ impl External {
             .unwrap_or_else(|| email.split('@').next().unwrap_or("reader").to_owned());
         let email_verified = matches!(&claims.email_verified, serde_json::Value::Bool(true))
             || claims.email_verified.as_str() == Some("true");
-        let role = self
-            .config
-            .role_claim
-            .as_ref()
-            .and_then(|claim| claims.rest.get(claim))
-            .and_then(|v| v.as_str())
-            .and_then(|v| Role::try_from(v.to_ascii_uppercase()).ok());
+        // With a role claim configured the provider is the source of truth: no (or an unknown) value is USER,
+        // so a demotion at the provider is a demotion here.
+        let role = self.config.role_claim.as_ref().map(|claim| {
+            claims
+                .rest
+                .get(claim)
+                .and_then(|v| v.as_str())
+                .and_then(|v| Role::try_from(v.to_ascii_uppercase()).ok())
+                .unwrap_or(Role::User)
+        });
         store
             .provision_external(&ExternalUser {
                 external_id: claims.sub,

@@ -132,7 +132,7 @@ pub struct ExternalUser {
     /// The provider vouches for the address (`email_verified: true`); only then may an existing local account
     /// with that address be linked to this identity.
     pub email_verified: bool,
-    /// A role taken from the token, only when `FOLIO_JWT_ROLE_CLAIM` is configured.
+    /// The role the token gives, only when `FOLIO_JWT_ROLE_CLAIM` is configured (then always `Some`).
     pub role: Option<Role>,
 }
 
