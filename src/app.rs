@@ -9,6 +9,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::auth::Authenticator;
+use crate::cache::Cache;
 use crate::config::{Config, DatabaseKind};
 use crate::graphql::{Limits, SchemaData, build_schema};
 use crate::http::{AppState, router};
@@ -59,10 +60,17 @@ impl App {
             max_depth: config.max_depth,
             max_complexity: config.max_complexity,
         };
-        let auth = Arc::new(Authenticator::new(&config.auth, config.env, store.clone())?);
+        let cache = Arc::new(Cache::new(&config.cache, metrics.cache.clone()).await?);
+        let auth = Arc::new(Authenticator::new(
+            &config.auth,
+            config.env,
+            store.clone(),
+            cache.clone(),
+        )?);
         let data = SchemaData {
             store: store.clone(),
             auth: auth.clone(),
+            cache: cache.clone(),
         };
         let schema = build_schema(Some(data), limits);
         let sdl: Arc<str> = schema.sdl().into();
@@ -70,6 +78,8 @@ impl App {
             schema,
             store,
             auth,
+            cache,
+            flights: Arc::default(),
             metrics,
             sdl,
             graphiql: config.graphiql,

@@ -10,6 +10,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use secrecy::SecretString;
 
+use crate::cache::{CacheConfig, CacheMode};
+
 /// Which database the service talks to, decided by `DATABASE_URL`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DatabaseKind {
@@ -106,6 +108,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Token settings (`FOLIO_JWT_*`, `FOLIO_TOKEN_*`, `FOLIO_JWKS_*`).
     pub auth: AuthConfig,
+    /// Response cache settings (`FOLIO_CACHE*`, `REDIS_URL`, `FOLIO_REDIS_TIMEOUT_MS`).
+    pub cache: CacheConfig,
 }
 
 /// The default SQLite location: a file in the working directory, created on first run.
@@ -126,6 +130,13 @@ impl Default for Config {
             log_filter: "info,sqlx=warn".to_owned(),
             log_format: LogFormat::Text,
             auth: AuthConfig::default(),
+            cache: CacheConfig {
+                mode: CacheMode::Memory,
+                redis_url: None,
+                max_bytes: 64 * 1024 * 1024,
+                prefix: "folio:".into(),
+                redis_timeout: Duration::from_millis(250),
+            },
         }
     }
 }
@@ -169,6 +180,7 @@ impl Config {
                 Some(other) => bail!("FOLIO_LOG_FORMAT must be `text` or `json`, not `{other}`"),
             },
             auth: auth_from(&parse, d.auth)?,
+            cache: cache_from(&parse, d.cache)?,
         })
     }
 
@@ -199,6 +211,36 @@ pub fn database_kind(url: &str) -> anyhow::Result<DatabaseKind> {
     } else {
         bail!("DATABASE_URL must start with sqlite: or postgres:// (got a URL with another scheme)")
     }
+}
+
+fn cache_from(
+    parse: &impl Fn(&str) -> Option<String>,
+    d: CacheConfig,
+) -> anyhow::Result<CacheConfig> {
+    let redis_url = parse("REDIS_URL");
+    let mode = match parse("FOLIO_CACHE")
+        .map(|v| v.trim().to_ascii_lowercase())
+        .as_deref()
+    {
+        None if redis_url.is_some() => CacheMode::Redis,
+        None => d.mode,
+        Some("memory") => CacheMode::Memory,
+        Some("redis") => CacheMode::Redis,
+        Some("off") => CacheMode::Off,
+        Some(other) => bail!("FOLIO_CACHE must be `memory`, `redis` or `off`, not `{other}`"),
+    };
+    if mode == CacheMode::Redis && redis_url.is_none() {
+        bail!("FOLIO_CACHE=redis needs REDIS_URL");
+    }
+    let timeout_ms: u64 =
+        opt(parse, "FOLIO_REDIS_TIMEOUT_MS")?.unwrap_or(d.redis_timeout.as_millis() as u64);
+    Ok(CacheConfig {
+        mode,
+        redis_url: redis_url.map(SecretString::from),
+        max_bytes: opt(parse, "FOLIO_CACHE_MAX_BYTES")?.unwrap_or(d.max_bytes),
+        prefix: parse("FOLIO_CACHE_PREFIX").unwrap_or(d.prefix),
+        redis_timeout: Duration::from_millis(timeout_ms.max(1)),
+    })
 }
 
 fn auth_from(parse: &impl Fn(&str) -> Option<String>, d: AuthConfig) -> anyhow::Result<AuthConfig> {

@@ -2,7 +2,8 @@
 //!
 //! Crate map, following a request inward:
 //! - `http`: axum routes and layers (request ids, logs, metrics); `/graphql`, `/healthz`, `/readyz`, `/metrics`.
-//! - `auth`: who is asking (`Viewer`).
+//! - `auth`: who is asking (`Viewer`): tokens, JWKS, passwords.
+//! - `cache`: the response cache (in-process or Redis), keyed by request and scope, purged by tag.
 //! - `graphql`: the async-graphql schema, one folder per domain, with per-request batched loaders.
 //! - `store`: every SQL statement, for SQLite (embedded default) and PostgreSQL (production).
 //! - `error`: `AppError`, one error type with stable codes for GraphQL and HTTP.
@@ -10,6 +11,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod error;

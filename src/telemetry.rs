@@ -3,6 +3,7 @@
 //! Metrics live in a registry owned by each `App` rather than a process-global one, so two apps in one process
 //! (the integration tests start many) never mix their counts.
 
+use crate::cache::CacheMetrics;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
 };
@@ -39,6 +40,8 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     /// `folio_http_request_duration_seconds`.
     pub http_duration: Histogram,
+    /// `folio_cache_{hits,misses,bypass,purged,errors}_total`.
+    pub cache: CacheMetrics,
 }
 
 impl Metrics {
@@ -63,6 +66,30 @@ impl Metrics {
                 10.0,
             ]),
         )?;
+        let counter = |name: &str, help: &str| -> anyhow::Result<IntCounter> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let cache = CacheMetrics {
+            hits: counter("folio_cache_hits_total", "Responses served from the cache")?,
+            misses: counter(
+                "folio_cache_misses_total",
+                "Cache lookups that found nothing",
+            )?,
+            bypass: counter(
+                "folio_cache_bypass_total",
+                "Requests answered without the cache (mutations, cache off or unreachable)",
+            )?,
+            purged: counter(
+                "folio_cache_purged_total",
+                "Cache entries dropped by purges",
+            )?,
+            errors: counter(
+                "folio_cache_errors_total",
+                "Failed cache backend calls (Redis unreachable, timeouts)",
+            )?,
+        };
         registry.register(Box::new(db_statements.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
@@ -71,6 +98,7 @@ impl Metrics {
             db_statements,
             http_requests,
             http_duration,
+            cache,
         })
     }
 

@@ -14,12 +14,15 @@ pub mod jwt;
 pub mod password;
 mod viewer;
 
+use std::sync::Arc;
+
 use jsonwebtoken::{Algorithm, Validation};
 use serde::Deserialize;
 
 pub use jwt::OwnTokens;
 pub use viewer::Viewer;
 
+use crate::cache::{Cache, tags};
 use crate::config::{AuthConfig, Environment, ExternalIdp};
 use crate::error::AppError;
 use crate::store::{ExternalUser, Role, Store, UserRow};
@@ -29,6 +32,8 @@ pub struct Authenticator {
     own: OwnTokens,
     external: Option<External>,
     store: Store,
+    /// Provisioning an external user changes data cached answers may hold.
+    cache: Arc<Cache>,
 }
 
 struct External {
@@ -52,7 +57,12 @@ struct ExternalClaims {
 }
 
 impl Authenticator {
-    pub fn new(config: &AuthConfig, env: Environment, store: Store) -> anyhow::Result<Self> {
+    pub fn new(
+        config: &AuthConfig,
+        env: Environment,
+        store: Store,
+        cache: Arc<Cache>,
+    ) -> anyhow::Result<Self> {
         let external = match &config.external {
             Some(idp) => Some(External {
                 jwks: jwks::Jwks::new(idp.jwks_url.clone(), idp.min_refresh)?,
@@ -65,6 +75,7 @@ impl Authenticator {
             own: OwnTokens::new(config, env)?,
             external,
             store,
+            cache,
         })
     }
 
@@ -97,9 +108,17 @@ impl Authenticator {
             }
             Algorithm::RS256 | Algorithm::ES256 => match &self.external {
                 Some(external) => {
-                    external
+                    let (user, changed) = external
                         .user_for(token, header.kid.as_deref(), &self.store)
-                        .await
+                        .await?;
+                    if changed {
+                        // Logged and retried by the cache if Redis is down; the sign-in itself stands.
+                        let _ = self
+                            .cache
+                            .purge(&[tags::USER_LIST.to_owned(), tags::user(user.id)])
+                            .await;
+                    }
+                    Ok(user)
                 }
                 None => Err(AppError::Unauthenticated(
                     "Tokens from an external identity provider are not accepted here.".into(),
@@ -118,7 +137,7 @@ impl External {
         token: &str,
         kid: Option<&str>,
         store: &Store,
-    ) -> Result<UserRow, AppError> {
+    ) -> Result<(UserRow, bool), AppError> {
         let key = self.jwks.key(kid).await?;
         // Pinned to the key's own algorithm: an RS256 key never verifies an ES256 header, or the reverse.
         let mut validation = Validation::new(key.alg);

@@ -5,7 +5,10 @@
 
 use async_graphql::Context;
 
+use std::sync::Arc;
+
 use crate::auth::{Authenticator, Viewer};
+use crate::cache::{Cache, Purges, Tracker};
 use crate::error::AppError;
 use crate::graphql::loaders::Loaders;
 use crate::store::Store;
@@ -13,8 +16,15 @@ use crate::store::Store;
 pub(crate) trait ContextExt {
     fn store(&self) -> Result<&Store, AppError>;
     fn loaders(&self) -> Result<&Loaders, AppError>;
+    /// The caller. Reading it marks the response as depending on who asks, so the cache keeps it under the
+    /// caller's scope: call it only where the output can differ between callers.
     fn viewer(&self) -> &Viewer;
     fn auth(&self) -> Result<&Authenticator, AppError>;
+    fn cache(&self) -> Result<&Cache, AppError>;
+    /// Records that the response read what `tag` names (for purging).
+    fn tag(&self, tag: String);
+    /// Tags to purge once this mutation's transaction has committed (the HTTP layer purges before answering).
+    fn purge_after_commit(&self, tags: Vec<String>);
 }
 
 impl ContextExt for Context<'_> {
@@ -29,7 +39,7 @@ impl ContextExt for Context<'_> {
     }
 
     fn auth(&self) -> Result<&Authenticator, AppError> {
-        self.data::<std::sync::Arc<Authenticator>>()
+        self.data::<Arc<Authenticator>>()
             .map(|a| a.as_ref())
             .map_err(|_| {
                 AppError::internal(anyhow::anyhow!("authenticator missing from schema data"))
@@ -38,6 +48,27 @@ impl ContextExt for Context<'_> {
 
     fn viewer(&self) -> &Viewer {
         static ANONYMOUS: Viewer = Viewer::Anonymous;
+        if let Ok(tracker) = self.data::<Arc<Tracker>>() {
+            tracker.mark_viewer_dependent();
+        }
         self.data::<Viewer>().unwrap_or(&ANONYMOUS)
+    }
+
+    fn cache(&self) -> Result<&Cache, AppError> {
+        self.data::<Arc<Cache>>()
+            .map(|c| c.as_ref())
+            .map_err(|_| AppError::internal(anyhow::anyhow!("cache missing from schema data")))
+    }
+
+    fn tag(&self, tag: String) {
+        if let Ok(tracker) = self.data::<Arc<Tracker>>() {
+            tracker.tag(tag);
+        }
+    }
+
+    fn purge_after_commit(&self, tags: Vec<String>) {
+        if let Ok(purges) = self.data::<Arc<Purges>>() {
+            purges.add(tags);
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! pieces: typed context access, guards, input validation, batched loaders, Relay connections and id parsing.
 
 pub mod batch;
+pub mod cache;
 pub mod comments;
 pub mod connection;
 pub(crate) mod context;

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use async_graphql::{EmptySubscription, MergedObject, Schema};
 
 use crate::auth::Authenticator;
+use crate::cache::Cache;
+use crate::graphql::cache::CacheMutation;
 use crate::graphql::comments::CommentMutation;
 use crate::graphql::posts::{PostMutation, PostQuery};
 use crate::graphql::users::{UserMutation, UserQuery};
@@ -18,14 +20,16 @@ pub struct QueryRoot(UserQuery, PostQuery);
 /// Every mutation, merged from the domain folders.
 #[derive(MergedObject, Default)]
 #[graphql(name = "Mutation")]
-pub struct MutationRoot(UserMutation, PostMutation, CommentMutation);
+pub struct MutationRoot(UserMutation, PostMutation, CommentMutation, CacheMutation);
 
 pub type FolioSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 
-/// What resolvers reach through the schema: the store and the token issuer. Absent only for printing the SDL.
+/// What resolvers reach through the schema: the store, the token issuer and the cache. Absent only for printing
+/// the SDL.
 pub struct SchemaData {
     pub store: Store,
     pub auth: Arc<Authenticator>,
+    pub cache: Arc<Cache>,
 }
 
 /// Static limits applied to every operation before it runs.
@@ -45,7 +49,7 @@ pub fn build_schema(data: Option<SchemaData>, limits: Limits) -> FolioSchema {
     .limit_depth(limits.max_depth)
     .limit_complexity(limits.max_complexity);
     if let Some(data) = data {
-        builder = builder.data(data.store).data(data.auth);
+        builder = builder.data(data.store).data(data.auth).data(data.cache);
     }
     builder.finish()
 }

@@ -6,7 +6,6 @@
 
 use async_graphql::http::GraphiQLSource;
 use async_graphql::{ErrorExtensionValues, ParseRequestError, Response, ServerError, Value};
-use async_graphql_axum::GraphQLResponse;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response as HttpResponse};
@@ -14,8 +13,6 @@ use serde::Deserialize;
 
 use super::AppState;
 use crate::error::AppError;
-use crate::graphql::batch::Batched;
-use crate::graphql::loaders::Loaders;
 
 /// A GraphQL request whose HTTP form could not be read answers with a GraphQL-shaped error, never a bare 400.
 pub struct Rejection(ParseRequestError);
@@ -76,11 +73,7 @@ async fn execute(
         Ok(viewer) => viewer,
         Err(err) => return unauthenticated(err, &request_id),
     };
-    let (loaders, dispatcher) = Loaders::new(state.store.clone());
-    let request = request.data(viewer).data(loaders);
-    let mut response = Batched::new(dispatcher, state.schema.execute(request)).await;
-    finish_errors(&mut response, &request_id);
-    GraphQLResponse::from(response).into_response()
+    super::execution::run(state, headers, request, viewer, request_id).await
 }
 
 /// The answer to a request whose credentials failed: 401 with one `UNAUTHENTICATED` error (or 503 when the
@@ -109,7 +102,7 @@ fn unauthenticated(err: AppError, request_id: &str) -> HttpResponse {
 }
 
 /// Gives every error a code, and internal errors the request id.
-fn finish_errors(response: &mut Response, request_id: &str) {
+pub(crate) fn finish_errors(response: &mut Response, request_id: &str) {
     for err in &mut response.errors {
         let code = err
             .extensions

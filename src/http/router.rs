@@ -8,13 +8,16 @@ use axum::extract::{Request, State};
 use axum::http::HeaderName;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
-use super::{graphql, health};
+use super::{cache, graphql, health};
+use super::execution::Computed;
 use crate::auth::Authenticator;
+use crate::cache::flight::SingleFlight;
+use crate::cache::{Cache, Key};
 use crate::graphql::FolioSchema;
 use crate::store::Store;
 use crate::telemetry::Metrics;
@@ -25,6 +28,9 @@ pub struct AppState {
     pub schema: FolioSchema,
     pub store: Store,
     pub auth: Arc<Authenticator>,
+    pub cache: Arc<Cache>,
+    /// Queries executing right now, by cache key (single-flight).
+    pub flights: Arc<SingleFlight<Key, Arc<Computed>>>,
     pub metrics: Metrics,
     /// The SDL, rendered once at start-up.
     pub sdl: Arc<str>,
@@ -47,6 +53,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/graphql", get(graphql::get).post(graphql::post))
         .route("/schema.graphql", get(graphql::schema_sdl))
+        .route("/api/cache/purge", post(cache::purge))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

@@ -244,10 +244,14 @@ impl Store {
         Ok(row)
     }
 
-    /// The user behind an external identity, created on first sight. An existing local account with the same
+    /// The user behind an external identity, created on first sight, and whether this call created, linked or
+    /// changed it (so cached answers about it must go). An existing local account with the same
     /// email is linked only when the provider has verified the address; otherwise that is a `CONFLICT`.
     /// With a configured role claim, the role follows the token.
-    pub async fn provision_external(&self, who: &ExternalUser) -> Result<UserRow, AppError> {
+    pub async fn provision_external(
+        &self,
+        who: &ExternalUser,
+    ) -> Result<(UserRow, bool), AppError> {
         const BY_EXTERNAL: &str = concat!(
             "SELECT ",
             user_cols!(),
@@ -278,8 +282,12 @@ impl Store {
             .bind(&who.external_id)
             .fetch_optional(pool)
             .await)?;
+        let mut changed = true;
         let user = match found {
-            Some(user) => user,
+            Some(user) => {
+                changed = false;
+                user
+            }
             None => {
                 let linked: Option<UserRow> = if who.email_verified {
                     self.count(1);
@@ -347,14 +355,15 @@ impl Store {
         match who.role {
             Some(role) if role != user.role => {
                 self.count(1);
-                with_pool!(self, pool => sqlx::query_as(SET_ROLE)
+                let user = with_pool!(self, pool => sqlx::query_as(SET_ROLE)
                     .bind(user.id)
                     .bind(role.as_str())
                     .bind(now)
                     .fetch_one(pool)
-                    .await)
+                    .await)?;
+                Ok((user, true))
             }
-            _ => Ok(user),
+            _ => Ok((user, changed)),
         }
     }
 }

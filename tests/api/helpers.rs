@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use folio::auth::OwnTokens;
+use folio::cache::{CacheConfig, CacheMode};
 use folio::config::{AuthConfig, Environment};
 use folio::store::seed::{NewComment, NewPost, NewUser};
 use folio::store::{CreateAccount, Role, Store};
@@ -143,8 +144,28 @@ pub fn test_config(db: &TestDb) -> Config {
             jwt_secret: Some(TEST_SECRET.into()),
             ..AuthConfig::default()
         },
+        cache: test_cache_config(),
         ..Config::default()
     }
+}
+
+/// The cache of every test app: Redis under a prefix of its own when `FOLIO_TEST_REDIS_URL` is set (so tests
+/// never see each other's entries), in-process otherwise.
+pub fn test_cache_config() -> CacheConfig {
+    let mut cache = Config::default().cache;
+    if let Some(url) = std::env::var("FOLIO_TEST_REDIS_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    {
+        cache.mode = CacheMode::Redis;
+        cache.redis_url = Some(url.into());
+        cache.prefix = format!("folio-test:{}:", uuid::Uuid::new_v4().simple());
+    }
+    cache
+}
+
+pub fn uses_redis() -> bool {
+    std::env::var("FOLIO_TEST_REDIS_URL").is_ok_and(|u| !u.is_empty())
 }
 
 /// Makes `user_id` an admin and returns a token for them.

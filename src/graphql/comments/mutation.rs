@@ -5,6 +5,7 @@ use async_graphql::{Context, ID, Object};
 
 use super::Comment;
 use super::inputs::AddCommentInput;
+use crate::cache::tags;
 use crate::error::AppError;
 use crate::graphql::context::ContextExt;
 use crate::graphql::guards::LoggedIn;
@@ -53,6 +54,7 @@ impl CommentMutation {
             .await?
             // Unpublished or deleted between the check and the insert.
             .ok_or_else(missing)?;
+        ctx.purge_after_commit(vec![tags::comment(row.id), tags::post_comments(post_id)]);
         Ok(Comment(row))
     }
 
@@ -78,6 +80,10 @@ impl CommentMutation {
         if !store.delete_comment(comment_id).await? {
             return Err(missing().into());
         }
+        ctx.purge_after_commit(vec![
+            tags::comment(comment_id),
+            tags::post_comments(comment.post_id),
+        ]);
         Ok(ids::id(comment_id))
     }
 }

@@ -7,4 +7,4 @@ mod types;
 
 pub use mutation::PostMutation;
 pub use query::PostQuery;
-pub use types::{Post, visible_to};
+pub use types::{Post, visible_in, visible_to};

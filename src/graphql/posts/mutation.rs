@@ -7,6 +7,7 @@ use super::Post;
 use super::inputs::{CreatePostInput, UpdatePostInput};
 use super::types::visible_to;
 use crate::auth::Viewer;
+use crate::cache::tags;
 use crate::error::AppError;
 use crate::graphql::context::ContextExt;
 use crate::graphql::guards::LoggedIn;
@@ -38,6 +39,11 @@ impl PostMutation {
                 published: input.published,
             })
             .await?;
+        ctx.purge_after_commit(vec![
+            tags::post(row.id),
+            tags::POST_LIST.to_owned(),
+            tags::user_posts(row.author_id),
+        ]);
         Ok(Post(row))
     }
 
@@ -62,6 +68,8 @@ impl PostMutation {
             .update_post(id, &changes)
             .await?
             .ok_or_else(|| gone(id))?;
+        // The list tag too: a new title or content can move the post in or out of search results.
+        ctx.purge_after_commit(vec![tags::post(id), tags::POST_LIST.to_owned()]);
         Ok(Post(row))
     }
 
@@ -82,10 +90,16 @@ impl PostMutation {
     async fn delete_post(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ID> {
         let post_id = ids::parse(&id, "id")?;
         let store = ctx.store()?;
-        editable(store, ctx.viewer(), post_id).await?;
+        let post = editable(store, ctx.viewer(), post_id).await?;
         if !store.delete_post(post_id).await? {
             return Err(gone(post_id).into());
         }
+        ctx.purge_after_commit(vec![
+            tags::post(post_id),
+            tags::POST_LIST.to_owned(),
+            tags::user_posts(post.author_id),
+            tags::post_comments(post_id),
+        ]);
         Ok(ids::id(post_id))
     }
 }
@@ -98,6 +112,11 @@ async fn set_published(ctx: &Context<'_>, id: &ID, published: bool) -> async_gra
         .set_published(id, published)
         .await?
         .ok_or_else(|| gone(id))?;
+    ctx.purge_after_commit(vec![
+        tags::post(id),
+        tags::POST_LIST.to_owned(),
+        tags::user_posts(row.author_id),
+    ]);
     Ok(Post(row))
 }
 

@@ -10,7 +10,8 @@ use crate::graphql::ids;
 use crate::graphql::loaders::PostId;
 use crate::store::{Drafts, PostListFilter};
 
-use super::{Post, visible_to};
+use super::{Post, visible_in};
+use crate::cache::tags;
 
 /// Longest accepted search term, in characters.
 const MAX_SEARCH_CHARS: usize = 200;
@@ -29,8 +30,9 @@ pub struct PostFilter {
 }
 
 impl PostFilter {
-    /// Checks the filter and turns it into the store's form, deciding which drafts `viewer` may list.
-    fn into_store(self, viewer: &Viewer) -> Result<PostListFilter, AppError> {
+    /// Checks the filter and turns it into the store's form, deciding which drafts the viewer may list. The
+    /// viewer is consulted only when drafts are asked for: only then does the list depend on who asks.
+    fn into_store<'a>(self, viewer: impl FnOnce() -> &'a Viewer) -> Result<PostListFilter, AppError> {
         let author_id = self
             .author_id
             .as_ref()
@@ -45,10 +47,13 @@ impl PostFilter {
             }
             Some(term) => Some(term.to_owned()),
         };
-        let drafts = match (self.drafts.unwrap_or(false), viewer) {
-            (false, _) | (true, Viewer::Anonymous) => Drafts::Exclude,
-            (true, v) if v.is_admin() => Drafts::All,
-            (true, Viewer::User { id, .. }) => Drafts::OfAuthor(*id),
+        let drafts = match self.drafts.unwrap_or(false) {
+            false => Drafts::Exclude,
+            true => match viewer() {
+                Viewer::Anonymous => Drafts::Exclude,
+                v if v.is_admin() => Drafts::All,
+                Viewer::User { id, .. } => Drafts::OfAuthor(*id),
+            },
         };
         Ok(PostListFilter {
             author_id,
@@ -66,8 +71,10 @@ impl PostQuery {
     /// A post by id; `null` when there is none, or when it is a draft the viewer may not see.
     async fn post(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Post>> {
         let id = ids::parse(&id, "id")?;
+        // Tagged even when null: creating or publishing this post must purge a cached `null`.
+        ctx.tag(tags::post(id));
         let row = ctx.loaders()?.load_one(PostId(id)).await?;
-        Ok(row.filter(|r| visible_to(ctx.viewer(), r)).map(Post))
+        Ok(row.filter(|r| visible_in(ctx, r)).map(Post))
     }
 
     /// Published posts, newest first (with `filter.drafts`, also the drafts the viewer may see).
@@ -80,8 +87,12 @@ impl PostQuery {
         filter: Option<PostFilter>,
     ) -> async_graphql::Result<Conn<Post>> {
         let page = connection::page_args(first, after.as_deref())?;
-        let filter = filter.unwrap_or_default().into_store(ctx.viewer())?;
+        let filter = filter.unwrap_or_default().into_store(|| ctx.viewer())?;
         let rows = ctx.store()?.list_posts(&filter, page).await?;
+        ctx.tag(tags::POST_LIST.to_owned());
+        for row in &rows {
+            ctx.tag(tags::post(row.id));
+        }
         Ok(connection::build(
             rows,
             page,

@@ -4,6 +4,7 @@ use async_graphql::{Context, ID, Object};
 use chrono::{DateTime, Utc};
 
 use crate::auth::Viewer;
+use crate::cache::tags;
 use crate::error::AppError;
 use crate::graphql::comments::Comment;
 use crate::graphql::connection::{self, Conn, CountOf};
@@ -16,13 +17,28 @@ use crate::store::PostRow;
 /// A piece of writing by one author; readers comment on published posts.
 pub struct Post(pub PostRow);
 
+impl Post {
+    /// The post, recorded as read by this response (for cache purging).
+    pub fn read(ctx: &Context<'_>, row: PostRow) -> Self {
+        ctx.tag(tags::post(row.id));
+        Self(row)
+    }
+}
+
 /// Whether `viewer` may know that this post exists: published posts are public, drafts belong to their author
 /// and to admins. Every path to a post (`post`, lists, `Comment.post`, mutations) asks this.
 pub fn visible_to(viewer: &Viewer, row: &PostRow) -> bool {
     row.published || viewer.owns_or_admin(row.author_id)
 }
 
-#[Object]
+/// `visible_to` for the current request. Only a draft makes the answer depend on who asks, so only a draft
+/// consults (and thereby marks the response as depending on) the viewer: a published post stays cacheable for
+/// everyone.
+pub fn visible_in(ctx: &Context<'_>, row: &PostRow) -> bool {
+    row.published || visible_to(ctx.viewer(), row)
+}
+
+#[Object(cache_control(max_age = 60))]
 impl Post {
     async fn id(&self) -> ID {
         ids::id(self.0.id)
@@ -54,6 +70,7 @@ impl Post {
     }
 
     async fn author(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
+        ctx.tag(tags::user(self.0.author_id));
         let row = ctx.loaders()?.load_one(UserId(self.0.author_id)).await?;
         // The foreign key guarantees the author exists; its absence is a broken invariant, not a client error.
         row.map(User::new).ok_or_else(|| {
@@ -67,6 +84,7 @@ impl Post {
     }
 
     async fn comment_count(&self, ctx: &Context<'_>) -> async_graphql::Result<i32> {
+        ctx.tag(tags::post_comments(self.0.id));
         let n = ctx
             .loaders()?
             .load_one(CommentCount(self.0.id))
@@ -89,6 +107,10 @@ impl Post {
             page,
         };
         let rows = ctx.loaders()?.load_one(key).await?.unwrap_or_default();
+        ctx.tag(tags::post_comments(self.0.id));
+        for row in &rows {
+            ctx.tag(tags::comment(row.id));
+        }
         Ok(connection::build(
             rows,
             page,

@@ -5,6 +5,7 @@ use async_graphql::{Context, ID, Object, SimpleObject};
 use super::inputs::{LoginInput, SignUpInput, UpdateProfileInput};
 use super::{Role, User};
 use crate::auth::password;
+use crate::cache::tags;
 use crate::error::AppError;
 use crate::graphql::context::ContextExt;
 use crate::graphql::guards::{AdminOnly, LoggedIn};
@@ -42,6 +43,7 @@ impl UserMutation {
                 password_hash,
             })
             .await?;
+        ctx.purge_after_commit(vec![tags::USER_LIST.to_owned()]);
         let token = ctx.auth()?.tokens().issue(user.id, user.role)?;
         Ok(AuthPayload {
             token,
@@ -91,6 +93,7 @@ impl UserMutation {
             .update_user_name(id, &input.name)
             .await?
             .ok_or_else(|| AppError::NotFound("Your account no longer exists.".into()))?;
+        ctx.purge_after_commit(vec![tags::user(id)]);
         Ok(User::new(row))
     }
 
@@ -104,6 +107,7 @@ impl UserMutation {
     ) -> async_graphql::Result<User> {
         let id = ids::parse(&user_id, "userId")?;
         let row = ctx.store()?.set_user_role(id, role.into()).await?;
+        ctx.purge_after_commit(vec![tags::user(id)]);
         Ok(User::new(row))
     }
 }

@@ -2,6 +2,7 @@
 
 use async_graphql::{Context, ID, Object};
 
+use crate::cache::tags;
 use crate::graphql::connection::{self, Conn, CountOf};
 use crate::graphql::context::ContextExt;
 use crate::graphql::guards::AdminOnly;
@@ -20,6 +21,7 @@ impl UserQuery {
         let Some(id) = ctx.viewer().user_id() else {
             return Ok(None);
         };
+        ctx.tag(tags::user(id));
         let row = ctx.loaders()?.load_one(UserId(id)).await?;
         Ok(row.map(User::new))
     }
@@ -27,6 +29,7 @@ impl UserQuery {
     /// A user by id; `null` when there is none.
     async fn user(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<User>> {
         let id = ids::parse(&id, "id")?;
+        ctx.tag(tags::user(id));
         let row = ctx.loaders()?.load_one(UserId(id)).await?;
         Ok(row.map(User::new))
     }
@@ -44,6 +47,10 @@ impl UserQuery {
     ) -> async_graphql::Result<Conn<User>> {
         let page = connection::page_args(first, after.as_deref())?;
         let rows = ctx.store()?.list_users(page).await?;
+        ctx.tag(tags::USER_LIST.to_owned());
+        for row in &rows {
+            ctx.tag(tags::user(row.id));
+        }
         Ok(connection::build(
             rows,
             page,

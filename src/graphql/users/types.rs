@@ -3,6 +3,7 @@
 use async_graphql::{Context, Enum, ID, Object};
 use chrono::{DateTime, Utc};
 
+use crate::cache::tags;
 use crate::graphql::connection::{self, Conn, CountOf};
 use crate::graphql::context::ContextExt;
 use crate::graphql::ids;
@@ -77,7 +78,7 @@ impl User {
     }
 }
 
-#[Object]
+#[Object(cache_control(max_age = 60))]
 impl User {
     async fn id(&self) -> ID {
         ids::id(self.row.id)
@@ -121,6 +122,10 @@ impl User {
             page,
         };
         let rows = ctx.loaders()?.load_one(key).await?.unwrap_or_default();
+        ctx.tag(tags::user_posts(self.row.id));
+        for row in &rows {
+            ctx.tag(tags::post(row.id));
+        }
         let count = CountOf::AuthorPosts(AuthorPostCount {
             author_id: self.row.id,
             include_drafts,

@@ -1,0 +1,198 @@
+//! Cache keys: a SHA-256 of the normalised document, the operation name, the variables and the scope.
+//!
+//! Normalising lets `{ posts { id } }` and `{posts{id}}` share an entry without parsing the document (a hit must
+//! cost a hash and a lookup, not a parse): runs of whitespace, commas and comments outside string literals
+//! collapse to one space. String literals are kept byte for byte, so `"a  b"` and `"a b"` stay different.
+
+use sha2::{Digest, Sha256};
+
+/// Who an entry may be served to.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// The response is the same for every caller.
+    Public,
+    /// The response depends on who asks, and this is an anonymous caller's version.
+    Anonymous,
+    /// The response depends on who asks, and this is that user's version.
+    User(i64),
+}
+
+impl Scope {
+    fn tag(&self) -> String {
+        match self {
+            Scope::Public => "public".into(),
+            Scope::Anonymous => "anonymous".into(),
+            Scope::User(id) => format!("user:{id}"),
+        }
+    }
+}
+
+/// A cache key (32 bytes of SHA-256).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Key(pub [u8; 32]);
+
+impl Key {
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+/// The scope-independent part of a key, hashed once per request.
+#[derive(Clone)]
+pub struct KeyBase {
+    hasher: Sha256,
+}
+
+impl KeyBase {
+    pub fn new(document: &str, operation_name: Option<&str>, variables: &[u8]) -> Self {
+        let mut hasher = Sha256::new();
+        let normalized = normalize(document);
+        // Length-prefixed parts, so no two different (document, name, variables) triples hash the same bytes.
+        for part in [
+            normalized.as_bytes(),
+            operation_name.unwrap_or("").as_bytes(),
+            variables,
+        ] {
+            hasher.update((part.len() as u64).to_le_bytes());
+            hasher.update(part);
+        }
+        Self { hasher }
+    }
+
+    /// The key of this request's response in `scope`.
+    pub fn key(&self, scope: &Scope) -> Key {
+        let mut hasher = self.hasher.clone();
+        hasher.update(scope.tag().as_bytes());
+        Key(hasher.finalize().into())
+    }
+}
+
+/// Collapses insignificant characters (whitespace, commas, comments) outside string literals to one space.
+pub fn normalize(document: &str) -> String {
+    let bytes = document.as_bytes();
+    let mut out = String::with_capacity(document.len());
+    let mut i = 0;
+    let mut pending_space = false;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b' ' | b'\t' | b'\n' | b'\r' | b',' => {
+                pending_space = true;
+                i += 1;
+            }
+            b'#' => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+                pending_space = true;
+            }
+            b'"' => {
+                if pending_space && !out.is_empty() {
+                    out.push(' ');
+                }
+                pending_space = false;
+                let end = string_end(bytes, i);
+                out.push_str(&document[i..end]);
+                i = end;
+            }
+            _ => {
+                if pending_space && !out.is_empty() {
+                    out.push(' ');
+                }
+                pending_space = false;
+                // Copy one whole UTF-8 character.
+                let len = utf8_len(b);
+                let end = (i + len).min(bytes.len());
+                out.push_str(document.get(i..end).unwrap_or(""));
+                i = end;
+            }
+        }
+    }
+    out
+}
+
+/// The index just past the string literal (plain or block) starting at `start`.
+fn string_end(bytes: &[u8], start: usize) -> usize {
+    if bytes[start..].starts_with(b"\"\"\"") {
+        let mut i = start + 3;
+        while i < bytes.len() {
+            if bytes[i..].starts_with(b"\\\"\"\"") {
+                i += 4;
+            } else if bytes[i..].starts_with(b"\"\"\"") {
+                return i + 3;
+            } else {
+                i += 1;
+            }
+        }
+        return bytes.len();
+    }
+    let mut i = start + 1;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 2,
+            b'"' => return i + 1,
+            b'\n' => return i,
+            _ => i += 1,
+        }
+    }
+    bytes.len().min(i)
+}
+
+fn utf8_len(first: u8) -> usize {
+    match first {
+        0x00..=0x7f => 1,
+        0xc0..=0xdf => 2,
+        0xe0..=0xef => 3,
+        _ => 4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insignificant_characters_collapse_outside_strings() {
+        assert_eq!(
+            normalize("{\n  posts(first: 2, after: null) { id }  # trailing\n}"),
+            "{ posts(first: 2 after: null) { id } }"
+        );
+        assert_eq!(normalize("{posts{id}}"), "{posts{id}}");
+        assert_eq!(
+            normalize(r#"{ posts(filter: { search: "a  b, c # d" }) { id } }"#),
+            r#"{ posts(filter: { search: "a  b, c # d" }) { id } }"#
+        );
+        assert_eq!(
+            normalize(r#"{ a(s: "x \" y  z") }"#),
+            r#"{ a(s: "x \" y  z") }"#
+        );
+        assert_eq!(
+            normalize("{ a(s: \"\"\"x  \"\" y\"\"\") }"),
+            "{ a(s: \"\"\"x  \"\" y\"\"\") }"
+        );
+        assert_eq!(normalize("{ a(s: \"é  ü\")   b }"), "{ a(s: \"é  ü\") b }");
+    }
+
+    #[test]
+    fn keys_differ_by_every_part() {
+        let a = KeyBase::new("{ a }", None, b"{}");
+        assert_eq!(
+            a.key(&Scope::Public),
+            KeyBase::new("{\n  a,\n}", None, b"{}").key(&Scope::Public)
+        );
+        assert_ne!(a.key(&Scope::Public), a.key(&Scope::Anonymous));
+        assert_ne!(a.key(&Scope::User(1)), a.key(&Scope::User(2)));
+        assert_ne!(
+            a.key(&Scope::Public),
+            KeyBase::new("{ a }", Some("A"), b"{}").key(&Scope::Public)
+        );
+        assert_ne!(
+            a.key(&Scope::Public),
+            KeyBase::new("{ a }", None, b"{\"x\":1}").key(&Scope::Public)
+        );
+        assert_ne!(
+            a.key(&Scope::Public),
+            KeyBase::new("{ b }", None, b"{}").key(&Scope::Public)
+        );
+    }
+}

@@ -1,0 +1,169 @@
+//! The in-process backend: a moka cache bounded by bytes, plus a tag index and the purge sequence.
+//!
+//! `store` and `purge` run under one lock, so "were my tags purged since I started?" and the write happen as one
+//! step, as do "bump the tags' sequence" and "drop their entries". Lookups do not take that lock.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+
+use super::{Entry, Key, MAX_TTL, Snapshot};
+
+/// Each entry weighs its body plus this much, so the byte bound also bounds the number of entries.
+const ENTRY_OVERHEAD: u32 = 1024;
+/// Purge sequence numbers are kept this long: far longer than any execution may run.
+const GEN_RETENTION: Duration = Duration::from_secs(3600);
+
+struct PerEntryTtl;
+
+impl Expiry<Key, Entry> for PerEntryTtl {
+    fn expire_after_create(
+        &self,
+        _key: &Key,
+        value: &Entry,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(Duration::from_secs(u64::from(value.max_age)).min(MAX_TTL))
+    }
+}
+
+#[derive(Default)]
+struct State {
+    seq: u64,
+    /// Tag → (sequence number of its last purge, when).
+    gens: HashMap<String, (u64, Instant)>,
+    /// Tag → keys of the entries stored under it (some may have expired since).
+    index: HashMap<String, HashSet<Key>>,
+    indexed: usize,
+}
+
+pub struct MemoryCache {
+    entries: moka::sync::Cache<Key, Entry>,
+    state: Mutex<State>,
+}
+
+impl MemoryCache {
+    pub fn new(max_bytes: u64) -> Self {
+        let entries = moka::sync::Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|_key: &Key, entry: &Entry| {
+                u32::try_from(entry.body.len())
+                    .unwrap_or(u32::MAX)
+                    .saturating_add(ENTRY_OVERHEAD)
+            })
+            .expire_after(PerEntryTtl)
+            .build();
+        Self {
+            entries,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn get(&self, keys: &[Key]) -> Option<Entry> {
+        keys.iter().find_map(|k| self.entries.get(k))
+    }
+
+    pub fn begin(&self) -> Snapshot {
+        Snapshot {
+            seq: self.state().seq,
+            epoch: None,
+        }
+    }
+
+    pub fn store(&self, key: Key, entry: Entry, tags: Vec<String>, snapshot: &Snapshot) -> bool {
+        let mut state = self.state();
+        let stale = tags.iter().any(|t| {
+            state
+                .gens
+                .get(t)
+                .is_some_and(|(seq, _)| *seq > snapshot.seq)
+        });
+        if stale {
+            return false;
+        }
+        self.entries.insert(key, entry);
+        for tag in tags {
+            if state.index.entry(tag).or_default().insert(key) {
+                state.indexed += 1;
+            }
+        }
+        // Keys of expired or evicted entries linger in the index until their tag is purged; sweep them out when
+        // they outnumber live entries, so the index stays proportional to the cache.
+        let live = usize::try_from(self.entries.entry_count()).unwrap_or(usize::MAX);
+        if state.indexed > 4 * live.max(1024) {
+            self.entries.run_pending_tasks();
+            let entries = &self.entries;
+            state.index.retain(|_, keys| {
+                keys.retain(|k| entries.contains_key(k));
+                !keys.is_empty()
+            });
+            state.indexed = state.index.values().map(HashSet::len).sum();
+        }
+        true
+    }
+
+    pub fn purge(&self, tags: &[String]) -> u64 {
+        let mut state = self.state();
+        state.seq += 1;
+        let seq = state.seq;
+        let now = Instant::now();
+        let mut dropped = 0;
+        for tag in tags {
+            state.gens.insert(tag.clone(), (seq, now));
+            if let Some(keys) = state.index.remove(tag) {
+                state.indexed -= keys.len();
+                for key in keys {
+                    if self.entries.remove(&key).is_some() {
+                        dropped += 1;
+                    }
+                }
+            }
+        }
+        if state.gens.len() > 10_000 {
+            state
+                .gens
+                .retain(|_, (_, at)| now.duration_since(*at) < GEN_RETENTION);
+        }
+        dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Entry {
+        Entry {
+            body: bytes::Bytes::from_static(b"{}"),
+            etag: "\"e\"".into(),
+            max_age: 60,
+            public: true,
+            stored_at: 0,
+        }
+    }
+
+    #[test]
+    fn a_purge_drops_tagged_entries_and_refuses_older_executions() {
+        let cache = MemoryCache::new(1 << 20);
+        let (a, b) = (Key([1; 32]), Key([2; 32]));
+        let before = cache.begin();
+        assert!(cache.store(a, entry(), vec!["Post:1".into()], &before));
+        assert!(cache.store(b, entry(), vec!["Post:2".into()], &before));
+        assert_eq!(cache.purge(&["Post:1".into()]), 1);
+        assert!(cache.get(&[a]).is_none());
+        assert!(cache.get(&[b]).is_some());
+        // An execution that began before the purge may not store under the purged tag, but may under others.
+        assert!(!cache.store(a, entry(), vec!["Post:1".into()], &before));
+        assert!(cache.store(a, entry(), vec!["Post:3".into()], &before));
+        // One that began after it may.
+        let after = cache.begin();
+        assert!(cache.store(a, entry(), vec!["Post:1".into()], &after));
+        assert_eq!(cache.purge(&["Post:1".into(), "Post:3".into()]), 1);
+    }
+}

@@ -1,0 +1,356 @@
+//! The response cache: whole GraphQL query responses, stored by key and purged by tag.
+//!
+//! - **Key**: hash of the normalised document, operation name, variables and scope (`key.rs`). A hit is served
+//!   before parsing. Lookups try the public entry, then the caller's own (`Scope::Anonymous` or `Scope::User`).
+//! - **Scope**: resolvers mark a response as viewer-dependent whenever their output could differ for another
+//!   caller (`User.email`, `me`, drafts, guards: see `ContextExt::viewer`). Such a response is stored only under
+//!   its caller's scope, so it is never served to anyone else, anonymous callers included.
+//! - **Tags**: resolvers record what they read (`Post:7`, `Post:list`, `User:3:posts`, ...). Mutations and
+//!   webhooks purge the tags they affect after their transaction commits, before they answer.
+//! - **Freshness under races**: every purge takes a new sequence number and records it on each of its tags. An
+//!   execution notes the sequence number when it *starts* (`begin`); storing its result is refused, atomically
+//!   with the write, if any of its tags was purged since. A slow query that began before a mutation can never
+//!   store what it read.
+//! - **Backends**: in-process (`memory.rs`, moka, bounded by bytes) or Redis (`redis.rs`, shared by all
+//!   instances). Redis trouble never fails a request: it is answered from the database (`BYPASS`) and counted.
+
+pub mod flight;
+pub mod key;
+mod memory;
+mod redis;
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use prometheus::IntCounter;
+
+pub use key::{Key, KeyBase, Scope};
+
+use crate::error::AppError;
+
+/// The longest any entry lives, whatever its hints say.
+pub const MAX_TTL: Duration = Duration::from_secs(3600);
+
+/// One cached response.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    /// The serialised GraphQL response.
+    pub body: bytes::Bytes,
+    /// Strong validator of `body`, quoted (`"..."`).
+    pub etag: String,
+    /// Lifetime in seconds, from the response's cache hints.
+    pub max_age: u32,
+    /// `Cache-Control: public` (true) or `private`.
+    pub public: bool,
+    /// When it was computed (Unix seconds), for `Age`.
+    pub stored_at: u64,
+}
+
+impl Entry {
+    /// Seconds since the entry was computed.
+    pub fn age(&self) -> u64 {
+        unix_now().saturating_sub(self.stored_at)
+    }
+
+    /// A compact binary form for Redis: version, flags, lifetimes, etag, body.
+    fn encode(&self) -> Vec<u8> {
+        let etag = self.etag.as_bytes();
+        let mut out = Vec::with_capacity(16 + etag.len() + self.body.len());
+        out.push(1);
+        out.push(u8::from(self.public));
+        out.extend_from_slice(&self.max_age.to_be_bytes());
+        out.extend_from_slice(&self.stored_at.to_be_bytes());
+        out.extend_from_slice(&(etag.len() as u16).to_be_bytes());
+        out.extend_from_slice(etag);
+        out.extend_from_slice(&self.body);
+        out
+    }
+
+    fn decode(raw: &[u8]) -> Option<Self> {
+        let (&version, rest) = raw.split_first()?;
+        if version != 1 || rest.len() < 15 {
+            return None;
+        }
+        let public = rest[0] == 1;
+        let max_age = u32::from_be_bytes(rest[1..5].try_into().ok()?);
+        let stored_at = u64::from_be_bytes(rest[5..13].try_into().ok()?);
+        let etag_len = u16::from_be_bytes(rest[13..15].try_into().ok()?) as usize;
+        let etag = std::str::from_utf8(rest.get(15..15 + etag_len)?).ok()?;
+        let body = rest.get(15 + etag_len..)?;
+        Some(Self {
+            body: bytes::Bytes::copy_from_slice(body),
+            etag: etag.to_owned(),
+            max_age,
+            public,
+            stored_at,
+        })
+    }
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Where an execution started, in purge order: storing its result is refused if a tag it read was purged since.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    seq: u64,
+    /// Redis only: the identity of the Redis data set, so a Redis that restarted (and forgot its purges) in
+    /// between is noticed.
+    epoch: Option<String>,
+}
+
+/// The answer of a lookup.
+pub enum Lookup {
+    Hit(Entry),
+    Miss,
+    /// The cache cannot be asked (Redis unreachable, or purges still undelivered): answer from the database.
+    Bypass,
+}
+
+/// What one query execution read and whether its answer depends on the caller. Request data.
+#[derive(Default)]
+pub struct Tracker {
+    viewer_dependent: AtomicBool,
+    tags: Mutex<HashSet<String>>,
+}
+
+impl Tracker {
+    pub fn mark_viewer_dependent(&self) {
+        self.viewer_dependent.store(true, Ordering::Relaxed);
+    }
+
+    pub fn viewer_dependent(&self) -> bool {
+        self.viewer_dependent.load(Ordering::Relaxed)
+    }
+
+    pub fn tag(&self, tag: String) {
+        self.tags
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tag);
+    }
+
+    pub fn take_tags(&self) -> Vec<String> {
+        let mut tags: Vec<String> = self
+            .tags
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .collect();
+        tags.sort();
+        tags
+    }
+}
+
+/// Tags a mutation's committed writes affect, purged by the HTTP layer before the response goes out. Request data.
+#[derive(Default)]
+pub struct Purges {
+    tags: Mutex<Vec<String>>,
+}
+
+impl Purges {
+    pub fn add(&self, tags: impl IntoIterator<Item = String>) {
+        self.tags
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(tags);
+    }
+
+    pub fn take(&self) -> Vec<String> {
+        let mut tags = std::mem::take(&mut *self.tags.lock().unwrap_or_else(|p| p.into_inner()));
+        tags.sort();
+        tags.dedup();
+        tags
+    }
+}
+
+/// The cache's counters in `/metrics`.
+#[derive(Clone)]
+pub struct CacheMetrics {
+    pub hits: IntCounter,
+    pub misses: IntCounter,
+    pub bypass: IntCounter,
+    pub purged: IntCounter,
+    pub errors: IntCounter,
+}
+
+/// Which backend, from `FOLIO_CACHE` / `REDIS_URL`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CacheMode {
+    Off,
+    Memory,
+    Redis,
+}
+
+/// Cache settings (see `Config`).
+#[derive(Clone, Debug)]
+pub struct CacheConfig {
+    pub mode: CacheMode,
+    /// May hold a password, hence secret (never in logs or debug output).
+    pub redis_url: Option<secrecy::SecretString>,
+    pub max_bytes: u64,
+    pub prefix: String,
+    pub redis_timeout: Duration,
+}
+
+enum Backend {
+    Memory(memory::MemoryCache),
+    Redis(std::sync::Arc<redis::RedisCache>),
+}
+
+/// The response cache of one instance.
+pub struct Cache {
+    backend: Option<Backend>,
+    metrics: CacheMetrics,
+}
+
+impl Cache {
+    pub async fn new(config: &CacheConfig, metrics: CacheMetrics) -> anyhow::Result<Self> {
+        let backend = match config.mode {
+            CacheMode::Off => None,
+            CacheMode::Memory => Some(Backend::Memory(memory::MemoryCache::new(config.max_bytes))),
+            CacheMode::Redis => {
+                use secrecy::ExposeSecret;
+                let url = config
+                    .redis_url
+                    .as_ref()
+                    .ok_or_else(|| anyhow::anyhow!("FOLIO_CACHE=redis needs REDIS_URL"))?;
+                let url = url.expose_secret();
+                Some(Backend::Redis(
+                    redis::RedisCache::new(url, config, metrics.errors.clone()).await?,
+                ))
+            }
+        };
+        Ok(Self { backend, metrics })
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.backend.is_some()
+    }
+
+    pub fn metrics(&self) -> &CacheMetrics {
+        &self.metrics
+    }
+
+    /// Looks for the public entry, then the caller's own. Counts hits and misses (not bypasses: the caller
+    /// counts those once per request).
+    pub async fn lookup(&self, base: &KeyBase, viewer: &Scope) -> Lookup {
+        let keys = [base.key(&Scope::Public), base.key(viewer)];
+        let found = match &self.backend {
+            None => return Lookup::Bypass,
+            Some(Backend::Memory(m)) => Lookup::from(m.get(&keys)),
+            Some(Backend::Redis(r)) => r.get(&keys).await,
+        };
+        match &found {
+            Lookup::Hit(_) => self.metrics.hits.inc(),
+            Lookup::Miss => self.metrics.misses.inc(),
+            Lookup::Bypass => {}
+        }
+        found
+    }
+
+    /// Notes where an execution starts; `None` when its result must not be stored (no cache, Redis down).
+    pub async fn begin(&self) -> Option<Snapshot> {
+        match &self.backend {
+            None => None,
+            Some(Backend::Memory(m)) => Some(m.begin()),
+            Some(Backend::Redis(r)) => r.begin().await,
+        }
+    }
+
+    /// Stores `entry` under `key` with `tags`, unless one of the tags was purged since `snapshot`. Returns
+    /// whether it was stored.
+    pub async fn store(
+        &self,
+        key: Key,
+        entry: Entry,
+        tags: Vec<String>,
+        snapshot: Snapshot,
+    ) -> bool {
+        match &self.backend {
+            None => false,
+            Some(Backend::Memory(m)) => m.store(key, entry, tags, &snapshot),
+            Some(Backend::Redis(r)) => r.store(key, entry, tags, &snapshot).await,
+        }
+    }
+
+    /// Drops every entry under `tags`, and makes sure no execution that started before now stores under them.
+    /// Returns how many entries were dropped. With Redis unreachable the purge is kept and retried, nothing is
+    /// served from Redis until it has been delivered, and the error is returned (and counted).
+    pub async fn purge(&self, tags: &[String]) -> Result<u64, AppError> {
+        if tags.is_empty() {
+            return Ok(0);
+        }
+        let dropped = match &self.backend {
+            None => return Ok(0),
+            Some(Backend::Memory(m)) => m.purge(tags),
+            Some(Backend::Redis(r)) => r.purge(tags).await?,
+        };
+        self.metrics.purged.inc_by(dropped);
+        tracing::debug!(?tags, dropped, "cache purged");
+        Ok(dropped)
+    }
+}
+
+impl From<Option<Entry>> for Lookup {
+    fn from(found: Option<Entry>) -> Self {
+        match found {
+            Some(entry) => Lookup::Hit(entry),
+            None => Lookup::Miss,
+        }
+    }
+}
+
+/// Tag helpers, so every call site spells tags the same way.
+pub mod tags {
+    pub fn post(id: i64) -> String {
+        format!("Post:{id}")
+    }
+    pub fn user(id: i64) -> String {
+        format!("User:{id}")
+    }
+    pub fn comment(id: i64) -> String {
+        format!("Comment:{id}")
+    }
+    /// Every list of posts (the feed, searches, per-author filters).
+    pub const POST_LIST: &str = "Post:list";
+    /// The users list.
+    pub const USER_LIST: &str = "User:list";
+    /// One author's posts (`User.posts`).
+    pub fn user_posts(id: i64) -> String {
+        format!("User:{id}:posts")
+    }
+    /// A post's comments and comment count.
+    pub fn post_comments(id: i64) -> String {
+        format!("Post:{id}:comments")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_survive_their_binary_form() {
+        let e = Entry {
+            body: bytes::Bytes::from_static(b"{\"data\":{}}"),
+            etag: "\"abc\"".into(),
+            max_age: 60,
+            public: false,
+            stored_at: 1_700_000_000,
+        };
+        let d = Entry::decode(&e.encode()).expect("decodes");
+        assert_eq!(
+            (d.body, d.etag, d.max_age, d.public, d.stored_at),
+            (e.body, e.etag, 60, false, 1_700_000_000)
+        );
+        assert!(Entry::decode(b"\x02garbage").is_none());
+        assert!(Entry::decode(b"").is_none());
+    }
+}
