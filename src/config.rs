@@ -136,6 +136,7 @@ impl Default for Config {
                 max_bytes: 64 * 1024 * 1024,
                 prefix: "folio:".into(),
                 redis_timeout: Duration::from_millis(250),
+                ttl: Duration::from_secs(60),
             },
         }
     }
@@ -240,6 +241,9 @@ fn cache_from(
         max_bytes: opt(parse, "FOLIO_CACHE_MAX_BYTES")?.unwrap_or(d.max_bytes),
         prefix: parse("FOLIO_CACHE_PREFIX").unwrap_or(d.prefix),
         redis_timeout: Duration::from_millis(timeout_ms.max(1)),
+        ttl: opt(parse, "FOLIO_CACHE_TTL_SECS")?
+            .map(Duration::from_secs)
+            .unwrap_or(d.ttl),
     })
 }
 

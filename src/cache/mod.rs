@@ -197,6 +197,8 @@ pub struct CacheConfig {
     pub max_bytes: u64,
     pub prefix: String,
     pub redis_timeout: Duration,
+    /// The longest a response is cached (`FOLIO_CACHE_TTL_SECS`); type and field hints may only shorten it.
+    pub ttl: Duration,
 }
 
 enum Backend {
@@ -208,6 +210,7 @@ enum Backend {
 pub struct Cache {
     backend: Option<Backend>,
     metrics: CacheMetrics,
+    ttl: u32,
 }
 
 impl Cache {
@@ -227,7 +230,22 @@ impl Cache {
                 ))
             }
         };
-        Ok(Self { backend, metrics })
+        let ttl = u32::try_from(config.ttl.min(MAX_TTL).as_secs()).unwrap_or(60);
+        Ok(Self {
+            backend,
+            metrics,
+            ttl,
+        })
+    }
+
+    /// An entry's lifetime in seconds from its response's hints (async-graphql: 0 = no hint, -1 = never
+    /// cache): the configured lifetime, or a shorter hint.
+    pub fn lifetime(&self, hint: i32) -> u32 {
+        match hint {
+            0 => self.ttl,
+            n if n < 0 => 0,
+            n => u32::try_from(n).unwrap_or(self.ttl).min(self.ttl),
+        }
     }
 
     pub fn enabled(&self) -> bool {

@@ -25,9 +25,6 @@ use crate::cache::{Entry, KeyBase, Lookup, Purges, Scope, Tracker, unix_now};
 use crate::graphql::batch::Batched;
 use crate::graphql::loaders::Loaders;
 
-/// Lifetime of a response whose types and fields give no hint.
-const DEFAULT_MAX_AGE: u32 = 60;
-
 /// A computed response, shared by every request of one flight.
 pub struct Computed {
     entry: Entry,
@@ -128,11 +125,7 @@ async fn compute(
         .data(Arc::clone(&tracker));
     let mut response = Batched::new(dispatcher, state.schema.execute(request)).await;
     finish_errors(&mut response, &request_id);
-    let max_age = match response.cache_control.max_age {
-        0 => DEFAULT_MAX_AGE,
-        n if n < 0 => 0,
-        n => u32::try_from(n).unwrap_or(DEFAULT_MAX_AGE),
-    };
+    let max_age = state.cache.lifetime(response.cache_control.max_age);
     let cacheable = response.errors.is_empty() && max_age > 0;
     let public = response.cache_control.public && !tracker.viewer_dependent();
     let entry = entry_for(&response, max_age, public);
