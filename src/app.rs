@@ -9,7 +9,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::auth::Authenticator;
-use crate::cache::Cache;
+use crate::cache::{Cache, CacheMode};
 use crate::config::{Config, DatabaseKind};
 use crate::graphql::{Limits, SchemaData, build_schema};
 use crate::http::{AppState, router};
@@ -61,6 +61,12 @@ impl App {
             max_complexity: config.max_complexity,
         };
         let cache = Arc::new(Cache::new(&config.cache, metrics.cache.clone()).await?);
+        if store.kind() == DatabaseKind::Postgres && config.cache.mode == CacheMode::Memory {
+            tracing::warn!(
+                "the response cache is in-process: with several instances, set REDIS_URL (or FOLIO_CACHE=off), \
+                 since a mutation purges only the instance it ran on"
+            );
+        }
         let auth = Arc::new(Authenticator::new(
             &config.auth,
             config.env,
