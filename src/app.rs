@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 
 use crate::auth::Authenticator;
 use crate::cache::{Cache, CacheMode};
-use crate::config::{Config, DatabaseKind};
+use crate::config::{Config, DatabaseKind, Environment};
 use crate::graphql::{Limits, SchemaData, build_schema};
 use crate::http::{AppState, router};
 use crate::seed::{self, SeedPlan};
@@ -59,6 +59,9 @@ impl App {
         let limits = Limits {
             max_depth: config.max_depth,
             max_complexity: config.max_complexity,
+            max_directives: config.edge.max_directives,
+            introspection: config.edge.introspection,
+            suggestions: config.env != Environment::Production,
         };
         let cache = Arc::new(Cache::new(&config.cache, metrics.cache.clone()).await?);
         if store.kind() == DatabaseKind::Postgres && config.cache.mode == CacheMode::Memory {
@@ -89,6 +92,7 @@ impl App {
             metrics,
             sdl,
             graphiql: config.graphiql,
+            edge: Arc::new(config.edge.clone()),
         };
         let listener = TcpListener::bind(config.bind).await.with_context(|| {
             format!("could not listen on {} (FOLIO_BIND / --bind)", config.bind)
@@ -127,7 +131,8 @@ impl App {
     ) -> anyhow::Result<()> {
         tracing::info!(addr = %self.addr, "folio listening; GraphiQL at http://{}/graphql", self.addr);
         let store = self.state.store.clone();
-        axum::serve(self.listener, router(self.state))
+        let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, app)
             .with_graceful_shutdown(stop)
             .await
             .context("server error")?;

@@ -74,6 +74,40 @@ impl Default for AuthConfig {
     }
 }
 
+/// Limits and policies of the HTTP edge (issue: GraphQL over HTTP, abuse limits, CSRF, rate limits).
+#[derive(Clone, Debug)]
+pub struct EdgeConfig {
+    /// `FOLIO_MAX_BODY_BYTES`: largest request body.
+    pub max_body_bytes: usize,
+    /// `FOLIO_MAX_DOCUMENT_BYTES`: largest GraphQL document (the `query` text).
+    pub max_document_bytes: usize,
+    /// `FOLIO_MAX_TOKENS`: most lexical tokens in a document.
+    pub max_tokens: usize,
+    /// `FOLIO_MAX_ALIASES`: most aliased fields in a document.
+    pub max_aliases: usize,
+    /// `FOLIO_MAX_ROOT_FIELDS`: most root fields in the operation.
+    pub max_root_fields: usize,
+    /// `FOLIO_MAX_DIRECTIVES`: most directives on one field.
+    pub max_directives: usize,
+    /// `FOLIO_REQUEST_TIMEOUT_MS`: longest a GraphQL execution may run.
+    pub request_timeout: Duration,
+    /// `FOLIO_CORS_ORIGINS`: origins allowed to call from a browser (comma-separated, `*` for any). Unset:
+    /// any origin in development, none in production.
+    pub cors_origins: Option<Vec<String>>,
+    /// `FOLIO_INTROSPECTION`: serve `__schema`/`__type`. Unset: on in development, off in production.
+    pub introspection: bool,
+    /// `FOLIO_TRUSTED_PROXIES`: how many reverse proxies in front of Folio append to `X-Forwarded-For`; the
+    /// client address is the one that many hops from the right. 0: use the connection's address.
+    pub trusted_proxies: usize,
+    /// `FOLIO_RATE_LIMIT_PER_MIN`: sustained GraphQL requests per minute per user (or per client address for
+    /// anonymous callers); 0 turns rate limiting off.
+    pub rate_per_min: u32,
+    /// `FOLIO_RATE_LIMIT_BURST`: requests a caller may make at once before the rate applies.
+    pub rate_burst: u32,
+    /// `FOLIO_LOGIN_ATTEMPTS_PER_15MIN`: `login` attempts per email and per client address in 15 minutes.
+    pub login_attempts: u32,
+}
+
 /// Log line format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
@@ -110,6 +144,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Response cache settings (`FOLIO_CACHE*`, `REDIS_URL`, `FOLIO_REDIS_TIMEOUT_MS`).
     pub cache: CacheConfig,
+    /// HTTP edge limits and policies.
+    pub edge: EdgeConfig,
 }
 
 /// The default SQLite location: a file in the working directory, created on first run.
@@ -138,6 +174,21 @@ impl Default for Config {
                 redis_timeout: Duration::from_millis(250),
                 ttl: Duration::from_secs(60),
             },
+            edge: EdgeConfig {
+                max_body_bytes: 1024 * 1024,
+                max_document_bytes: 64 * 1024,
+                max_tokens: 5_000,
+                max_aliases: 30,
+                max_root_fields: 20,
+                max_directives: 5,
+                request_timeout: Duration::from_secs(10),
+                cors_origins: None,
+                introspection: true,
+                trusted_proxies: 0,
+                rate_per_min: 1_200,
+                rate_burst: 120,
+                login_attempts: 10,
+            },
         }
     }
 }
@@ -152,17 +203,17 @@ impl Config {
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
         let d = Self::default();
         let parse = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+                let env = match parse("FOLIO_ENV")
+            .map(|v| v.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("development") | Some("dev") => Environment::Development,
+            Some("production") | Some("prod") => Environment::Production,
+            Some(other) => bail!("FOLIO_ENV must be `development` or `production`, not `{other}`"),
+        };
+        let production = env == Environment::Production;
         Ok(Self {
-            env: match parse("FOLIO_ENV")
-                .map(|v| v.trim().to_ascii_lowercase())
-                .as_deref()
-            {
-                None | Some("development") | Some("dev") => Environment::Development,
-                Some("production") | Some("prod") => Environment::Production,
-                Some(other) => {
-                    bail!("FOLIO_ENV must be `development` or `production`, not `{other}`")
-                }
-            },
+            env,
             bind: opt(&parse, "FOLIO_BIND")?.unwrap_or(d.bind),
             database_url: parse("DATABASE_URL").unwrap_or(d.database_url),
             db_max_connections: opt(&parse, "FOLIO_DB_MAX_CONNECTIONS")?
@@ -173,7 +224,8 @@ impl Config {
             demo_data: bool_opt(&parse, "FOLIO_DEMO_DATA")?.unwrap_or(d.demo_data),
             max_depth: opt(&parse, "FOLIO_MAX_DEPTH")?.unwrap_or(d.max_depth),
             max_complexity: opt(&parse, "FOLIO_MAX_COMPLEXITY")?.unwrap_or(d.max_complexity),
-            graphiql: bool_opt(&parse, "FOLIO_GRAPHIQL")?.unwrap_or(d.graphiql),
+            // Production serves no playground unless asked to.
+            graphiql: bool_opt(&parse, "FOLIO_GRAPHIQL")?.unwrap_or(d.graphiql && !production),
             log_filter: parse("FOLIO_LOG").unwrap_or(d.log_filter),
             log_format: match parse("FOLIO_LOG_FORMAT").as_deref() {
                 None | Some("text") => LogFormat::Text,
@@ -182,6 +234,7 @@ impl Config {
             },
             auth: auth_from(&parse, d.auth)?,
             cache: cache_from(&parse, d.cache)?,
+            edge: edge_from(&parse, d.edge, production)?,
         })
     }
 
@@ -212,6 +265,42 @@ pub fn database_kind(url: &str) -> anyhow::Result<DatabaseKind> {
     } else {
         bail!("DATABASE_URL must start with sqlite: or postgres:// (got a URL with another scheme)")
     }
+}
+
+fn edge_from(
+    parse: &impl Fn(&str) -> Option<String>,
+    d: EdgeConfig,
+    production: bool,
+) -> anyhow::Result<EdgeConfig> {
+    let cors_origins = parse("FOLIO_CORS_ORIGINS").map(|v| {
+        v.split(',')
+            .map(|o| o.trim().trim_end_matches('/').to_owned())
+            .filter(|o| !o.is_empty())
+            .collect::<Vec<_>>()
+    });
+    Ok(EdgeConfig {
+        max_body_bytes: opt(parse, "FOLIO_MAX_BODY_BYTES")?.unwrap_or(d.max_body_bytes),
+        max_document_bytes: opt(parse, "FOLIO_MAX_DOCUMENT_BYTES")?
+            .unwrap_or(d.max_document_bytes),
+        max_tokens: opt(parse, "FOLIO_MAX_TOKENS")?.unwrap_or(d.max_tokens),
+        max_aliases: opt(parse, "FOLIO_MAX_ALIASES")?.unwrap_or(d.max_aliases),
+        max_root_fields: opt(parse, "FOLIO_MAX_ROOT_FIELDS")?.unwrap_or(d.max_root_fields),
+        max_directives: opt(parse, "FOLIO_MAX_DIRECTIVES")?.unwrap_or(d.max_directives),
+        request_timeout: opt(parse, "FOLIO_REQUEST_TIMEOUT_MS")?
+            .map(Duration::from_millis)
+            .unwrap_or(d.request_timeout),
+        cors_origins,
+        introspection: bool_opt(parse, "FOLIO_INTROSPECTION")?
+            .unwrap_or(d.introspection && !production),
+        trusted_proxies: opt(parse, "FOLIO_TRUSTED_PROXIES")?.unwrap_or(d.trusted_proxies),
+        rate_per_min: opt(parse, "FOLIO_RATE_LIMIT_PER_MIN")?.unwrap_or(d.rate_per_min),
+        rate_burst: opt(parse, "FOLIO_RATE_LIMIT_BURST")?
+            .unwrap_or(d.rate_burst)
+            .max(1),
+        login_attempts: opt(parse, "FOLIO_LOGIN_ATTEMPTS_PER_15MIN")?
+            .unwrap_or(d.login_attempts)
+            .max(1),
+    })
 }
 
 fn cache_from(

@@ -37,6 +37,11 @@ pub struct SchemaData {
 pub struct Limits {
     pub max_depth: usize,
     pub max_complexity: usize,
+    pub max_directives: usize,
+    /// Serve `__schema` / `__type` (off in production unless `FOLIO_INTROSPECTION=true`).
+    pub introspection: bool,
+    /// "Did you mean ...?" in validation errors, which would leak field names when introspection is off.
+    pub suggestions: bool,
 }
 
 /// The schema, with the store and authenticator as schema-wide data.
@@ -47,7 +52,14 @@ pub fn build_schema(data: Option<SchemaData>, limits: Limits) -> FolioSchema {
         EmptySubscription,
     )
     .limit_depth(limits.max_depth)
-    .limit_complexity(limits.max_complexity);
+    .limit_complexity(limits.max_complexity)
+    .limit_directives(limits.max_directives);
+    if !limits.introspection {
+        builder = builder.disable_introspection();
+    }
+    if !limits.suggestions {
+        builder = builder.disable_suggestions();
+    }
     if let Some(data) = data {
         builder = builder.data(data.store).data(data.auth).data(data.cache);
     }
@@ -59,6 +71,9 @@ pub fn sdl() -> String {
     let limits = Limits {
         max_depth: usize::MAX,
         max_complexity: usize::MAX,
+        max_directives: usize::MAX,
+        introspection: true,
+        suggestions: true,
     };
     build_schema(None, limits).sdl()
 }

@@ -10,25 +10,66 @@
 //! Every response carries `Cache-Control` (`public|private, max-age=N` when cacheable, otherwise `no-store`),
 //! cacheable ones an `ETag` (a matching `If-None-Match` gets `304`), hits an `Age`.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use async_graphql::parser::types::OperationType;
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::Response as HttpResponse;
 use sha2::{Digest, Sha256};
 
 use super::AppState;
-use super::graphql::finish_errors;
+use super::graphql::{finish_errors, request_error};
+use super::limits;
 use crate::auth::Viewer;
 use crate::cache::{Entry, KeyBase, Lookup, Purges, Scope, Tracker, unix_now};
 use crate::graphql::batch::Batched;
 use crate::graphql::loaders::Loaders;
 
+/// The response media type the client asked for (`Accept`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MediaType {
+    /// `application/graphql-response+json`: request errors get 4xx statuses.
+    GraphqlResponse,
+    /// `application/json`: 200 for every well-formed request.
+    Json,
+}
+
+impl MediaType {
+    pub fn content_type(self) -> HeaderValue {
+        HeaderValue::from_static(match self {
+            MediaType::GraphqlResponse => "application/graphql-response+json; charset=utf-8",
+            MediaType::Json => "application/json; charset=utf-8",
+        })
+    }
+
+    /// The status of a GraphQL request error (parse, validation, limits): 400 where the spec wants a 4xx,
+    /// 200 under plain JSON.
+    pub fn request_error_status(self) -> StatusCode {
+        match self {
+            MediaType::GraphqlResponse => StatusCode::BAD_REQUEST,
+            MediaType::Json => StatusCode::OK,
+        }
+    }
+}
+
+/// What the HTTP layer knows about a GraphQL request besides its body.
+pub struct HttpContext {
+    pub method: Method,
+    pub media: MediaType,
+    /// The connection's peer (the client, or the nearest proxy).
+    pub peer: IpAddr,
+    pub request_id: String,
+}
+
 /// A computed response, shared by every request of one flight.
 pub struct Computed {
     entry: Entry,
     cacheable: bool,
+    /// The execution failed before producing data (parse or validation error): a request error.
+    request_error: bool,
+    timed_out: bool,
 }
 
 /// How the response was produced, for `X-Cache`.
@@ -55,12 +96,12 @@ pub async fn run(
     headers: &HeaderMap,
     mut request: async_graphql::Request,
     viewer: Viewer,
-    request_id: String,
+    http: HttpContext,
 ) -> HttpResponse {
-    let cache = &state.cache;
-    if !cache.enabled() {
-        return uncached(state, headers, request, viewer, &request_id).await;
+    if let Err(e) = limits::check_text(&request.query, &state.edge) {
+        return request_error(http.media.request_error_status(), e.code, &e.message, http.media);
     }
+    let cache = &state.cache;
     let variables = serde_json::to_vec(&request.variables).unwrap_or_default();
     let base = KeyBase::new(&request.query, request.operation_name.as_deref(), &variables);
     let scope = match &viewer {
@@ -68,15 +109,44 @@ pub async fn run(
         Viewer::User { id, .. } => Scope::User(*id),
     };
     let bypass = match cache.lookup(&base, &scope).await {
-        Lookup::Hit(entry) => return respond(headers, &entry, true, Source::Hit),
+        Lookup::Hit(entry) => {
+            return respond(headers, &entry, Outcome::cached(), Source::Hit, http.media);
+        }
         Lookup::Miss => false,
         Lookup::Bypass => true,
     };
-    if !is_query(&mut request) {
-        return uncached(state, headers, request, viewer, &request_id).await;
+    // Parsed once here; execution reuses the parsed document.
+    let operation_name = request.operation_name.clone();
+    let kind = match request.parsed_query() {
+        Ok(doc) => match limits::check_document(doc, operation_name.as_deref(), &state.edge) {
+            Ok(kind) => kind,
+            Err(e) => {
+                return request_error(http.media.request_error_status(), e.code, &e.message, http.media);
+            }
+        },
+        // Execution reports the parse error in the usual shape.
+        Err(_) => None,
+    };
+    if kind != Some(OperationType::Query) {
+        if http.method == Method::GET && kind.is_some() {
+            let mut response = request_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "METHOD_NOT_ALLOWED",
+                "Mutations and subscriptions are only accepted over POST.",
+                http.media,
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return response;
+        }
+        return uncached(state, headers, request, viewer, &http).await;
+    }
+    if !cache.enabled() {
+        return uncached(state, headers, request, viewer, &http).await;
     }
     let flight_key = base.key(&scope);
-    let work = compute(state.clone(), request, viewer, base, scope, request_id);
+    let work = compute(state.clone(), request, viewer, base, scope, http.request_id.clone());
     match state.flights.run(flight_key, work).await {
         (Some(computed), _) => {
             let source = if bypass {
@@ -85,25 +155,35 @@ pub async fn run(
             } else {
                 Source::Miss
             };
-            respond(headers, &computed.entry, computed.cacheable, source)
+            respond(headers, &computed.entry, Outcome::of(&computed), source, http.media)
         }
-        (None, _) => internal_error(),
+        (None, _) => internal_error(http.media),
     }
 }
 
-/// Whether the operation to run is a query (parsing it now; execution reuses the parsed document). A document
-/// that does not parse is "not a query": it executes uncached and reports its own error.
-fn is_query(request: &mut async_graphql::Request) -> bool {
-    let name = request.operation_name.clone();
-    let Ok(doc) = request.parsed_query() else {
-        return false;
-    };
-    let mut operations = doc.operations.iter();
-    let op = match name.as_deref() {
-        Some(name) => operations.find(|(n, _)| n.is_some_and(|n| n.as_str() == name)),
-        None => operations.next(),
-    };
-    op.is_some_and(|(_, op)| op.node.ty == OperationType::Query)
+/// Executes with the request's loaders inside the execution timeout. `None` when it ran out of time: the
+/// execution future is dropped, which cancels its statements and returns their connections to the pool.
+async fn execute(
+    state: &AppState,
+    request: async_graphql::Request,
+    request_id: &str,
+) -> Option<async_graphql::Response> {
+    let (loaders, dispatcher) = Loaders::new(state.store.clone());
+    let request = request.data(loaders);
+    let run = Batched::new(dispatcher, state.schema.execute(request));
+    match tokio::time::timeout(state.edge.request_timeout, run).await {
+        Ok(mut response) => {
+            finish_errors(&mut response, request_id);
+            Some(response)
+        }
+        Err(_) => {
+            tracing::warn!(
+                timeout_ms = state.edge.request_timeout.as_millis() as u64,
+                "GraphQL execution timed out and was stopped"
+            );
+            None
+        }
+    }
 }
 
 /// Executes a query on a miss, and stores the result if it may be cached.
@@ -118,17 +198,15 @@ async fn compute(
     let tracker = Arc::new(Tracker::default());
     // Before anything is read: purges from now on make this result unstorable.
     let snapshot = state.cache.begin().await;
-    let (loaders, dispatcher) = Loaders::new(state.store.clone());
-    let request = request
-        .data(viewer)
-        .data(loaders)
-        .data(Arc::clone(&tracker));
-    let mut response = Batched::new(dispatcher, state.schema.execute(request)).await;
-    finish_errors(&mut response, &request_id);
+    let request = request.data(viewer).data(Arc::clone(&tracker));
+    let Some(response) = execute(&state, request, &request_id).await else {
+        return Arc::new(timed_out(&state));
+    };
     let max_age = state.cache.lifetime(response.cache_control.max_age);
     let cacheable = response.errors.is_empty() && max_age > 0;
     let public = response.cache_control.public && !tracker.viewer_dependent();
-    let entry = entry_for(&response, max_age, public);
+    let request_error = is_request_error(&response);
+    let entry = entry_for(&response, max_age, public, request_error);
     if cacheable {
         if let Some(snapshot) = snapshot {
             let key = base.key(if public { &Scope::Public } else { &scope });
@@ -138,7 +216,12 @@ async fn compute(
                 .await;
         }
     }
-    Arc::new(Computed { entry, cacheable })
+    Arc::new(Computed {
+        entry,
+        cacheable,
+        request_error,
+        timed_out: false,
+    })
 }
 
 /// Executes without the cache (mutations, cache off, unparsable documents), purging what committed writes
@@ -148,28 +231,105 @@ async fn uncached(
     headers: &HeaderMap,
     request: async_graphql::Request,
     viewer: Viewer,
-    request_id: &str,
+    http: &HttpContext,
 ) -> HttpResponse {
     let purges = Arc::new(Purges::default());
-    let (loaders, dispatcher) = Loaders::new(state.store.clone());
     let request = request
         .data(viewer)
-        .data(loaders)
+        .data(ClientAddr(http.peer))
         .data(Arc::clone(&purges));
-    let mut response = Batched::new(dispatcher, state.schema.execute(request)).await;
-    finish_errors(&mut response, request_id);
+    let response = execute(state, request, &http.request_id).await;
+    // Purged even after a timeout: a mutation may have committed before the clock ran out.
     let tags = purges.take();
     if !tags.is_empty() {
         // A failed purge is logged, counted and retried by the cache; the write itself has succeeded.
         let _ = state.cache.purge(&tags).await;
     }
     state.cache.metrics().bypass.inc();
-    let entry = entry_for(&response, 0, false);
-    respond(headers, &entry, false, Source::Bypass)
+    let computed = match response {
+        Some(response) => {
+            let request_error = is_request_error(&response);
+            Computed {
+                entry: entry_for(&response, 0, false, request_error),
+                cacheable: false,
+                request_error,
+                timed_out: false,
+            }
+        }
+        None => timed_out(state),
+    };
+    respond(headers, &computed.entry, Outcome::of(&computed), Source::Bypass, http.media)
 }
 
-fn entry_for(response: &async_graphql::Response, max_age: u32, public: bool) -> Entry {
-    let body = match serde_json::to_vec(response) {
+/// The client's address as the connection sees it, for per-address limits inside resolvers (`login`).
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub IpAddr);
+
+fn timed_out(state: &AppState) -> Computed {
+    let message = format!(
+        "The request took longer than {} ms and was stopped (FOLIO_REQUEST_TIMEOUT_MS).",
+        state.edge.request_timeout.as_millis()
+    );
+    let body = serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": "TIMEOUT" } }] });
+    Computed {
+        entry: Entry {
+            body: body.to_string().into_bytes().into(),
+            etag: String::new(),
+            max_age: 0,
+            public: false,
+            stored_at: unix_now(),
+        },
+        cacheable: false,
+        request_error: false,
+        timed_out: true,
+    }
+}
+
+/// A request error: no data, and errors that are about the request rather than a field (parse, validation).
+fn is_request_error(response: &async_graphql::Response) -> bool {
+    matches!(response.data, async_graphql::Value::Null)
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|e| e.path.is_empty())
+}
+
+/// How to answer a computed response.
+struct Outcome {
+    cacheable: bool,
+    request_error: bool,
+    timed_out: bool,
+}
+
+impl Outcome {
+    fn cached() -> Self {
+        Self {
+            cacheable: true,
+            request_error: false,
+            timed_out: false,
+        }
+    }
+
+    fn of(c: &Computed) -> Self {
+        Self {
+            cacheable: c.cacheable,
+            request_error: c.request_error,
+            timed_out: c.timed_out,
+        }
+    }
+}
+
+fn entry_for(
+    response: &async_graphql::Response,
+    max_age: u32,
+    public: bool,
+    request_error: bool,
+) -> Entry {
+    let body = if request_error {
+        // The spec: a request error's response has no `data` entry at all.
+        serde_json::to_vec(&serde_json::json!({ "errors": response.errors }))
+    } else {
+        serde_json::to_vec(response)
+    };
+    let body = match body {
         Ok(body) => body,
         Err(err) => {
             tracing::error!(error = %err, "serialising a response failed");
@@ -188,22 +348,32 @@ fn entry_for(response: &async_graphql::Response, max_age: u32, public: bool) -> 
 }
 
 /// The HTTP answer for `entry`.
-fn respond(headers: &HeaderMap, entry: &Entry, cacheable: bool, source: Source) -> HttpResponse {
+fn respond(
+    headers: &HeaderMap,
+    entry: &Entry,
+    outcome: Outcome,
+    source: Source,
+    media: MediaType,
+) -> HttpResponse {
+    let cacheable = outcome.cacheable;
     let not_modified = cacheable && if_none_match(headers, &entry.etag);
     let mut response = if not_modified {
         HttpResponse::new(Body::empty())
     } else {
         HttpResponse::new(Body::from(entry.body.clone()))
     };
-    if not_modified {
-        *response.status_mut() = StatusCode::NOT_MODIFIED;
-    }
+    *response.status_mut() = if not_modified {
+        StatusCode::NOT_MODIFIED
+    } else if outcome.timed_out {
+        StatusCode::GATEWAY_TIMEOUT
+    } else if outcome.request_error {
+        media.request_error_status()
+    } else {
+        StatusCode::OK
+    };
     let h = response.headers_mut();
     if !not_modified {
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/graphql-response+json"),
-        );
+        h.insert(header::CONTENT_TYPE, media.content_type());
     }
     let cache_control = if cacheable {
         let scope = if entry.public { "public" } else { "private" };
@@ -237,13 +407,11 @@ fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
         .any(|candidate| candidate == "*" || candidate.trim_start_matches("W/") == etag)
 }
 
-fn internal_error() -> HttpResponse {
-    let body = br#"{"errors":[{"message":"Internal server error","extensions":{"code":"INTERNAL_SERVER_ERROR"}}]}"#;
-    let mut response = HttpResponse::new(Body::from(&body[..]));
-    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/graphql-response+json"),
-    );
-    response
+fn internal_error(media: MediaType) -> HttpResponse {
+    request_error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "INTERNAL_SERVER_ERROR",
+        "Internal server error",
+        media,
+    )
 }

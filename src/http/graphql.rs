@@ -1,55 +1,81 @@
-//! `POST /graphql`, `GET /graphql` (queries, or GraphiQL for a browser) and `GET /schema.graphql`.
+//! `POST /graphql`, `GET /graphql` (queries, or GraphiQL for a browser) and `GET /schema.graphql`, following the
+//! GraphQL Foundation's GraphQL-over-HTTP specification.
 //!
-//! The handler gives each request its viewer and its own loaders, runs it, and then makes every error carry an
-//! `extensions.code` (async-graphql's own parse and validation errors have none) and every masked internal error
-//! carry the request id that the log line has too.
+//! - `Accept` picks the response type: `application/graphql-response+json` (request errors such as parse and
+//!   validation failures then answer 4xx) or `application/json` (always 200 for a well-formed request). No
+//!   `Accept`, or `*/*`: `application/json`. Neither acceptable: 406.
+//! - `POST` takes `application/json` bodies only (415 otherwise). That is also the CSRF rule: a browser cannot
+//!   send such a request cross-site without a CORS preflight, and `text/plain`, form and multipart bodies never
+//!   execute. `GET` runs queries only: a mutation over GET is 405 with `Allow: POST`.
+//! - A body that is not JSON, not an object (batches are refused), or has a non-string `query` or non-object
+//!   `variables` answers 400 with a GraphQL-shaped error, never a 500.
+//!
+//! Every error the service produces carries an `extensions.code`, and masked internal errors the request id
+//! that the log line has too.
 
 use async_graphql::http::GraphiQLSource;
-use async_graphql::{ErrorExtensionValues, ParseRequestError, Response, ServerError, Value};
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use async_graphql::{ErrorExtensionValues, Response, ServerError, Value};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response as HttpResponse};
 use serde::Deserialize;
+use serde_json::Value as Json;
 
 use super::AppState;
+use super::execution::{self, MediaType};
 use crate::error::AppError;
 
-/// A GraphQL request whose HTTP form could not be read answers with a GraphQL-shaped error, never a bare 400.
-pub struct Rejection(ParseRequestError);
+/// A request-level error in the GraphQL response shape, in the negotiated media type.
+pub(crate) fn request_error(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    media: MediaType,
+) -> HttpResponse {
+    let body = serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
+    let mut response = (status, body.to_string()).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, media.content_type());
+    response
+}
 
-impl From<ParseRequestError> for Rejection {
-    fn from(err: ParseRequestError) -> Self {
-        Self(err)
+/// The response type the client accepts, or the 406 to send.
+fn negotiate(headers: &HeaderMap) -> Result<MediaType, HttpResponse> {
+    let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
+        return Ok(MediaType::Json);
+    };
+    let mut json = false;
+    let mut any = false;
+    for range in accept.split(',') {
+        let mut parts = range.split(';');
+        let kind = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let refused = parts.any(|p| {
+            let p = p.trim().replace(' ', "");
+            p == "q=0" || p == "q=0.0" || p == "q=0.00" || p == "q=0.000"
+        });
+        if refused {
+            continue;
+        }
+        match kind.as_str() {
+            "application/graphql-response+json" => return Ok(MediaType::GraphqlResponse),
+            "application/json" => json = true,
+            "*/*" | "application/*" => any = true,
+            _ => {}
+        }
+    }
+    if json || any {
+        Ok(MediaType::Json)
+    } else {
+        Err(request_error(
+            StatusCode::NOT_ACCEPTABLE,
+            "NOT_ACCEPTABLE",
+            "Accept application/graphql-response+json or application/json.",
+            MediaType::Json,
+        ))
     }
 }
-
-impl IntoResponse for Rejection {
-    fn into_response(self) -> HttpResponse {
-        let (status, message) = match &self.0 {
-            ParseRequestError::PayloadTooLarge => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "the request body is too large".to_owned(),
-            ),
-            ParseRequestError::UnsupportedBatch => (
-                StatusCode::BAD_REQUEST,
-                "batched requests are not supported".to_owned(),
-            ),
-            other => (
-                StatusCode::BAD_REQUEST,
-                format!("malformed GraphQL request: {other}"),
-            ),
-        };
-        error_response(status, &message)
-    }
-}
-
-/// A request-level error in the GraphQL response shape.
-fn error_response(status: StatusCode, message: &str) -> HttpResponse {
-    let body = serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": "BAD_REQUEST" } }] });
-    (status, axum::Json(body)).into_response()
-}
-
-type GraphQLRequest = async_graphql_axum::GraphQLRequest<Rejection>;
 
 /// The id `SetRequestIdLayer` put on the request (echoed in the `x-request-id` response header).
 fn request_id(headers: &HeaderMap) -> String {
@@ -66,14 +92,14 @@ async fn execute(
     state: &AppState,
     headers: &HeaderMap,
     request: async_graphql::Request,
+    http: execution::HttpContext,
 ) -> HttpResponse {
-    let request_id = request_id(headers);
     let authorization = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
     let viewer = match state.auth.viewer(authorization).await {
         Ok(viewer) => viewer,
-        Err(err) => return unauthenticated(err, &request_id),
+        Err(err) => return unauthenticated(err, &http.request_id),
     };
-    super::execution::run(state, headers, request, viewer, request_id).await
+    execution::run(state, headers, request, viewer, http).await
 }
 
 /// The answer to a request whose credentials failed: 401 with one `UNAUTHENTICATED` error (or 503 when the
@@ -95,7 +121,7 @@ fn unauthenticated(err: AppError, request_id: &str) -> HttpResponse {
     if status == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer error=\"invalid_token\""),
+            HeaderValue::from_static("Bearer error=\"invalid_token\""),
         );
     }
     response
@@ -151,13 +177,100 @@ fn default_code(err: &ServerError) -> &'static str {
 /// `POST /graphql`.
 pub async fn post(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
-    req: Result<GraphQLRequest, Rejection>,
+    body: Body,
 ) -> HttpResponse {
-    match req {
-        Ok(req) => execute(&state, &headers, req.into_inner()).await,
-        Err(rejection) => rejection.into_response(),
+    let media = match negotiate(&headers) {
+        Ok(media) => media,
+        Err(response) => return response,
+    };
+    let bad = |code: &str, message: &str| request_error(StatusCode::BAD_REQUEST, code, message, media);
+    if !is_json(&headers) {
+        return request_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "POST /graphql takes a JSON body with `Content-Type: application/json`.",
+            media,
+        );
     }
+    let bytes = match axum::body::to_bytes(body, state.edge.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            return request_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+                &format!(
+                    "The request body is larger than {} bytes (FOLIO_MAX_BODY_BYTES).",
+                    state.edge.max_body_bytes
+                ),
+                media,
+            );
+        }
+    };
+    let json: Json = match serde_json::from_slice(&bytes) {
+        Ok(json) => json,
+        Err(_) => return bad("BAD_REQUEST", "The body is not valid JSON."),
+    };
+    let mut object = match json {
+        Json::Object(object) => object,
+        Json::Array(_) => {
+            return bad(
+                "BATCH_NOT_SUPPORTED",
+                "Batched requests are not supported; send one operation per request.",
+            );
+        }
+        _ => return bad("BAD_REQUEST", "The body must be a JSON object with a `query`."),
+    };
+    let query = match object.remove("query") {
+        Some(Json::String(query)) => query,
+        None | Some(Json::Null) => return bad("BAD_REQUEST", "The body has no `query`."),
+        Some(_) => return bad("BAD_REQUEST", "`query` must be a string."),
+    };
+    let mut request = async_graphql::Request::new(query);
+    match object.remove("operationName") {
+        None | Some(Json::Null) => {}
+        Some(Json::String(name)) => request = request.operation_name(name),
+        Some(_) => return bad("BAD_REQUEST", "`operationName` must be a string."),
+    }
+    match object.remove("variables") {
+        None | Some(Json::Null) => {}
+        Some(vars @ Json::Object(_)) => {
+            request = request.variables(async_graphql::Variables::from_json(vars));
+        }
+        Some(_) => return bad("BAD_REQUEST", "`variables` must be an object."),
+    }
+    match object.remove("extensions") {
+        None | Some(Json::Null) => {}
+        Some(ext @ Json::Object(_)) => match serde_json::from_value(ext) {
+            Ok(ext) => request.extensions = ext,
+            Err(_) => return bad("BAD_REQUEST", "`extensions` must be an object."),
+        },
+        Some(_) => return bad("BAD_REQUEST", "`extensions` must be an object."),
+    }
+    let http = execution::HttpContext {
+        method: Method::POST,
+        media,
+        peer: peer.ip(),
+        request_id: request_id(&headers),
+    };
+    execute(&state, &headers, request, http).await
+}
+
+/// `Content-Type: application/json` (any `charset` must be UTF-8).
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let mut parts = value.split(';');
+    let essence = parts.next().unwrap_or("").trim();
+    if !essence.eq_ignore_ascii_case("application/json") {
+        return false;
+    }
+    parts.all(|p| {
+        let p = p.trim().to_ascii_lowercase();
+        !p.starts_with("charset=") || p == "charset=utf-8" || p == "charset=\"utf-8\""
+    })
 }
 
 /// The GET form of a GraphQL request, as the GraphQL-over-HTTP spec spells its parameters.
@@ -175,58 +288,58 @@ pub struct GetParams {
 /// `GET /graphql`: GraphiQL for a browser that asks for HTML without a query, the query otherwise.
 pub async fn get(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     params: Result<Query<GetParams>, axum::extract::rejection::QueryRejection>,
 ) -> HttpResponse {
+    let wants_html = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    let has_query = params.as_ref().is_ok_and(|Query(p)| p.query.is_some());
+    if wants_html && !has_query && state.graphiql {
+        let page = GraphiQLSource::build()
+            .endpoint("/graphql")
+            .title("Folio GraphiQL")
+            .finish();
+        return Html(page).into_response();
+    }
+    let media = match negotiate(&headers) {
+        Ok(media) => media,
+        Err(response) => return response,
+    };
+    let bad = |message: &str| request_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", message, media);
     let Ok(Query(params)) = params else {
-        return error_response(StatusCode::BAD_REQUEST, "malformed query string");
+        return bad("The query string is malformed.");
     };
     let Some(query) = params.query else {
-        let wants_html = headers
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|accept| accept.contains("text/html"));
-        if wants_html && state.graphiql {
-            let page = GraphiQLSource::build()
-                .endpoint("/graphql")
-                .title("Folio GraphiQL")
-                .finish();
-            return Html(page).into_response();
-        }
-        return error_response(
-            StatusCode::BAD_REQUEST,
-            "GET /graphql needs a `query` parameter",
-        );
+        return bad("GET /graphql needs a `query` parameter.");
     };
     let mut request = async_graphql::Request::new(query);
-    if let Some(name) = params.operation_name {
+    if let Some(name) = params.operation_name.filter(|n| !n.is_empty()) {
         request = request.operation_name(name);
     }
     if let Some(text) = params.variables.filter(|t| !t.is_empty()) {
-        match serde_json::from_str::<serde_json::Value>(&text) {
-            Ok(json @ serde_json::Value::Object(_)) => {
+        match serde_json::from_str::<Json>(&text) {
+            Ok(json @ Json::Object(_)) => {
                 request = request.variables(async_graphql::Variables::from_json(json));
             }
-            _ => {
-                return error_response(
-                    StatusCode::BAD_REQUEST,
-                    "`variables` must be a JSON object",
-                );
-            }
+            _ => return bad("`variables` must be a JSON object."),
         }
     }
     if let Some(text) = params.extensions.filter(|t| !t.is_empty()) {
         match serde_json::from_str(&text) {
             Ok(ext) => request.extensions = ext,
-            Err(_) => {
-                return error_response(
-                    StatusCode::BAD_REQUEST,
-                    "`extensions` must be a JSON object",
-                );
-            }
+            Err(_) => return bad("`extensions` must be a JSON object."),
         }
     }
-    execute(&state, &headers, request).await
+    let http = execution::HttpContext {
+        method: Method::GET,
+        media,
+        peer: peer.ip(),
+        request_id: request_id(&headers),
+    };
+    execute(&state, &headers, request, http).await
 }
 
 /// `GET /schema.graphql`: the SDL, for code generators.

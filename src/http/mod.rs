@@ -3,6 +3,7 @@
 pub mod cache;
 pub mod execution;
 pub mod graphql;
+pub mod limits;
 pub mod health;
 pub mod router;
 

@@ -16,6 +16,7 @@ use tracing::Span;
 use super::{cache, graphql, health};
 use super::execution::Computed;
 use crate::auth::Authenticator;
+use crate::config::EdgeConfig;
 use crate::cache::flight::SingleFlight;
 use crate::cache::{Cache, Key};
 use crate::graphql::FolioSchema;
@@ -35,6 +36,8 @@ pub struct AppState {
     /// The SDL, rendered once at start-up.
     pub sdl: Arc<str>,
     pub graphiql: bool,
+    /// Edge limits (body and document size, timeout, ...).
+    pub edge: Arc<EdgeConfig>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

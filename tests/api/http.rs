@@ -82,7 +82,9 @@ async fn graphiql_can_be_turned_off() {
         .send()
         .await
         .unwrap();
-    assert_eq!(res.status(), 400);
+    // No playground, and HTML is not a GraphQL response type.
+    assert_eq!(res.status(), 406);
+    assert!(!res.text().await.unwrap().contains("graphiql"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
