@@ -11,11 +11,16 @@ use tokio::net::TcpListener;
 use crate::auth::Authenticator;
 use crate::cache::{Cache, CacheMode};
 use crate::config::{Config, DatabaseKind, Environment};
+use crate::graphql::LoginLimits;
 use crate::graphql::{Limits, SchemaData, build_schema};
 use crate::http::{AppState, router};
+use crate::ratelimit::{Rate, RateLimiter};
+use crate::redis_conn::RedisConn;
 use crate::seed::{self, SeedPlan};
 use crate::store::Store;
 use crate::telemetry::Metrics;
+use secrecy::ExposeSecret;
+use std::time::Duration;
 
 /// A started, not yet serving, Folio.
 pub struct App {
@@ -63,7 +68,35 @@ impl App {
             introspection: config.edge.introspection,
             suggestions: config.env != Environment::Production,
         };
-        let cache = Arc::new(Cache::new(&config.cache, metrics.cache.clone()).await?);
+        let redis = match &config.cache.redis_url {
+            Some(url) => {
+                let conn = RedisConn::new(url.expose_secret(), config.cache.redis_timeout)?;
+                conn.warm_up().await;
+                Some(Arc::new(conn))
+            }
+            None => None,
+        };
+        let cache = Arc::new(Cache::new(
+            &config.cache,
+            redis.clone(),
+            metrics.cache.clone(),
+        )?);
+        let limiter = Arc::new(RateLimiter::new(
+            redis,
+            &config.cache.prefix,
+            metrics.rate_limit_errors.clone(),
+        ));
+        let login_limits = LoginLimits {
+            limiter: limiter.clone(),
+            per_email: Rate {
+                interval: Duration::from_secs(15 * 60) / config.edge.login_attempts,
+                burst: config.edge.login_attempts,
+            },
+            per_address: Rate {
+                interval: Duration::from_secs(15 * 60) / (config.edge.login_attempts * 5),
+                burst: config.edge.login_attempts * 5,
+            },
+        };
         if store.kind() == DatabaseKind::Postgres && config.cache.mode == CacheMode::Memory {
             tracing::warn!(
                 "the response cache is in-process: with several instances, set REDIS_URL (or FOLIO_CACHE=off), \
@@ -80,6 +113,7 @@ impl App {
             store: store.clone(),
             auth: auth.clone(),
             cache: cache.clone(),
+            login_limits,
         };
         let schema = build_schema(Some(data), limits);
         let sdl: Arc<str> = schema.sdl().into();
@@ -89,6 +123,8 @@ impl App {
             auth,
             cache,
             flights: Arc::default(),
+            limiter,
+            rate: Rate::per_minute(config.edge.rate_per_min, config.edge.rate_burst),
             metrics,
             sdl,
             graphiql: config.graphiql,

@@ -91,9 +91,9 @@ pub struct EdgeConfig {
     pub max_directives: usize,
     /// `FOLIO_REQUEST_TIMEOUT_MS`: longest a GraphQL execution may run.
     pub request_timeout: Duration,
-    /// `FOLIO_CORS_ORIGINS`: origins allowed to call from a browser (comma-separated, `*` for any). Unset:
-    /// any origin in development, none in production.
-    pub cors_origins: Option<Vec<String>>,
+    /// `FOLIO_CORS_ORIGINS`: origins allowed to call from a browser (comma-separated, `*` for any, `none` for
+    /// no cross-origin calls). Unset: any origin in development, none in production.
+    pub cors_origins: Vec<String>,
     /// `FOLIO_INTROSPECTION`: serve `__schema`/`__type`. Unset: on in development, off in production.
     pub introspection: bool,
     /// `FOLIO_TRUSTED_PROXIES`: how many reverse proxies in front of Folio append to `X-Forwarded-For`; the
@@ -182,7 +182,7 @@ impl Default for Config {
                 max_root_fields: 20,
                 max_directives: 5,
                 request_timeout: Duration::from_secs(10),
-                cors_origins: None,
+                cors_origins: vec!["*".into()],
                 introspection: true,
                 trusted_proxies: 0,
                 rate_per_min: 1_200,
@@ -203,7 +203,7 @@ impl Config {
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
         let d = Self::default();
         let parse = |name: &str| get(name).filter(|v| !v.trim().is_empty());
-                let env = match parse("FOLIO_ENV")
+        let env = match parse("FOLIO_ENV")
             .map(|v| v.trim().to_ascii_lowercase())
             .as_deref()
         {
@@ -272,16 +272,24 @@ fn edge_from(
     d: EdgeConfig,
     production: bool,
 ) -> anyhow::Result<EdgeConfig> {
-    let cors_origins = parse("FOLIO_CORS_ORIGINS").map(|v| {
-        v.split(',')
+    let cors_origins = match parse("FOLIO_CORS_ORIGINS") {
+        Some(v) if v.trim().eq_ignore_ascii_case("none") => Vec::new(),
+        Some(v) => v
+            .split(',')
             .map(|o| o.trim().trim_end_matches('/').to_owned())
             .filter(|o| !o.is_empty())
-            .collect::<Vec<_>>()
-    });
+            .collect::<Vec<_>>(),
+        None if production => Vec::new(),
+        None => d.cors_origins,
+    };
+    for origin in &cors_origins {
+        if origin != "*" && axum::http::HeaderValue::from_str(origin).is_err() {
+            bail!("FOLIO_CORS_ORIGINS has an invalid origin `{origin}`");
+        }
+    }
     Ok(EdgeConfig {
         max_body_bytes: opt(parse, "FOLIO_MAX_BODY_BYTES")?.unwrap_or(d.max_body_bytes),
-        max_document_bytes: opt(parse, "FOLIO_MAX_DOCUMENT_BYTES")?
-            .unwrap_or(d.max_document_bytes),
+        max_document_bytes: opt(parse, "FOLIO_MAX_DOCUMENT_BYTES")?.unwrap_or(d.max_document_bytes),
         max_tokens: opt(parse, "FOLIO_MAX_TOKENS")?.unwrap_or(d.max_tokens),
         max_aliases: opt(parse, "FOLIO_MAX_ALIASES")?.unwrap_or(d.max_aliases),
         max_root_fields: opt(parse, "FOLIO_MAX_ROOT_FIELDS")?.unwrap_or(d.max_root_fields),

@@ -38,6 +38,8 @@ pub enum AppError {
     },
     /// A dependency (the database) cannot serve right now; retrying later may work.
     Unavailable(String),
+    /// Too many requests from this caller; retry after this many seconds.
+    RateLimited { retry_after_secs: u64 },
     /// Anything else: logged in full, shown to the client only as a masked message.
     Internal(anyhow::Error),
 }
@@ -63,6 +65,7 @@ impl AppError {
             Self::NotFound(_) => "NOT_FOUND",
             Self::Conflict { .. } => "CONFLICT",
             Self::Unavailable(_) => "SERVICE_UNAVAILABLE",
+            Self::RateLimited { .. } => "RATE_LIMITED",
             Self::Internal(_) => "INTERNAL_SERVER_ERROR",
         }
     }
@@ -76,6 +79,7 @@ impl AppError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -88,6 +92,9 @@ impl AppError {
             | Self::Forbidden(m)
             | Self::NotFound(m)
             | Self::Unavailable(m) => m.clone(),
+            Self::RateLimited { retry_after_secs } => {
+                format!("Too many requests; retry in {retry_after_secs} s.")
+            }
             Self::Internal(_) => "Internal server error".to_owned(),
         }
     }
@@ -182,6 +189,9 @@ impl AppError {
             Self::Forbidden(m) => Self::Forbidden(m.clone()),
             Self::NotFound(m) => Self::NotFound(m.clone()),
             Self::Unavailable(m) => Self::Unavailable(m.clone()),
+            Self::RateLimited { retry_after_secs } => Self::RateLimited {
+                retry_after_secs: *retry_after_secs,
+            },
             Self::Internal(e) => Self::Internal(anyhow::anyhow!("{e:#}")),
         }
     }
@@ -209,8 +219,15 @@ impl From<AppError> for async_graphql::Error {
         let message = err.public_message();
         let code = err.code();
         let field_errors = err.field_errors().cloned();
+        let retry_after = match err {
+            AppError::RateLimited { retry_after_secs } => Some(retry_after_secs),
+            _ => None,
+        };
         async_graphql::Error::new(message).extend_with(|_, ext| {
             ext.set("code", code);
+            if let Some(secs) = retry_after {
+                ext.set("retryAfter", secs);
+            }
             if let Some(fields) = field_errors {
                 let map: async_graphql::indexmap::IndexMap<
                     async_graphql::Name,
@@ -237,6 +254,12 @@ impl IntoResponse for AppError {
         let body = serde_json::json!({
             "error": { "code": self.code(), "message": self.public_message() }
         });
-        (self.status(), axum::Json(body)).into_response()
+        let mut response = (self.status(), axum::Json(body)).into_response();
+        if let Self::RateLimited { retry_after_secs } = self {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, retry_after_secs.into());
+        }
+        response
     }
 }

@@ -7,6 +7,7 @@
 //! - `graphql`: the async-graphql schema, one folder per domain, with per-request batched loaders.
 //! - `store`: every SQL statement, for SQLite (embedded default) and PostgreSQL (production).
 //! - `error`: `AppError`, one error type with stable codes for GraphQL and HTTP.
+//! - `ratelimit`, `redis_conn`: per-caller token buckets, and the Redis connection they share with the cache.
 //! - `config`, `telemetry`, `app`, `cli`, `seed`: settings, logs and metrics, wiring, commands, demo data.
 
 pub mod app;
@@ -17,6 +18,8 @@ pub mod config;
 pub mod error;
 pub mod graphql;
 pub mod http;
+pub mod ratelimit;
+pub mod redis_conn;
 pub mod seed;
 pub mod store;
 pub mod telemetry;

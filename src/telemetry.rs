@@ -42,6 +42,10 @@ pub struct Metrics {
     pub http_duration: Histogram,
     /// `folio_cache_{hits,misses,bypass,purged,errors}_total`.
     pub cache: CacheMetrics,
+    /// `folio_rate_limited_total`: requests refused with 429.
+    pub rate_limited: IntCounter,
+    /// `folio_rate_limit_errors_total`: limiter calls that could not reach Redis (and were allowed).
+    pub rate_limit_errors: IntCounter,
 }
 
 impl Metrics {
@@ -90,6 +94,14 @@ impl Metrics {
                 "Failed cache backend calls (Redis unreachable, timeouts)",
             )?,
         };
+        let rate_limited = counter(
+            "folio_rate_limited_total",
+            "Requests refused by a rate limit",
+        )?;
+        let rate_limit_errors = counter(
+            "folio_rate_limit_errors_total",
+            "Rate limiter calls that failed (Redis unreachable) and were allowed",
+        )?;
         registry.register(Box::new(db_statements.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
@@ -99,6 +111,8 @@ impl Metrics {
             http_requests,
             http_duration,
             cache,
+            rate_limited,
+            rate_limit_errors,
         })
     }
 

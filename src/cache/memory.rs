@@ -76,7 +76,13 @@ impl MemoryCache {
         }
     }
 
-    pub fn store(&self, key: Key, entry: Entry, tags: Vec<String>, snapshot: &Snapshot) -> bool {
+    pub fn store(
+        &self,
+        key: Key,
+        entry: Entry,
+        tags: Vec<String>,
+        snapshot: &Snapshot,
+    ) -> Option<Snapshot> {
         let mut state = self.state();
         let stale = tags.iter().any(|t| {
             state
@@ -85,7 +91,7 @@ impl MemoryCache {
                 .is_some_and(|(seq, _)| *seq > snapshot.seq)
         });
         if stale {
-            return false;
+            return None;
         }
         self.entries.insert(key, entry);
         for tag in tags {
@@ -105,7 +111,10 @@ impl MemoryCache {
             });
             state.indexed = state.index.values().map(HashSet::len).sum();
         }
-        true
+        Some(Snapshot {
+            seq: state.seq,
+            epoch: None,
+        })
     }
 
     pub fn purge(&self, tags: &[String]) -> u64 {
@@ -153,17 +162,38 @@ mod tests {
         let cache = MemoryCache::new(1 << 20);
         let (a, b) = (Key([1; 32]), Key([2; 32]));
         let before = cache.begin();
-        assert!(cache.store(a, entry(), vec!["Post:1".into()], &before));
-        assert!(cache.store(b, entry(), vec!["Post:2".into()], &before));
+        assert!(
+            cache
+                .store(a, entry(), vec!["Post:1".into()], &before)
+                .is_some()
+        );
+        assert!(
+            cache
+                .store(b, entry(), vec!["Post:2".into()], &before)
+                .is_some()
+        );
         assert_eq!(cache.purge(&["Post:1".into()]), 1);
         assert!(cache.get(&[a]).is_none());
         assert!(cache.get(&[b]).is_some());
         // An execution that began before the purge may not store under the purged tag, but may under others.
-        assert!(!cache.store(a, entry(), vec!["Post:1".into()], &before));
-        assert!(cache.store(a, entry(), vec!["Post:3".into()], &before));
+        assert!(
+            cache
+                .store(a, entry(), vec!["Post:1".into()], &before)
+                .is_none()
+        );
+        // Checked fresh up to the purge, which a request arriving after it can rely on.
+        let fresh = cache
+            .store(a, entry(), vec!["Post:3".into()], &before)
+            .unwrap();
+        assert!(fresh.covers(&cache.begin()));
+        assert!(!before.covers(&cache.begin()));
         // One that began after it may.
         let after = cache.begin();
-        assert!(cache.store(a, entry(), vec!["Post:1".into()], &after));
+        assert!(
+            cache
+                .store(a, entry(), vec!["Post:1".into()], &after)
+                .is_some()
+        );
         assert_eq!(cache.purge(&["Post:1".into(), "Post:3".into()]), 1);
     }
 }

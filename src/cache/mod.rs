@@ -29,6 +29,7 @@ use prometheus::IntCounter;
 pub use key::{Key, KeyBase, Scope};
 
 use crate::error::AppError;
+use crate::redis_conn::RedisConn;
 
 /// The longest any entry lives, whatever its hints say.
 pub const MAX_TTL: Duration = Duration::from_secs(3600);
@@ -96,13 +97,22 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Where an execution started, in purge order: storing its result is refused if a tag it read was purged since.
+/// A point in purge order: where an execution started (storing its result is refused if a tag it read was
+/// purged since), or up to when a stored result was checked fresh.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
     seq: u64,
     /// Redis only: the identity of the Redis data set, so a Redis that restarted (and forgot its purges) in
     /// between is noticed.
     epoch: Option<String>,
+}
+
+impl Snapshot {
+    /// Whether a result fresh as of `self` is fresh enough for a request that arrived at `arrival`: no purge
+    /// can have happened between the two without being accounted for.
+    pub fn covers(&self, arrival: &Snapshot) -> bool {
+        self.epoch == arrival.epoch && self.seq >= arrival.seq
+    }
 }
 
 /// The answer of a lookup.
@@ -214,20 +224,23 @@ pub struct Cache {
 }
 
 impl Cache {
-    pub async fn new(config: &CacheConfig, metrics: CacheMetrics) -> anyhow::Result<Self> {
+    /// The cache `config` asks for; `redis` is the shared connection when `REDIS_URL` is set.
+    pub fn new(
+        config: &CacheConfig,
+        redis: Option<std::sync::Arc<RedisConn>>,
+        metrics: CacheMetrics,
+    ) -> anyhow::Result<Self> {
         let backend = match config.mode {
             CacheMode::Off => None,
             CacheMode::Memory => Some(Backend::Memory(memory::MemoryCache::new(config.max_bytes))),
             CacheMode::Redis => {
-                use secrecy::ExposeSecret;
-                let url = config
-                    .redis_url
-                    .as_ref()
-                    .ok_or_else(|| anyhow::anyhow!("FOLIO_CACHE=redis needs REDIS_URL"))?;
-                let url = url.expose_secret();
-                Some(Backend::Redis(
-                    redis::RedisCache::new(url, config, metrics.errors.clone()).await?,
-                ))
+                let redis =
+                    redis.ok_or_else(|| anyhow::anyhow!("FOLIO_CACHE=redis needs REDIS_URL"))?;
+                Some(Backend::Redis(redis::RedisCache::new(
+                    redis,
+                    config,
+                    metrics.errors.clone(),
+                )))
             }
         };
         let ttl = u32::try_from(config.ttl.min(MAX_TTL).as_secs()).unwrap_or(60);
@@ -256,8 +269,8 @@ impl Cache {
         &self.metrics
     }
 
-    /// Looks for the public entry, then the caller's own. Counts hits and misses (not bypasses: the caller
-    /// counts those once per request).
+    /// Looks for the public entry, then the caller's own. Counts hits (misses and bypasses are counted by the
+    /// caller, once it knows the request is a query).
     pub async fn lookup(&self, base: &KeyBase, viewer: &Scope) -> Lookup {
         let keys = [base.key(&Scope::Public), base.key(viewer)];
         let found = match &self.backend {
@@ -265,10 +278,8 @@ impl Cache {
             Some(Backend::Memory(m)) => Lookup::from(m.get(&keys)),
             Some(Backend::Redis(r)) => r.get(&keys).await,
         };
-        match &found {
-            Lookup::Hit(_) => self.metrics.hits.inc(),
-            Lookup::Miss => self.metrics.misses.inc(),
-            Lookup::Bypass => {}
+        if let Lookup::Hit(_) = &found {
+            self.metrics.hits.inc();
         }
         found
     }
@@ -282,17 +293,17 @@ impl Cache {
         }
     }
 
-    /// Stores `entry` under `key` with `tags`, unless one of the tags was purged since `snapshot`. Returns
-    /// whether it was stored.
+    /// Stores `entry` under `key` with `tags`, unless one of the tags was purged since `snapshot`. Returns the
+    /// point in purge order up to which the entry was checked fresh, or `None` if it was not stored.
     pub async fn store(
         &self,
         key: Key,
         entry: Entry,
         tags: Vec<String>,
         snapshot: Snapshot,
-    ) -> bool {
+    ) -> Option<Snapshot> {
         match &self.backend {
-            None => false,
+            None => None,
             Some(Backend::Memory(m)) => m.store(key, entry, tags, &snapshot),
             Some(Backend::Redis(r)) => r.store(key, entry, tags, &snapshot).await,
         }

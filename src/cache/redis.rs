@@ -12,20 +12,19 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use prometheus::IntCounter;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 
 use super::{CacheConfig, Entry, Key, Lookup, MAX_TTL, Snapshot};
 use crate::error::AppError;
+use crate::redis_conn::RedisConn;
 
 /// How long a tag's purge sequence number is remembered: far longer than any execution may run.
 const GEN_TTL_SECS: u64 = 3600;
 /// Lifetime of the purge counter and the epoch, refreshed by every use; they always expire together.
 const META_TTL_SECS: u64 = 24 * 3600;
-/// Least time between two attempts to (re)connect.
-const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 
 // KEYS: seq, epoch. ARGV: a fresh epoch (used if there is none), ttl. `seq` and `epoch` always expire together.
 const BEGIN: &str = r"
@@ -35,22 +34,23 @@ redis.call('EXPIRE', KEYS[2], ARGV[2])
 return {redis.call('GET', KEYS[1]) or '0', redis.call('GET', KEYS[2])}
 ";
 
-// KEYS: entry, epoch, g:<tag> x n, t:<tag> x n. ARGV: start seq, epoch, ttl, value, n, tag-set ttl.
+// KEYS: entry, epoch, seq, g:<tag> x n, t:<tag> x n. ARGV: start seq, epoch, ttl, value, n, tag-set ttl.
+// Returns {1, seq now} when stored (the entry is fresh as of that seq), {0, '0'} when refused.
 const STORE: &str = r"
-if redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
+if redis.call('GET', KEYS[2]) ~= ARGV[2] then return {0, '0'} end
 local n = tonumber(ARGV[5])
 local start = tonumber(ARGV[1])
 for i = 1, n do
-  local g = redis.call('GET', KEYS[2 + i])
-  if g and tonumber(g) > start then return 0 end
+  local g = redis.call('GET', KEYS[3 + i])
+  if g and tonumber(g) > start then return {0, '0'} end
 end
 redis.call('SET', KEYS[1], ARGV[4], 'EX', ARGV[3])
 for i = 1, n do
-  local set = KEYS[2 + n + i]
+  local set = KEYS[3 + n + i]
   redis.call('SADD', set, KEYS[1])
   redis.call('EXPIRE', set, ARGV[6])
 end
-return 1
+return {1, redis.call('GET', KEYS[3]) or '0'}
 ";
 
 // KEYS: seq, epoch, g:<tag> x n, t:<tag> x n. ARGV: n, gen ttl, fresh epoch, meta ttl. Returns how many entries
@@ -75,12 +75,8 @@ return dropped
 ";
 
 pub struct RedisCache {
-    client: redis::Client,
-    manager_config: ConnectionManagerConfig,
-    conn: Mutex<Option<ConnectionManager>>,
-    connecting: tokio::sync::Mutex<Option<Instant>>,
+    redis: Arc<RedisConn>,
     prefix: String,
-    timeout: Duration,
     /// Tags whose purge could not be delivered yet.
     pending: Mutex<HashSet<String>>,
     begin: redis::Script,
@@ -89,43 +85,21 @@ pub struct RedisCache {
     errors: IntCounter,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct Unavailable(String);
-
 impl RedisCache {
-    /// Opens the client. An unreachable Redis at start is logged, not fatal: the service answers from the
-    /// database until Redis can be reached.
-    pub async fn new(
-        url: &str,
-        config: &CacheConfig,
-        errors: IntCounter,
-    ) -> anyhow::Result<Arc<Self>> {
-        let client = redis::Client::open(url)
-            .map_err(|e| anyhow::anyhow!("REDIS_URL is not a valid Redis URL: {e}"))?;
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.redis_timeout))
-            .set_response_timeout(Some(config.redis_timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
+    /// The cache on `redis`. An unreachable Redis is not fatal: the service answers from the database until
+    /// Redis can be reached.
+    pub fn new(redis: Arc<RedisConn>, config: &CacheConfig, errors: IntCounter) -> Arc<Self> {
         let cache = Arc::new(Self {
-            client,
-            manager_config,
-            conn: Mutex::new(None),
-            connecting: tokio::sync::Mutex::new(None),
+            redis,
             prefix: config.prefix.clone(),
-            timeout: config.redis_timeout,
             pending: Mutex::new(HashSet::new()),
             begin: redis::Script::new(BEGIN),
             store: redis::Script::new(STORE),
             purge: redis::Script::new(PURGE),
             errors,
         });
-        if let Err(err) = cache.connection().await {
-            tracing::warn!(error = %err, "Redis is unreachable at start; serving without the cache until it is back");
-        }
         tokio::spawn(deliver_pending(Arc::downgrade(&cache)));
-        Ok(cache)
+        cache
     }
 
     fn key(&self, kind: &str, name: &str) -> String {
@@ -136,32 +110,7 @@ impl RedisCache {
         format!("{}{name}", self.prefix)
     }
 
-    async fn connection(&self) -> Result<ConnectionManager, Unavailable> {
-        if let Some(conn) = self.conn.lock().unwrap_or_else(|p| p.into_inner()).clone() {
-            return Ok(conn);
-        }
-        // One task connects at a time, at most once a second; the others answer from the database meanwhile.
-        let Ok(mut last) = self.connecting.try_lock() else {
-            return Err(Unavailable("connecting to Redis".into()));
-        };
-        if last.is_some_and(|at| at.elapsed() < RECONNECT_EVERY) {
-            return Err(Unavailable("Redis was unreachable a moment ago".into()));
-        }
-        *last = Some(Instant::now());
-        let connect =
-            ConnectionManager::new_with_config(self.client.clone(), self.manager_config.clone());
-        match tokio::time::timeout(self.timeout * 4, connect).await {
-            Ok(Ok(conn)) => {
-                *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
-                tracing::info!("connected to Redis");
-                Ok(conn)
-            }
-            Ok(Err(err)) => Err(Unavailable(format!("cannot connect to Redis: {err}"))),
-            Err(_) => Err(Unavailable("connecting to Redis timed out".into())),
-        }
-    }
-
-    /// Runs one Redis call with the timeout, counting and logging failures.
+    /// Runs one Redis call, counting and logging failures.
     async fn call<T, F>(
         &self,
         what: &'static str,
@@ -170,17 +119,14 @@ impl RedisCache {
     where
         F: Future<Output = redis::RedisResult<T>>,
     {
-        let result = match self.connection().await {
-            Ok(conn) => match tokio::time::timeout(self.timeout, f(conn)).await {
-                Ok(Ok(value)) => return Some(value),
-                Ok(Err(err)) => err.to_string(),
-                Err(_) => "timed out".to_owned(),
-            },
-            Err(err) => err.0,
-        };
-        self.errors.inc();
-        tracing::warn!(error = %result, operation = what, "Redis call failed; answering without the cache");
-        None
+        match self.redis.call(f).await {
+            Ok(value) => Some(value),
+            Err(error) => {
+                self.errors.inc();
+                tracing::warn!(%error, operation = what, "Redis call failed; answering without the cache");
+                None
+            }
+        }
     }
 
     fn has_pending(&self) -> bool {
@@ -241,13 +187,12 @@ impl RedisCache {
         entry: Entry,
         tags: Vec<String>,
         snapshot: &Snapshot,
-    ) -> bool {
-        let Some(epoch) = snapshot.epoch.clone() else {
-            return false;
-        };
+    ) -> Option<Snapshot> {
+        let epoch = snapshot.epoch.clone()?;
         let ttl = u64::from(entry.max_age).min(MAX_TTL.as_secs());
         let mut invocation = self.store.key(self.key("e", &key.hex()));
         invocation.key(self.meta("epoch"));
+        invocation.key(self.meta("seq"));
         for tag in &tags {
             invocation.key(self.key("g", tag));
         }
@@ -261,12 +206,18 @@ impl RedisCache {
             .arg(entry.encode())
             .arg(tags.len())
             .arg(MAX_TTL.as_secs() + 60);
-        let stored: Option<i64> = self
+        let stored: Option<(i64, String)> = self
             .call("store", |mut conn| async move {
                 invocation.invoke_async(&mut conn).await
             })
             .await;
-        stored == Some(1)
+        match stored {
+            Some((1, seq)) => Some(Snapshot {
+                seq: seq.parse().ok()?,
+                epoch: snapshot.epoch.clone(),
+            }),
+            _ => None,
+        }
     }
 
     pub async fn purge(&self, tags: &[String]) -> Result<u64, AppError> {

@@ -14,4 +14,4 @@ pub mod schema;
 pub mod users;
 pub mod validation;
 
-pub use schema::{FolioSchema, Limits, SchemaData, build_schema};
+pub use schema::{FolioSchema, Limits, LoginLimits, SchemaData, build_schema};

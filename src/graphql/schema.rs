@@ -10,6 +10,7 @@ use crate::graphql::cache::CacheMutation;
 use crate::graphql::comments::CommentMutation;
 use crate::graphql::posts::{PostMutation, PostQuery};
 use crate::graphql::users::{UserMutation, UserQuery};
+use crate::ratelimit::{Rate, RateLimiter};
 use crate::store::Store;
 
 /// Every query field, merged from the domain folders. Named `Query`, as clients and federation gateways expect.
@@ -30,6 +31,16 @@ pub struct SchemaData {
     pub store: Store,
     pub auth: Arc<Authenticator>,
     pub cache: Arc<Cache>,
+    pub login_limits: LoginLimits,
+}
+
+/// How often `login` may be tried: per email (against guessing one account's password) and per client address
+/// (against trying many accounts).
+#[derive(Clone)]
+pub struct LoginLimits {
+    pub limiter: Arc<RateLimiter>,
+    pub per_email: Rate,
+    pub per_address: Rate,
 }
 
 /// Static limits applied to every operation before it runs.
@@ -61,7 +72,11 @@ pub fn build_schema(data: Option<SchemaData>, limits: Limits) -> FolioSchema {
         builder = builder.disable_suggestions();
     }
     if let Some(data) = data {
-        builder = builder.data(data.store).data(data.auth).data(data.cache);
+        builder = builder
+            .data(data.store)
+            .data(data.auth)
+            .data(data.cache)
+            .data(data.login_limits);
     }
     builder.finish()
 }

@@ -26,7 +26,9 @@ pub async fn purge(
     let viewer = state.auth.viewer(authorization).await?;
     viewer.require_user()?;
     if !viewer.is_admin() {
-        return Err(AppError::Forbidden("Only admins may purge the cache.".into()));
+        return Err(AppError::Forbidden(
+            "Only admins may purge the cache.".into(),
+        ));
     }
     let Json(body) = body.map_err(|e| {
         AppError::bad_input(format!(

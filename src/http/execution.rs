@@ -58,8 +58,8 @@ impl MediaType {
 pub struct HttpContext {
     pub method: Method,
     pub media: MediaType,
-    /// The connection's peer (the client, or the nearest proxy).
-    pub peer: IpAddr,
+    /// The client's address (see `FOLIO_TRUSTED_PROXIES`).
+    pub client: IpAddr,
     pub request_id: String,
 }
 
@@ -70,6 +70,10 @@ pub struct Computed {
     /// The execution failed before producing data (parse or validation error): a request error.
     request_error: bool,
     timed_out: bool,
+    /// A resolver refused with `RATE_LIMITED` (`login`): answer 429 with this `Retry-After`.
+    retry_after: Option<u64>,
+    /// Up to when in purge order this result is known fresh; `None`: not known (do not share it).
+    valid: Option<crate::cache::Snapshot>,
 }
 
 /// How the response was produced, for `X-Cache`.
@@ -99,11 +103,20 @@ pub async fn run(
     http: HttpContext,
 ) -> HttpResponse {
     if let Err(e) = limits::check_text(&request.query, &state.edge) {
-        return request_error(http.media.request_error_status(), e.code, &e.message, http.media);
+        return request_error(
+            http.media.request_error_status(),
+            e.code,
+            &e.message,
+            http.media,
+        );
     }
     let cache = &state.cache;
     let variables = serde_json::to_vec(&request.variables).unwrap_or_default();
-    let base = KeyBase::new(&request.query, request.operation_name.as_deref(), &variables);
+    let base = KeyBase::new(
+        &request.query,
+        request.operation_name.as_deref(),
+        &variables,
+    );
     let scope = match &viewer {
         Viewer::Anonymous => Scope::Anonymous,
         Viewer::User { id, .. } => Scope::User(*id),
@@ -121,7 +134,12 @@ pub async fn run(
         Ok(doc) => match limits::check_document(doc, operation_name.as_deref(), &state.edge) {
             Ok(kind) => kind,
             Err(e) => {
-                return request_error(http.media.request_error_status(), e.code, &e.message, http.media);
+                return request_error(
+                    http.media.request_error_status(),
+                    e.code,
+                    &e.message,
+                    http.media,
+                );
             }
         },
         // Execution reports the parse error in the usual shape.
@@ -145,20 +163,75 @@ pub async fn run(
     if !cache.enabled() {
         return uncached(state, headers, request, viewer, &http).await;
     }
+    // Where this request stands in purge order, before anything is read: purges from now on make its result
+    // unstorable, and a shared result must be at least this fresh.
+    let arrival = if bypass { None } else { cache.begin().await };
+    let Some(arrival) = arrival else {
+        // Without the cache's view of purges, a running execution cannot be shown to be fresh enough to
+        // share: execute alone.
+        cache.metrics().bypass.inc();
+        let computed = compute(
+            state.clone(),
+            request,
+            viewer,
+            base,
+            scope,
+            None,
+            http.request_id,
+        )
+        .await;
+        return respond(
+            headers,
+            &computed.entry,
+            Outcome::of(&computed),
+            Source::Bypass,
+            http.media,
+        );
+    };
+    cache.metrics().misses.inc();
     let flight_key = base.key(&scope);
-    let work = compute(state.clone(), request, viewer, base, scope, http.request_id.clone());
-    match state.flights.run(flight_key, work).await {
-        (Some(computed), _) => {
-            let source = if bypass {
-                cache.metrics().bypass.inc();
-                Source::Bypass
-            } else {
-                Source::Miss
-            };
-            respond(headers, &computed.entry, Outcome::of(&computed), source, http.media)
+    // Kept in case a shared result turns out too old for this request (rare): it then executes on its own.
+    let mut again =
+        async_graphql::Request::new(request.query.clone()).variables(request.variables.clone());
+    again.operation_name = request.operation_name.clone();
+    again.extensions = request.extensions.clone();
+    let work = compute(
+        state.clone(),
+        request,
+        viewer.clone(),
+        base.clone(),
+        scope.clone(),
+        Some(arrival.clone()),
+        http.request_id.clone(),
+    );
+    let computed = match state.flights.run(flight_key, work).await {
+        (Some(computed), true) => computed,
+        // Another request's execution: usable only if it is known fresh as of this request's arrival (it may
+        // have started before a mutation that returned before this request came in).
+        (Some(computed), false) if computed.valid.as_ref().is_some_and(|v| v.covers(&arrival)) => {
+            computed
         }
-        (None, _) => internal_error(http.media),
-    }
+        (Some(_), false) => {
+            compute(
+                state.clone(),
+                again,
+                viewer,
+                base,
+                scope,
+                Some(arrival),
+                http.request_id,
+            )
+            .await
+        }
+        (None, _) => return internal_error(http.media),
+    };
+    respond(
+        headers,
+        &computed.entry,
+        Outcome::of(&computed),
+        Source::Miss,
+        http.media,
+    )
 }
 
 /// Executes with the request's loaders inside the execution timeout. `None` when it ran out of time: the
@@ -186,18 +259,18 @@ async fn execute(
     }
 }
 
-/// Executes a query on a miss, and stores the result if it may be cached.
+/// Executes a query on a miss, and stores the result if it may be cached. `snapshot` is where the request
+/// stood in purge order before anything was read (`None`: the cache cannot tell; nothing is stored).
 async fn compute(
     state: AppState,
     request: async_graphql::Request,
     viewer: Viewer,
     base: KeyBase,
     scope: Scope,
+    snapshot: Option<crate::cache::Snapshot>,
     request_id: String,
 ) -> Arc<Computed> {
     let tracker = Arc::new(Tracker::default());
-    // Before anything is read: purges from now on make this result unstorable.
-    let snapshot = state.cache.begin().await;
     let request = request.data(viewer).data(Arc::clone(&tracker));
     let Some(response) = execute(&state, request, &request_id).await else {
         return Arc::new(timed_out(&state));
@@ -207,20 +280,30 @@ async fn compute(
     let public = response.cache_control.public && !tracker.viewer_dependent();
     let request_error = is_request_error(&response);
     let entry = entry_for(&response, max_age, public, request_error);
-    if cacheable {
-        if let Some(snapshot) = snapshot {
-            let key = base.key(if public { &Scope::Public } else { &scope });
-            state
-                .cache
-                .store(key, entry.clone(), tracker.take_tags(), snapshot)
-                .await;
-        }
+    // Not stored (errors): fresh as of the start, like any execution.
+    let mut valid = snapshot.clone();
+    if let (true, Some(snapshot)) = (cacheable, snapshot) {
+        let mut tags = tracker.take_tags();
+        let key = if public {
+            base.key(&Scope::Public)
+        } else {
+            // A private answer also depends on who the caller is (their role decides what they may read), so
+            // a change to the caller's account, such as a promotion or demotion, must drop it too.
+            if let Scope::User(id) = scope {
+                tags.push(crate::cache::tags::user(id));
+            }
+            base.key(&scope)
+        };
+        // Stored: checked fresh up to the store. Refused: a tag it read was purged while it ran.
+        valid = state.cache.store(key, entry.clone(), tags, snapshot).await;
     }
     Arc::new(Computed {
         entry,
         cacheable,
         request_error,
         timed_out: false,
+        retry_after: None,
+        valid,
     })
 }
 
@@ -236,7 +319,7 @@ async fn uncached(
     let purges = Arc::new(Purges::default());
     let request = request
         .data(viewer)
-        .data(ClientAddr(http.peer))
+        .data(ClientAddr(http.client))
         .data(Arc::clone(&purges));
     let response = execute(state, request, &http.request_id).await;
     // Purged even after a timeout: a mutation may have committed before the clock ran out.
@@ -254,11 +337,19 @@ async fn uncached(
                 cacheable: false,
                 request_error,
                 timed_out: false,
+                retry_after: retry_after(&response),
+                valid: None,
             }
         }
         None => timed_out(state),
     };
-    respond(headers, &computed.entry, Outcome::of(&computed), Source::Bypass, http.media)
+    respond(
+        headers,
+        &computed.entry,
+        Outcome::of(&computed),
+        Source::Bypass,
+        http.media,
+    )
 }
 
 /// The client's address as the connection sees it, for per-address limits inside resolvers (`login`).
@@ -282,7 +373,24 @@ fn timed_out(state: &AppState) -> Computed {
         cacheable: false,
         request_error: false,
         timed_out: true,
+        retry_after: None,
+        valid: None,
     }
+}
+
+/// The `retryAfter` of a `RATE_LIMITED` error in the response, if any.
+fn retry_after(response: &async_graphql::Response) -> Option<u64> {
+    response.errors.iter().find_map(|e| {
+        let ext = e.extensions.as_ref()?;
+        match (ext.get("code"), ext.get("retryAfter")) {
+            (Some(async_graphql::Value::String(code)), Some(async_graphql::Value::Number(n)))
+                if code == "RATE_LIMITED" =>
+            {
+                n.as_u64()
+            }
+            _ => None,
+        }
+    })
 }
 
 /// A request error: no data, and errors that are about the request rather than a field (parse, validation).
@@ -297,6 +405,7 @@ struct Outcome {
     cacheable: bool,
     request_error: bool,
     timed_out: bool,
+    retry_after: Option<u64>,
 }
 
 impl Outcome {
@@ -305,6 +414,7 @@ impl Outcome {
             cacheable: true,
             request_error: false,
             timed_out: false,
+            retry_after: None,
         }
     }
 
@@ -313,6 +423,7 @@ impl Outcome {
             cacheable: c.cacheable,
             request_error: c.request_error,
             timed_out: c.timed_out,
+            retry_after: c.retry_after,
         }
     }
 }
@@ -366,6 +477,8 @@ fn respond(
         StatusCode::NOT_MODIFIED
     } else if outcome.timed_out {
         StatusCode::GATEWAY_TIMEOUT
+    } else if outcome.retry_after.is_some() {
+        StatusCode::TOO_MANY_REQUESTS
     } else if outcome.request_error {
         media.request_error_status()
     } else {
@@ -384,15 +497,16 @@ fn respond(
     if let Ok(v) = HeaderValue::from_str(&cache_control) {
         h.insert(header::CACHE_CONTROL, v);
     }
-    if cacheable {
-        if let Ok(v) = HeaderValue::from_str(&entry.etag) {
-            h.insert(header::ETAG, v);
-        }
+    if let (true, Ok(v)) = (cacheable, HeaderValue::from_str(&entry.etag)) {
+        h.insert(header::ETAG, v);
     }
     if matches!(source, Source::Hit) {
         h.insert(header::AGE, HeaderValue::from(entry.age()));
     }
     h.insert("x-cache", source.header());
+    if let Some(secs) = outcome.retry_after {
+        h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
     response
 }
 

@@ -22,9 +22,14 @@ use axum::response::{Html, IntoResponse, Response as HttpResponse};
 use serde::Deserialize;
 use serde_json::Value as Json;
 
+use std::net::IpAddr;
+use std::time::Duration;
+
 use super::AppState;
 use super::execution::{self, MediaType};
+use crate::auth::Viewer;
 use crate::error::AppError;
+use crate::ratelimit::Decision;
 
 /// A request-level error in the GraphQL response shape, in the negotiated media type.
 pub(crate) fn request_error(
@@ -33,7 +38,8 @@ pub(crate) fn request_error(
     message: &str,
     media: MediaType,
 ) -> HttpResponse {
-    let body = serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
+    let body =
+        serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
     let mut response = (status, body.to_string()).into_response();
     response
         .headers_mut()
@@ -42,7 +48,7 @@ pub(crate) fn request_error(
 }
 
 /// The response type the client accepts, or the 406 to send.
-fn negotiate(headers: &HeaderMap) -> Result<MediaType, HttpResponse> {
+fn negotiate(headers: &HeaderMap) -> Result<MediaType, Box<HttpResponse>> {
     let Some(accept) = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) else {
         return Ok(MediaType::Json);
     };
@@ -68,12 +74,12 @@ fn negotiate(headers: &HeaderMap) -> Result<MediaType, HttpResponse> {
     if json || any {
         Ok(MediaType::Json)
     } else {
-        Err(request_error(
+        Err(Box::new(request_error(
             StatusCode::NOT_ACCEPTABLE,
             "NOT_ACCEPTABLE",
             "Accept application/graphql-response+json or application/json.",
             MediaType::Json,
-        ))
+        )))
     }
 }
 
@@ -99,7 +105,54 @@ async fn execute(
         Ok(viewer) => viewer,
         Err(err) => return unauthenticated(err, &http.request_id),
     };
+    if let Some(rate) = state.rate {
+        let key = match &viewer {
+            Viewer::User { id, .. } => format!("user:{id}"),
+            Viewer::Anonymous => format!("ip:{}", http.client),
+        };
+        if let Decision::Limited(wait) = state.limiter.check(&key, rate).await {
+            state.metrics.rate_limited.inc();
+            return rate_limited(wait, http.media);
+        }
+    }
     execution::run(state, headers, request, viewer, http).await
+}
+
+/// 429 with `Retry-After` (whole seconds, rounded up) and the code `RATE_LIMITED`.
+pub(crate) fn rate_limited(wait: Duration, media: MediaType) -> HttpResponse {
+    let secs = wait.as_millis().div_ceil(1000).max(1) as u64;
+    let mut response = request_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "RATE_LIMITED",
+        &format!("Too many requests; retry in {secs} s."),
+        media,
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    response
+}
+
+/// The client's address: the connection's peer, or, behind `trusted` reverse proxies, the address the
+/// outermost trusted proxy saw (that many entries from the right of `X-Forwarded-For`). Entries further left
+/// were written by the client and prove nothing.
+fn client_address(headers: &HeaderMap, peer: IpAddr, trusted: usize) -> IpAddr {
+    if trusted == 0 {
+        return peer;
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .collect();
+    hops.len()
+        .checked_sub(trusted)
+        .and_then(|i| hops.get(i))
+        .and_then(|h| h.parse().ok())
+        .unwrap_or(peer)
 }
 
 /// The answer to a request whose credentials failed: 401 with one `UNAUTHENTICATED` error (or 503 when the
@@ -183,9 +236,10 @@ pub async fn post(
 ) -> HttpResponse {
     let media = match negotiate(&headers) {
         Ok(media) => media,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
-    let bad = |code: &str, message: &str| request_error(StatusCode::BAD_REQUEST, code, message, media);
+    let bad =
+        |code: &str, message: &str| request_error(StatusCode::BAD_REQUEST, code, message, media);
     if !is_json(&headers) {
         return request_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -220,7 +274,12 @@ pub async fn post(
                 "Batched requests are not supported; send one operation per request.",
             );
         }
-        _ => return bad("BAD_REQUEST", "The body must be a JSON object with a `query`."),
+        _ => {
+            return bad(
+                "BAD_REQUEST",
+                "The body must be a JSON object with a `query`.",
+            );
+        }
     };
     let query = match object.remove("query") {
         Some(Json::String(query)) => query,
@@ -251,7 +310,7 @@ pub async fn post(
     let http = execution::HttpContext {
         method: Method::POST,
         media,
-        peer: peer.ip(),
+        client: client_address(&headers, peer.ip(), state.edge.trusted_proxies),
         request_id: request_id(&headers),
     };
     execute(&state, &headers, request, http).await
@@ -259,7 +318,10 @@ pub async fn post(
 
 /// `Content-Type: application/json` (any `charset` must be UTF-8).
 fn is_json(headers: &HeaderMap) -> bool {
-    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
     let mut parts = value.split(';');
@@ -306,7 +368,7 @@ pub async fn get(
     }
     let media = match negotiate(&headers) {
         Ok(media) => media,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let bad = |message: &str| request_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", message, media);
     let Ok(Query(params)) = params else {
@@ -336,7 +398,7 @@ pub async fn get(
     let http = execution::HttpContext {
         method: Method::GET,
         media,
-        peer: peer.ip(),
+        client: client_address(&headers, peer.ip(), state.edge.trusted_proxies),
         request_id: request_id(&headers),
     };
     execute(&state, &headers, request, http).await

@@ -1,10 +1,8 @@
 //! Document limits checked before execution, beyond async-graphql's own (depth, complexity, directives): size,
 //! token count, aliases and root fields. They bound the work a single request can ask for, whatever its shape.
 
-use async_graphql::parser::types::{
-    ExecutableDocument, OperationType, Selection, SelectionSet,
-};
 use async_graphql::parser::Positioned;
+use async_graphql::parser::types::{ExecutableDocument, OperationType, Selection, SelectionSet};
 
 use crate::config::EdgeConfig;
 
@@ -98,7 +96,11 @@ fn count_aliases(set: &Positioned<SelectionSet>) -> usize {
 
 /// Fields at the root, looking through inline fragments and fragment spreads (depth-bounded against cycles,
 /// which validation rejects anyway).
-fn count_root_fields(set: &Positioned<SelectionSet>, doc: &ExecutableDocument, depth: usize) -> usize {
+fn count_root_fields(
+    set: &Positioned<SelectionSet>,
+    doc: &ExecutableDocument,
+    depth: usize,
+) -> usize {
     if depth > 8 {
         return 0;
     }
@@ -107,11 +109,15 @@ fn count_root_fields(set: &Positioned<SelectionSet>, doc: &ExecutableDocument, d
         .iter()
         .map(|item| match &item.node {
             Selection::Field(_) => 1,
-            Selection::InlineFragment(f) => count_root_fields(&f.node.selection_set, doc, depth + 1),
+            Selection::InlineFragment(f) => {
+                count_root_fields(&f.node.selection_set, doc, depth + 1)
+            }
             Selection::FragmentSpread(s) => doc
                 .fragments
                 .get(&s.node.fragment_name.node)
-                .map_or(0, |f| count_root_fields(&f.node.selection_set, doc, depth + 1)),
+                .map_or(0, |f| {
+                    count_root_fields(&f.node.selection_set, doc, depth + 1)
+                }),
         })
         .sum()
 }
@@ -135,7 +141,11 @@ fn count_tokens(document: &str, stop: usize) -> usize {
                 if bytes[i..].starts_with(b"\"\"\"") {
                     i += 3;
                     while i < bytes.len() && !bytes[i..].starts_with(b"\"\"\"") {
-                        i += if bytes[i..].starts_with(b"\\\"\"\"") { 4 } else { 1 };
+                        i += if bytes[i..].starts_with(b"\\\"\"\"") {
+                            4
+                        } else {
+                            1
+                        };
                     }
                     i += 3;
                 } else {
@@ -154,7 +164,8 @@ fn count_tokens(document: &str, stop: usize) -> usize {
                 tokens += 1;
                 i += 1;
                 while i < bytes.len()
-                    && (bytes[i].is_ascii_alphanumeric() || matches!(bytes[i], b'_' | b'.' | b'+' | b'-'))
+                    && (bytes[i].is_ascii_alphanumeric()
+                        || matches!(bytes[i], b'_' | b'.' | b'+' | b'-'))
                 {
                     i += 1;
                 }
@@ -176,7 +187,10 @@ mod tests {
     fn tokens_are_counted_like_the_lexer_sees_them() {
         assert_eq!(count_tokens("{ posts(first: 20) { id } }", 100), 11);
         assert_eq!(count_tokens("query Q($a: Int = -1.5e3) { a }", 100), 13);
-        assert_eq!(count_tokens("{ a(s: \"x y, z\") # comment\n ...F }", 100), 10);
+        assert_eq!(
+            count_tokens("{ a(s: \"x y, z\") # comment\n ...F }", 100),
+            10
+        );
         assert_eq!(count_tokens("{ a }".repeat(1000).as_str(), 10), 10);
     }
 }

@@ -3,8 +3,8 @@
 pub mod cache;
 pub mod execution;
 pub mod graphql;
-pub mod limits;
 pub mod health;
+pub mod limits;
 pub mod router;
 
 pub use router::{AppState, router};

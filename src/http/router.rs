@@ -5,21 +5,23 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::HeaderName;
+use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
-use super::{cache, graphql, health};
 use super::execution::Computed;
+use super::{cache, graphql, health};
 use crate::auth::Authenticator;
-use crate::config::EdgeConfig;
 use crate::cache::flight::SingleFlight;
 use crate::cache::{Cache, Key};
+use crate::config::EdgeConfig;
 use crate::graphql::FolioSchema;
+use crate::ratelimit::{Rate, RateLimiter};
 use crate::store::Store;
 use crate::telemetry::Metrics;
 
@@ -32,6 +34,9 @@ pub struct AppState {
     pub cache: Arc<Cache>,
     /// Queries executing right now, by cache key (single-flight).
     pub flights: Arc<SingleFlight<Key, Arc<Computed>>>,
+    /// Per-caller request buckets, and the rate (`None`: off).
+    pub limiter: Arc<RateLimiter>,
+    pub rate: Option<Rate>,
     pub metrics: Metrics,
     /// The SDL, rendered once at start-up.
     pub sdl: Arc<str>,
@@ -64,10 +69,43 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             record_metrics,
         ))
+        .layer(cors(&state.edge.cors_origins))
         .layer(trace)
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)
+}
+
+/// Cross-origin access for browsers. Requests carry credentials in `Authorization`, never cookies, so no
+/// `Allow-Credentials`; the allowed request headers are the ones GraphQL clients send.
+fn cors(origins: &[String]) -> CorsLayer {
+    let layer = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            header::ACCEPT,
+            HeaderName::from_static("apollo-require-preflight"),
+            HeaderName::from_static("x-apollo-operation-name"),
+        ])
+        .expose_headers([
+            HeaderName::from_static("x-cache"),
+            HeaderName::from_static("x-request-id"),
+            header::ETAG,
+            header::AGE,
+            header::RETRY_AFTER,
+        ])
+        .max_age(Duration::from_secs(600));
+    if origins.iter().any(|o| o == "*") {
+        layer.allow_origin(AllowOrigin::any())
+    } else {
+        // An empty list allows no origin: cross-origin browser calls fail their preflight.
+        let list: Vec<HeaderValue> = origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o).ok())
+            .collect();
+        layer.allow_origin(AllowOrigin::list(list))
+    }
 }
 
 /// Counts each response by status and observes its latency.

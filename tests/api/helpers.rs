@@ -8,7 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use folio::auth::OwnTokens;
 use folio::cache::{CacheConfig, CacheMode};
-use folio::config::{AuthConfig, Environment};
+use folio::config::{AuthConfig, EdgeConfig, Environment};
 use folio::store::seed::{NewComment, NewPost, NewUser};
 use folio::store::{CreateAccount, Role, Store};
 use folio::{App, Config};
@@ -145,6 +145,11 @@ pub fn test_config(db: &TestDb) -> Config {
             ..AuthConfig::default()
         },
         cache: test_cache_config(),
+        // Tests fire bursts from one address; the rate-limit tests turn it back on.
+        edge: EdgeConfig {
+            rate_per_min: 0,
+            ..Config::default().edge
+        },
         ..Config::default()
     }
 }
@@ -500,4 +505,15 @@ pub async fn bulk(store: &Store, n: usize, comments_each: usize) -> Vec<i64> {
         store.insert_comments(&comments).await.expect("comments");
     }
     ids
+}
+
+/// Another Folio on the database of a running test app, from the same `config` (on Redis, the same cache prefix
+/// too): what a second instance behind a load balancer looks like. It owns no database: its `db` is an empty
+/// placeholder (ignore it), so the app that owns the database must outlive this one.
+pub async fn spawn_instance(config: Config) -> TestApp {
+    let placeholder = TestDb::Sqlite {
+        _dir: tempfile::tempdir().expect("tempdir"),
+        url: config.database_url.clone(),
+    };
+    TestApp::spawn_with(placeholder, config).await
 }

@@ -14,7 +14,11 @@ impl CacheMutation {
     /// Drops every cached response that read one of `tags` (`Post:7`, `User:3`, `Post:list`, `User:3:posts`,
     /// `Post:7:comments`, `Comment:9`) and returns how many were dropped. Admins only.
     #[graphql(guard = "AdminOnly")]
-    async fn purge_cache(&self, ctx: &Context<'_>, tags: Vec<String>) -> async_graphql::Result<i32> {
+    async fn purge_cache(
+        &self,
+        ctx: &Context<'_>,
+        tags: Vec<String>,
+    ) -> async_graphql::Result<i32> {
         check_purge_tags(&tags)?;
         let tags: Vec<String> = tags.into_iter().map(|t| t.trim().to_owned()).collect();
         let dropped = ctx.cache()?.purge(&tags).await?;

@@ -3,11 +3,11 @@
 use async_graphql::{Context, ID, Object};
 use chrono::{DateTime, Utc};
 
+use crate::cache::tags;
 use crate::error::AppError;
 use crate::graphql::context::ContextExt;
 use crate::graphql::ids;
 use crate::graphql::loaders::{PostId, UserId};
-use crate::cache::tags;
 use crate::graphql::posts::{Post, visible_in};
 use crate::graphql::users::User;
 use crate::store::CommentRow;

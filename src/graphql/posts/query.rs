@@ -32,7 +32,10 @@ pub struct PostFilter {
 impl PostFilter {
     /// Checks the filter and turns it into the store's form, deciding which drafts the viewer may list. The
     /// viewer is consulted only when drafts are asked for: only then does the list depend on who asks.
-    fn into_store<'a>(self, viewer: impl FnOnce() -> &'a Viewer) -> Result<PostListFilter, AppError> {
+    fn into_store<'a>(
+        self,
+        viewer: impl FnOnce() -> &'a Viewer,
+    ) -> Result<PostListFilter, AppError> {
         let author_id = self
             .author_id
             .as_ref()

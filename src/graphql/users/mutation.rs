@@ -7,10 +7,13 @@ use super::{Role, User};
 use crate::auth::password;
 use crate::cache::tags;
 use crate::error::AppError;
+use crate::graphql::LoginLimits;
 use crate::graphql::context::ContextExt;
 use crate::graphql::guards::{AdminOnly, LoggedIn};
 use crate::graphql::ids;
 use crate::graphql::validation::check;
+use crate::http::execution::ClientAddr;
+use crate::ratelimit::Decision;
 use crate::store::CreateAccount;
 
 /// A signed-in session: a bearer token for the `Authorization` header, and who it is for.
@@ -23,6 +26,27 @@ pub struct AuthPayload {
 
 #[derive(Default)]
 pub struct UserMutation;
+
+/// Counts a login attempt against the email's and the client address's buckets, so passwords cannot be
+/// brute-forced one account at a time or many accounts from one place. Checked before the password, so an
+/// attacker learns nothing from a throttled attempt.
+async fn throttle_login(ctx: &Context<'_>, email: &str) -> Result<(), AppError> {
+    let Ok(limits) = ctx.data::<LoginLimits>() else {
+        return Ok(());
+    };
+    let mut keys = vec![(format!("login:email:{email}"), limits.per_email)];
+    if let Ok(ClientAddr(addr)) = ctx.data::<ClientAddr>() {
+        keys.push((format!("login:ip:{addr}"), limits.per_address));
+    }
+    for (key, rate) in keys {
+        if let Decision::Limited(wait) = limits.limiter.check(&key, rate).await {
+            return Err(AppError::RateLimited {
+                retry_after_secs: wait.as_millis().div_ceil(1000).max(1) as u64,
+            });
+        }
+    }
+    Ok(())
+}
 
 #[Object]
 impl UserMutation {
@@ -59,6 +83,7 @@ impl UserMutation {
     ) -> async_graphql::Result<AuthPayload> {
         let input = input.normalized();
         check(&input, "log in")?;
+        throttle_login(ctx, &input.email).await?;
         let found = ctx.store()?.user_by_email(&input.email).await?;
         let (user, hash) = match found {
             Some((user, hash)) => (Some(user), hash),
