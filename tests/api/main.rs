@@ -4,6 +4,7 @@
 mod helpers;
 
 mod authz;
+mod cache;
 mod cli;
 mod http;
 mod lifecycle;
