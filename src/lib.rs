@@ -1,8 +1,10 @@
 //! Folio: the GraphQL API of a publishing product.
 //!
 //! Crate map, following a request inward:
-//! - `http`: axum routes and layers (request ids, logs, metrics); `/graphql`, `/healthz`, `/readyz`, `/metrics`.
+//! - `http`: axum routes and layers (request ids, logs, metrics); `/graphql`, `/healthz`, `/readyz`, `/metrics`,
+//!   `/api/webhooks/stripe`.
 //! - `auth`: who is asking (`Viewer`).
+//! - `billing`: Stripe webhook signatures and what each event means for a user's plan.
 //! - `graphql`: the async-graphql schema, one folder per domain, with per-request batched loaders.
 //! - `store`: every SQL statement, for SQLite (embedded default) and PostgreSQL (production).
 //! - `error`: `AppError`, one error type with stable codes for GraphQL and HTTP.
@@ -10,6 +12,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod billing;
 pub mod cli;
 pub mod config;
 pub mod error;
