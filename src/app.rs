@@ -9,6 +9,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::auth::Authenticator;
+use crate::billing::Verifier;
 use crate::config::{Config, DatabaseKind};
 use crate::graphql::{Limits, SchemaData, build_schema};
 use crate::http::{AppState, router};
@@ -66,6 +67,12 @@ impl App {
         };
         let schema = build_schema(Some(data), limits);
         let sdl: Arc<str> = schema.sdl().into();
+        let stripe = Verifier::from_config(&config.stripe).map(Arc::new);
+        if stripe.is_none() {
+            tracing::info!(
+                "STRIPE_WEBHOOK_SECRET is not set: POST /api/webhooks/stripe answers 503 until it is"
+            );
+        }
         let state = AppState {
             schema,
             store,
@@ -73,6 +80,7 @@ impl App {
             metrics,
             sdl,
             graphiql: config.graphiql,
+            stripe,
         };
         let listener = TcpListener::bind(config.bind).await.with_context(|| {
             format!("could not listen on {} (FOLIO_BIND / --bind)", config.bind)

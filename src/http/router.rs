@@ -4,17 +4,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::HeaderName;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
-use super::{graphql, health};
+use super::{graphql, health, webhooks};
 use crate::auth::Authenticator;
+use crate::billing::{self, Verifier};
 use crate::graphql::FolioSchema;
 use crate::store::Store;
 use crate::telemetry::Metrics;
@@ -29,6 +30,8 @@ pub struct AppState {
     /// The SDL, rendered once at start-up.
     pub sdl: Arc<str>,
     pub graphiql: bool,
+    /// Checks Stripe webhook signatures; `None` when no secret is configured (the webhook answers 503).
+    pub stripe: Option<Arc<Verifier>>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -50,6 +53,10 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route(
+            "/api/webhooks/stripe",
+            post(webhooks::stripe).layer(DefaultBodyLimit::max(billing::MAX_BODY_BYTES)),
+        )
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_metrics,
