@@ -12,3 +12,4 @@ mod mutations;
 mod pagination;
 mod queries;
 mod schema_sync;
+mod webhooks;
