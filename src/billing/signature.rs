@@ -201,13 +201,18 @@ fn signed_payload_mac(secret: &[u8], timestamp: i64, body: &[u8]) -> Option<Hmac
     Some(mac)
 }
 
-/// A `Stripe-Signature` value for `body`, made the way Stripe makes it: for local tools and tests that play
-/// Stripe (`examples/send_webhook.rs`), never used to check a delivery.
-pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
-    let tag = signed_payload_mac(secret.as_bytes(), timestamp, body)
-        .map(|mac| hex::encode(mac.finalize().into_bytes()))
-        .unwrap_or_default();
-    format!("t={timestamp},v1={tag}")
+/// A `Stripe-Signature` value for `body`, made the way Stripe makes it: one `v1` per secret (Stripe signs with
+/// every secret the endpoint has while a rolled one is still valid). For local tools that play Stripe
+/// (`examples/send_webhook.rs`); never used to check a delivery.
+pub fn sign(secrets: &[&str], timestamp: i64, body: &[u8]) -> String {
+    let mut header = format!("t={timestamp}");
+    for secret in secrets {
+        if let Some(mac) = signed_payload_mac(secret.as_bytes(), timestamp, body) {
+            header.push_str(",v1=");
+            header.push_str(&hex::encode(mac.finalize().into_bytes()));
+        }
+    }
+    header
 }
 
 #[cfg(test)]
@@ -231,7 +236,10 @@ mod tests {
 
     #[test]
     fn signing_matches_an_independent_hmac() {
-        assert_eq!(sign(SECRET, NOW, BODY), format!("t={NOW},v1={KNOWN_TAG}"));
+        assert_eq!(
+            sign(&[SECRET], NOW, BODY),
+            format!("t={NOW},v1={KNOWN_TAG}")
+        );
     }
 
     #[test]
@@ -273,7 +281,7 @@ mod tests {
     #[test]
     fn accepts_a_valid_signature_and_refuses_changes() {
         let v = verifier(&[SECRET]);
-        let header = sign(SECRET, NOW, BODY);
+        let header = sign(&[SECRET], NOW, BODY);
         assert_eq!(v.verify(Some(&header), BODY, NOW), Ok(NOW));
         assert_eq!(v.verify(None, BODY, NOW), Err(SignatureError::Missing));
         // Another body, another timestamp, another secret: all mismatches.
@@ -287,7 +295,7 @@ mod tests {
             v.verify(Some(&moved), BODY, NOW),
             Err(SignatureError::Mismatch)
         );
-        let foreign = sign("whsec_someone_else", NOW, BODY);
+        let foreign = sign(&["whsec_someone_else"], NOW, BODY);
         assert_eq!(
             v.verify(Some(&foreign), BODY, NOW),
             Err(SignatureError::Mismatch)
@@ -296,11 +304,14 @@ mod tests {
 
     #[test]
     fn any_v1_under_any_secret_matches() {
-        let old = sign("whsec_old", NOW, BODY);
-        let new = sign("whsec_new", NOW, BODY);
-        let new_tag = new.split_once(",v1=").unwrap().1;
+        let old = sign(&["whsec_old"], NOW, BODY);
+        let new = sign(&["whsec_new"], NOW, BODY);
         // Stripe during a roll: both tags in one header; Folio already switched to the new secret only.
-        let both = format!("{old},v1={new_tag}");
+        let both = sign(&["whsec_old", "whsec_new"], NOW, BODY);
+        assert_eq!(
+            both,
+            format!("{old},v1={}", new.split_once(",v1=").unwrap().1)
+        );
         assert_eq!(
             verifier(&["whsec_new"]).verify(Some(&both), BODY, NOW),
             Ok(NOW)
@@ -318,7 +329,7 @@ mod tests {
     #[test]
     fn tolerance_is_inclusive_at_300_seconds_on_both_sides() {
         let v = verifier(&[SECRET]);
-        let check = |t: i64| v.verify(Some(&sign(SECRET, t, BODY)), BODY, NOW);
+        let check = |t: i64| v.verify(Some(&sign(&[SECRET], t, BODY)), BODY, NOW);
         assert_eq!(check(NOW - 300), Ok(NOW - 300));
         assert_eq!(check(NOW + 300), Ok(NOW + 300));
         assert_eq!(
