@@ -49,8 +49,10 @@ pub async fn stripe(
         Ok(outcome) => {
             log_outcome(&event, outcome);
             if let Some((user_id, plan)) = outcome.plan_changed_for() {
-                // cache: purge User:<id> after commit (issue 4). The transaction has committed here; purge the
-                // user's tags (`User:{user_id}`) so cached responses showing their old plan are not served.
+                // cache: purge User:<id> after commit (issue 4). The transaction has committed here. Once the
+                // cache lands, purge the user's tag so no cached response shows the old plan, e.g.
+                // `if let Err(err) = state.cache.purge(&[cache::tags::user(user_id)]).await { warn!(..) }`
+                // (a failed purge is logged, not answered with 500: the plan change is already committed).
                 tracing::info!(
                     user_id,
                     plan = plan.as_str(),
