@@ -9,6 +9,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::auth::Authenticator;
+use crate::billing::Verifier;
 use crate::cache::{Cache, CacheMode};
 use crate::config::{Config, DatabaseKind, Environment};
 use crate::graphql::LoginLimits;
@@ -117,6 +118,12 @@ impl App {
         };
         let schema = build_schema(Some(data), limits);
         let sdl: Arc<str> = schema.sdl().into();
+        let stripe = Verifier::from_config(&config.stripe).map(Arc::new);
+        if stripe.is_none() {
+            tracing::info!(
+                "STRIPE_WEBHOOK_SECRET is not set: POST /api/webhooks/stripe answers 503 until it is"
+            );
+        }
         let state = AppState {
             schema,
             store,
@@ -129,6 +136,7 @@ impl App {
             sdl,
             graphiql: config.graphiql,
             edge: Arc::new(config.edge.clone()),
+            stripe,
         };
         let listener = TcpListener::bind(config.bind).await.with_context(|| {
             format!("could not listen on {} (FOLIO_BIND / --bind)", config.bind)

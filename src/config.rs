@@ -108,6 +108,29 @@ pub struct EdgeConfig {
     pub login_attempts: u32,
 }
 
+/// The Stripe billing webhook (`POST /api/webhooks/stripe`, see `billing`).
+#[derive(Clone, Debug)]
+pub struct StripeConfig {
+    /// `STRIPE_WEBHOOK_SECRET`: the endpoint's signing secrets (`whsec_...`), comma-separated. Several are
+    /// accepted so a rolled secret keeps working while Stripe signs with both. Empty: the webhook answers 503.
+    pub webhook_secrets: Vec<SecretString>,
+    /// `STRIPE_WEBHOOK_TOLERANCE_SECS`: how far a signature's timestamp may lie from now, in either direction,
+    /// which bounds how long a captured request can be replayed.
+    pub tolerance_secs: u64,
+}
+
+/// Stripe's own libraries default to five minutes.
+pub const DEFAULT_STRIPE_TOLERANCE_SECS: u64 = 300;
+
+impl Default for StripeConfig {
+    fn default() -> Self {
+        Self {
+            webhook_secrets: Vec::new(),
+            tolerance_secs: DEFAULT_STRIPE_TOLERANCE_SECS,
+        }
+    }
+}
+
 /// Log line format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LogFormat {
@@ -146,6 +169,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// HTTP edge limits and policies.
     pub edge: EdgeConfig,
+    /// Billing webhook settings (`STRIPE_WEBHOOK_*`).
+    pub stripe: StripeConfig,
 }
 
 /// The default SQLite location: a file in the working directory, created on first run.
@@ -189,6 +214,7 @@ impl Default for Config {
                 rate_burst: 120,
                 login_attempts: 10,
             },
+            stripe: StripeConfig::default(),
         }
     }
 }
@@ -235,6 +261,7 @@ impl Config {
             auth: auth_from(&parse, d.auth)?,
             cache: cache_from(&parse, d.cache)?,
             edge: edge_from(&parse, d.edge, production)?,
+            stripe: stripe_from(&parse, d.stripe)?,
         })
     }
 
@@ -403,6 +430,31 @@ fn auth_from(parse: &impl Fn(&str) -> Option<String>, d: AuthConfig) -> anyhow::
     })
 }
 
+fn stripe_from(
+    parse: &impl Fn(&str) -> Option<String>,
+    d: StripeConfig,
+) -> anyhow::Result<StripeConfig> {
+    let webhook_secrets = parse("STRIPE_WEBHOOK_SECRET")
+        .map(|raw| {
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(SecretString::from)
+                .collect()
+        })
+        .unwrap_or(d.webhook_secrets);
+    let tolerance_secs: u64 =
+        opt(parse, "STRIPE_WEBHOOK_TOLERANCE_SECS")?.unwrap_or(d.tolerance_secs);
+    if tolerance_secs == 0 {
+        // Zero would refuse nearly every delivery (network latency alone exceeds it), silently.
+        bail!("STRIPE_WEBHOOK_TOLERANCE_SECS must be positive");
+    }
+    Ok(StripeConfig {
+        webhook_secrets,
+        tolerance_secs,
+    })
+}
+
 fn opt<T: FromStr>(parse: &impl Fn(&str) -> Option<String>, name: &str) -> anyhow::Result<Option<T>>
 where
     T::Err: std::fmt::Display,
@@ -480,6 +532,36 @@ mod tests {
         c.check_for_serving().unwrap();
         // The secret never shows up in debug output (which is what ends up in logs).
         assert!(!format!("{c:?}").contains(secret));
+    }
+
+    #[test]
+    fn stripe_secrets_are_a_list_and_never_shown() {
+        let c = with(&[]).unwrap();
+        assert!(c.stripe.webhook_secrets.is_empty());
+        assert_eq!(c.stripe.tolerance_secs, 300);
+        let c = with(&[
+            (
+                "STRIPE_WEBHOOK_SECRET",
+                " whsec_old_value , whsec_new_value,",
+            ),
+            ("STRIPE_WEBHOOK_TOLERANCE_SECS", "60"),
+        ])
+        .unwrap();
+        use secrecy::ExposeSecret;
+        let secrets: Vec<&str> = c
+            .stripe
+            .webhook_secrets
+            .iter()
+            .map(|s| s.expose_secret())
+            .collect();
+        assert_eq!(secrets, ["whsec_old_value", "whsec_new_value"]);
+        assert_eq!(c.stripe.tolerance_secs, 60);
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("whsec_old_value") && !shown.contains("whsec_new_value"));
+        let err = with(&[("STRIPE_WEBHOOK_TOLERANCE_SECS", "0")]).unwrap_err();
+        assert!(format!("{err:#}").contains("STRIPE_WEBHOOK_TOLERANCE_SECS"));
+        let err = with(&[("STRIPE_WEBHOOK_TOLERANCE_SECS", "five")]).unwrap_err();
+        assert!(format!("{err:#}").contains("STRIPE_WEBHOOK_TOLERANCE_SECS"));
     }
 
     #[test]

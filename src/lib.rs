@@ -1,8 +1,10 @@
 //! Folio: the GraphQL API of a publishing product.
 //!
 //! Crate map, following a request inward:
-//! - `http`: axum routes and layers (request ids, logs, metrics); `/graphql`, `/healthz`, `/readyz`, `/metrics`.
+//! - `http`: axum routes and layers (request ids, logs, metrics); `/graphql`, `/healthz`, `/readyz`, `/metrics`,
+//!   `/api/cache/purge`, `/api/webhooks/stripe`.
 //! - `auth`: who is asking (`Viewer`): tokens, JWKS, passwords.
+//! - `billing`: Stripe webhook signatures and what each event means for a user's plan.
 //! - `cache`: the response cache (in-process or Redis), keyed by request and scope, purged by tag.
 //! - `graphql`: the async-graphql schema, one folder per domain, with per-request batched loaders.
 //! - `store`: every SQL statement, for SQLite (embedded default) and PostgreSQL (production).
@@ -12,6 +14,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod billing;
 pub mod cache;
 pub mod cli;
 pub mod config;

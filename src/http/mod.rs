@@ -1,4 +1,5 @@
 //! The HTTP edge: routes, middleware, and handlers. Knows requests and responses, not GraphQL types.
+//! `webhooks` receives Stripe's billing events on `POST /api/webhooks/stripe`.
 
 pub mod cache;
 pub mod execution;
@@ -6,5 +7,6 @@ pub mod graphql;
 pub mod health;
 pub mod limits;
 pub mod router;
+pub mod webhooks;
 
 pub use router::{AppState, router};

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -15,8 +15,9 @@ use tower_http::trace::TraceLayer;
 use tracing::Span;
 
 use super::execution::Computed;
-use super::{cache, graphql, health};
+use super::{cache, graphql, health, webhooks};
 use crate::auth::Authenticator;
+use crate::billing::{self, Verifier};
 use crate::cache::flight::SingleFlight;
 use crate::cache::{Cache, Key};
 use crate::config::EdgeConfig;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub graphiql: bool,
     /// Edge limits (body and document size, timeout, ...).
     pub edge: Arc<EdgeConfig>,
+    /// Checks Stripe webhook signatures; `None` when no secret is configured (the webhook answers 503).
+    pub stripe: Option<Arc<Verifier>>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -65,6 +68,10 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route(
+            "/api/webhooks/stripe",
+            post(webhooks::stripe).layer(DefaultBodyLimit::max(billing::MAX_BODY_BYTES)),
+        )
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_metrics,

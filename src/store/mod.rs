@@ -8,6 +8,7 @@
 //! Every statement is counted in `folio_db_statements_total`, which is how tests prove that a request's number
 //! of statements depends on its shape and not on how many items it returns.
 
+mod billing;
 mod comments;
 mod posts;
 pub mod seed;
@@ -23,6 +24,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+pub use billing::{BillingAction, BillingEvent, EventOutcome, IgnoreReason, WebhookEventRow};
 pub use comments::{CommentRow, CreateComment};
 pub use posts::{CreatePost, Drafts, PostChanges, PostListFilter, PostRow};
 pub use users::{CreateAccount, ExternalUser, Plan, Role, UserRow};

@@ -14,3 +14,4 @@ mod pagination;
 mod queries;
 mod schema_sync;
 mod tokens;
+mod webhooks;
