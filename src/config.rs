@@ -100,7 +100,7 @@ pub struct EdgeConfig {
     /// client address is the one that many hops from the right. 0: use the connection's address.
     pub trusted_proxies: usize,
     /// `FOLIO_RATE_LIMIT_PER_MIN`: sustained GraphQL requests per minute per user (or per client address for
-    /// anonymous callers); 0 turns rate limiting off.
+    /// anonymous callers); 0 turns rate limiting off. Unset: 1200 in production, off in development.
     pub rate_per_min: u32,
     /// `FOLIO_RATE_LIMIT_BURST`: requests a caller may make at once before the rate applies.
     pub rate_burst: u32,
@@ -328,7 +328,9 @@ fn edge_from(
         introspection: bool_opt(parse, "FOLIO_INTROSPECTION")?
             .unwrap_or(d.introspection && !production),
         trusted_proxies: opt(parse, "FOLIO_TRUSTED_PROXIES")?.unwrap_or(d.trusted_proxies),
-        rate_per_min: opt(parse, "FOLIO_RATE_LIMIT_PER_MIN")?.unwrap_or(d.rate_per_min),
+        // On by default in production only: in development one address (a laptop, a load test) is everyone.
+        rate_per_min: opt(parse, "FOLIO_RATE_LIMIT_PER_MIN")?
+            .unwrap_or(if production { d.rate_per_min } else { 0 }),
         rate_burst: opt(parse, "FOLIO_RATE_LIMIT_BURST")?
             .unwrap_or(d.rate_burst)
             .max(1),
