@@ -111,22 +111,27 @@ pub async fn run(
         );
     }
     let cache = &state.cache;
-    let variables = serde_json::to_vec(&request.variables).unwrap_or_default();
-    let base = KeyBase::new(
-        &request.query,
-        request.operation_name.as_deref(),
-        &variables,
-    );
     let scope = match &viewer {
         Viewer::Anonymous => Scope::Anonymous,
         Viewer::User { id, .. } => Scope::User(*id),
     };
-    let bypass = match cache.lookup(&base, &scope).await {
-        Lookup::Hit(entry) => {
-            return respond(headers, &entry, Outcome::cached(), Source::Hit, http.media);
+    // With the cache off there is nothing to hash or look up.
+    let (base, bypass) = if cache.enabled() {
+        let variables = serde_json::to_vec(&request.variables).unwrap_or_default();
+        let base = KeyBase::new(
+            &request.query,
+            request.operation_name.as_deref(),
+            &variables,
+        );
+        match cache.lookup(&base, &scope).await {
+            Lookup::Hit(entry) => {
+                return respond(headers, &entry, Outcome::cached(), Source::Hit, http.media);
+            }
+            Lookup::Miss => (Some(base), false),
+            Lookup::Bypass => (Some(base), true),
         }
-        Lookup::Miss => false,
-        Lookup::Bypass => true,
+    } else {
+        (None, true)
     };
     // Parsed once here; execution reuses the parsed document.
     let operation_name = request.operation_name.clone();
@@ -160,9 +165,9 @@ pub async fn run(
         }
         return uncached(state, headers, request, viewer, &http).await;
     }
-    if !cache.enabled() {
+    let Some(base) = base else {
         return uncached(state, headers, request, viewer, &http).await;
-    }
+    };
     // Where this request stands in purge order, before anything is read: purges from now on make its result
     // unstorable, and a shared result must be at least this fresh.
     let arrival = if bypass { None } else { cache.begin().await };
