@@ -329,8 +329,11 @@ fn edge_from(
             .unwrap_or(d.introspection && !production),
         trusted_proxies: opt(parse, "FOLIO_TRUSTED_PROXIES")?.unwrap_or(d.trusted_proxies),
         // On by default in production only: in development one address (a laptop, a load test) is everyone.
-        rate_per_min: opt(parse, "FOLIO_RATE_LIMIT_PER_MIN")?
-            .unwrap_or(if production { d.rate_per_min } else { 0 }),
+        rate_per_min: opt(parse, "FOLIO_RATE_LIMIT_PER_MIN")?.unwrap_or(if production {
+            d.rate_per_min
+        } else {
+            0
+        }),
         rate_burst: opt(parse, "FOLIO_RATE_LIMIT_BURST")?
             .unwrap_or(d.rate_burst)
             .max(1),

@@ -272,16 +272,21 @@ impl Cache {
     /// Looks for the public entry, then the caller's own. Counts hits (misses and bypasses are counted by the
     /// caller, once it knows the request is a query).
     pub async fn lookup(&self, base: &KeyBase, viewer: &Scope) -> Lookup {
-        let keys = [base.key(&Scope::Public), base.key(viewer)];
-        let found = match &self.backend {
-            None => return Lookup::Bypass,
-            Some(Backend::Memory(m)) => Lookup::from(m.get(&keys)),
-            Some(Backend::Redis(r)) => r.get(&keys).await,
-        };
+        let found = self.peek(base, viewer).await;
         if let Lookup::Hit(_) = &found {
             self.metrics.hits.inc();
         }
         found
+    }
+
+    /// `lookup` without counting: for a second look at the same request.
+    pub async fn peek(&self, base: &KeyBase, viewer: &Scope) -> Lookup {
+        let keys = [base.key(&Scope::Public), base.key(viewer)];
+        match &self.backend {
+            None => Lookup::Bypass,
+            Some(Backend::Memory(m)) => Lookup::from(m.get(&keys)),
+            Some(Backend::Redis(r)) => r.get(&keys).await,
+        }
     }
 
     /// Notes where an execution starts; `None` when its result must not be stored (no cache, Redis down).

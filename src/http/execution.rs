@@ -275,6 +275,20 @@ async fn compute(
     snapshot: Option<crate::cache::Snapshot>,
     request_id: String,
 ) -> Arc<Computed> {
+    // A request that missed just as another flight for the same key finished finds its entry now: stored
+    // entries are fresh (a purge deletes them), so serve it rather than execute again.
+    if snapshot.is_some()
+        && let Lookup::Hit(entry) = state.cache.peek(&base, &scope).await
+    {
+        return Arc::new(Computed {
+            entry,
+            cacheable: true,
+            request_error: false,
+            timed_out: false,
+            retry_after: None,
+            valid: snapshot,
+        });
+    }
     let tracker = Arc::new(Tracker::default());
     let request = request.data(viewer).data(Arc::clone(&tracker));
     let Some(response) = execute(&state, request, &request_id).await else {
