@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use folio::Config;
 use folio::cache::CacheMode;
 use reqwest::StatusCode;
 use reqwest::header::{self, HeaderMap};
@@ -169,11 +168,6 @@ fn node_ids(connection: &Value) -> Vec<i64> {
 
 fn id(n: i64) -> String {
     n.to_string()
-}
-
-/// A config whose edge does not rate-limit: the burst and race tests send thousands of requests from one address.
-fn unlimited(config: &mut Config) {
-    config.edge.rate_per_min = 0;
 }
 
 const UPDATE_POST: &str =
@@ -1025,24 +1019,26 @@ async fn purge_endpoint_drops_the_tagged_entries_for_admins_only() {
 /// A page of posts with authors and comments, under an operation name (so two names are two keys of equal cost).
 fn page(name: &str) -> String {
     format!(
-        "query {name} {{ posts(first: 10) {{ nodes {{ id title author {{ name }} \
-         comments(first: 5) {{ nodes {{ body author {{ name }} }} }} }} }} }}"
+        "query {name} {{ posts(first: 50) {{ nodes {{ id title author {{ name }} \
+         comments(first: 10) {{ nodes {{ body author {{ name }} }} }} }} }} }}"
     )
 }
 
 /// Sixteen identical uncached queries at once execute once: the whole burst runs no more SQL than one execution
-/// of an equivalent query, not sixteen times that, and every caller gets the same answer.
+/// of an equivalent query, not sixteen times that, and every caller gets the same answer. The page is large and
+/// the connections are opened beforehand, so the burst reaches the server while the first execution still runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_identical_misses_execute_once() {
-    let db = TestDb::create().await;
-    let mut config = test_config(&db);
-    unlimited(&mut config);
-    let app = TestApp::spawn_with(db, config).await;
-    bulk(&app.store, 10, 3).await;
+    let app = TestApp::spawn().await;
+    bulk(&app.store, 50, 10).await;
 
     let (measured, one) = app.statements_for(&page("Measure"), json!({})).await;
     assert!(measured.get("errors").is_none(), "{measured}");
     assert!(one > 0, "an execution runs SQL");
+    // Sixteen idle keep-alive connections, so no request of the burst waits for a handshake.
+    for r in futures_util::future::join_all((0..16).map(|_| app.get("/healthz"))).await {
+        assert_eq!(r.status(), StatusCode::OK);
+    }
 
     let burst = page("Burst");
     let before = app.metric("folio_db_statements_total").await;
@@ -1052,11 +1048,20 @@ async fn concurrent_identical_misses_execute_once() {
 
     for r in &replies {
         assert_eq!(r.ok()["posts"], measured["data"]["posts"]);
-        assert_eq!(r.raw, replies[0].raw, "every caller gets the same answer");
+        assert!(
+            r.raw == replies[0].raw,
+            "every caller gets the same answer:\n{}\n{}",
+            String::from_utf8_lossy(&r.raw),
+            String::from_utf8_lossy(&replies[0].raw)
+        );
     }
     let misses = replies.iter().filter(|r| r.x_cache() == "MISS").count();
     eprintln!(
         "single-flight: 16 requests, {misses} MISS, {statements} statements (one execution: {one})"
+    );
+    assert!(
+        misses >= 2,
+        "the burst did not overlap the execution ({misses} MISS): nothing was shown"
     );
     assert!(
         statements <= one,
@@ -1071,7 +1076,7 @@ async fn concurrent_identical_misses_execute_once() {
 /// Posts the writers rewrite, readers, and how long it runs.
 const RACE_POSTS: usize = 4;
 const RACE_READERS: usize = 32;
-const RACE_FOR: Duration = Duration::from_secs(4);
+const RACE_FOR: Duration = Duration::from_secs(5);
 
 /// A race title, `race p<post> v<version>`.
 fn race_title(post: usize, version: u64) -> String {
@@ -1092,10 +1097,8 @@ fn parse_race_title(title: &str) -> Option<(usize, u64)> {
 /// before the mutation. Ends with a quiet read of everything, which must be exactly the last version.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_read_is_older_than_a_mutation_that_returned_before_it_began() {
-    let db = TestDb::create().await;
-    let mut config = test_config(&db);
-    unlimited(&mut config);
-    let app = Arc::new(TestApp::spawn_with(db, config).await);
+    // `test_config` turns rate limiting off: these are thousands of requests from one address.
+    let app = Arc::new(TestApp::spawn().await);
     let f = Fixture::create(&app.store).await;
     let token = Arc::new(token_for(f.alice));
 
@@ -1221,7 +1224,7 @@ async fn no_read_is_older_than_a_mutation_that_returned_before_it_began() {
         last.iter().all(|&v| v >= 10),
         "every writer committed several versions: {last:?}"
     );
-    assert!(reads >= 1000, "readers kept reading: {reads}");
+    assert!(reads >= 500, "readers kept reading: {reads}");
     assert!(
         stale.is_empty(),
         "{} reads were older than a mutation that had returned before they began, e.g.:\n{}",
