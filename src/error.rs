@@ -130,7 +130,12 @@ impl AppError {
                     "The database is busy or unreachable; try again shortly.".into(),
                 ))
             }
-            sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => {
+            // `Protocol`: the server closed the connection mid-handshake (a restarting or overloaded database,
+            // a proxy in between dropping it).
+            sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_) => {
                 tracing::warn!(error = %err, "database unreachable");
                 Some(Self::Unavailable(
                     "The database is unreachable; try again shortly.".into(),

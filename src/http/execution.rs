@@ -135,6 +135,7 @@ pub async fn run(
     };
     // Parsed once here; execution reuses the parsed document.
     let operation_name = request.operation_name.clone();
+    let mut parse_failed = false;
     let kind = match request.parsed_query() {
         Ok(doc) => match limits::check_document(doc, operation_name.as_deref(), &state.edge) {
             Ok(kind) => kind,
@@ -148,7 +149,12 @@ pub async fn run(
             }
         },
         // Execution reports the parse error in the usual shape.
-        Err(_) => None,
+        // The parser also refuses documents it cannot pick an operation from ("multiple operations"); those
+        // are validation failures, the rest are syntax errors.
+        Err(err) => {
+            parse_failed = !err.message.contains("operation");
+            None
+        }
     };
     if kind != Some(OperationType::Query) {
         if http.method == Method::GET && kind.is_some() {
@@ -163,10 +169,10 @@ pub async fn run(
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));
             return response;
         }
-        return uncached(state, headers, request, viewer, &http).await;
+        return uncached(state, headers, request, viewer, &http, parse_failed).await;
     }
     let Some(base) = base else {
-        return uncached(state, headers, request, viewer, &http).await;
+        return uncached(state, headers, request, viewer, &http, parse_failed).await;
     };
     // Where this request stands in purge order, before anything is read: purges from now on make its result
     // unstorable, and a shared result must be at least this fresh.
@@ -245,13 +251,14 @@ async fn execute(
     state: &AppState,
     request: async_graphql::Request,
     request_id: &str,
+    parse_failed: bool,
 ) -> Option<async_graphql::Response> {
     let (loaders, dispatcher) = Loaders::new(state.store.clone());
     let request = request.data(loaders);
     let run = Batched::new(dispatcher, state.schema.execute(request));
     match tokio::time::timeout(state.edge.request_timeout, run).await {
         Ok(mut response) => {
-            finish_errors(&mut response, request_id);
+            finish_errors(&mut response, request_id, parse_failed);
             Some(response)
         }
         Err(_) => {
@@ -291,7 +298,7 @@ async fn compute(
     }
     let tracker = Arc::new(Tracker::default());
     let request = request.data(viewer).data(Arc::clone(&tracker));
-    let Some(response) = execute(&state, request, &request_id).await else {
+    let Some(response) = execute(&state, request, &request_id, false).await else {
         return Arc::new(timed_out(&state));
     };
     let max_age = state.cache.lifetime(response.cache_control.max_age);
@@ -334,13 +341,14 @@ async fn uncached(
     request: async_graphql::Request,
     viewer: Viewer,
     http: &HttpContext,
+    parse_failed: bool,
 ) -> HttpResponse {
     let purges = Arc::new(Purges::default());
     let request = request
         .data(viewer)
         .data(ClientAddr(http.client))
         .data(Arc::clone(&purges));
-    let response = execute(state, request, &http.request_id).await;
+    let response = execute(state, request, &http.request_id, parse_failed).await;
     // Purged even after a timeout: a mutation may have committed before the clock ran out.
     let tags = purges.take();
     if !tags.is_empty() {
@@ -362,6 +370,9 @@ async fn uncached(
         }
         None => timed_out(state),
     };
+    if computed.retry_after.is_some() {
+        state.metrics.rate_limited.inc();
+    }
     respond(
         headers,
         &computed.entry,

@@ -181,7 +181,7 @@ fn unauthenticated(err: AppError, request_id: &str) -> HttpResponse {
 }
 
 /// Gives every error a code, and internal errors the request id.
-pub(crate) fn finish_errors(response: &mut Response, request_id: &str) {
+pub(crate) fn finish_errors(response: &mut Response, request_id: &str, parse_failed: bool) {
     for err in &mut response.errors {
         let code = err
             .extensions
@@ -197,7 +197,7 @@ pub(crate) fn finish_errors(response: &mut Response, request_id: &str) {
         let code = match code {
             Some(code) => code,
             None => {
-                let code = default_code(err);
+                let code = default_code(err, parse_failed);
                 extensions(err).set("code", code);
                 code.to_owned()
             }
@@ -214,13 +214,12 @@ fn extensions(err: &mut ServerError) -> &mut ErrorExtensionValues {
 }
 
 /// The code for an error async-graphql raised itself: before execution (no path) the document could not be
-/// parsed or failed validation (limits included); during execution an argument could not be coerced.
-fn default_code(err: &ServerError) -> &'static str {
+/// parsed (the caller knows: it parsed the document first) or failed validation (limits included); during
+/// execution an argument could not be coerced.
+fn default_code(err: &ServerError, parse_failed: bool) -> &'static str {
     if !err.path.is_empty() {
         "BAD_USER_INPUT"
-    } else if err.message.starts_with(" --> ")
-        || err.message.contains("expected") && err.locations.len() == 1
-    {
+    } else if parse_failed {
         "GRAPHQL_PARSE_FAILED"
     } else {
         "GRAPHQL_VALIDATION_FAILED"

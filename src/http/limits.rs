@@ -67,6 +67,12 @@ pub fn check_document(
     let Some((_, op)) = op else {
         return Ok(None);
     };
+    if !edge.introspection && selects_introspection(&op.node.selection_set, doc, 0) {
+        return Err(Exceeded {
+            code: "INTROSPECTION_DISABLED",
+            message: "Introspection is disabled on this server (FOLIO_INTROSPECTION).".into(),
+        });
+    }
     let roots = count_root_fields(&op.node.selection_set, doc, 0);
     if roots > edge.max_root_fields {
         return Err(Exceeded {
@@ -120,6 +126,28 @@ fn count_root_fields(
                 }),
         })
         .sum()
+}
+
+/// Whether the operation asks for `__schema` or `__type` at its root (`__typename` is not introspection of the
+/// schema and stays allowed).
+fn selects_introspection(
+    set: &Positioned<SelectionSet>,
+    doc: &ExecutableDocument,
+    depth: usize,
+) -> bool {
+    if depth > 8 {
+        return false;
+    }
+    set.node.items.iter().any(|item| match &item.node {
+        Selection::Field(f) => matches!(f.node.name.node.as_str(), "__schema" | "__type"),
+        Selection::InlineFragment(f) => {
+            selects_introspection(&f.node.selection_set, doc, depth + 1)
+        }
+        Selection::FragmentSpread(s) => doc
+            .fragments
+            .get(&s.node.fragment_name.node)
+            .is_some_and(|f| selects_introspection(&f.node.selection_set, doc, depth + 1)),
+    })
 }
 
 /// Lexical tokens (punctuators, names, numbers, strings), counting no further than `stop`.
