@@ -197,6 +197,9 @@ where
 pub struct Batched<F> {
     inner: Pin<Box<F>>,
     dispatcher: Arc<Dispatcher>,
+    /// The waker handed to the execution, kept across polls while the task's waker stays the same, so a
+    /// poll costs no allocation and resolvers' stored wakers stay current.
+    note: Option<(Arc<NoteWake>, Waker)>,
 }
 
 impl<F: Future> Batched<F> {
@@ -204,6 +207,7 @@ impl<F: Future> Batched<F> {
         Self {
             inner: Box::pin(inner),
             dispatcher,
+            note: None,
         }
     }
 }
@@ -224,17 +228,31 @@ impl Wake for NoteWake {
     }
 }
 
+impl<F> Unpin for Batched<F> {}
+
 impl<F: Future> Future for Batched<F> {
     type Output = F::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        loop {
+        let this = &mut *self;
+        let reusable = this
+            .note
+            .as_ref()
+            .is_some_and(|(note, _)| note.task.will_wake(cx.waker()));
+        if !reusable {
             let note = Arc::new(NoteWake {
                 task: cx.waker().clone(),
                 woken: AtomicBool::new(false),
             });
             let waker = Waker::from(Arc::clone(&note));
-            if let Poll::Ready(out) = self.inner.as_mut().poll(&mut Context::from_waker(&waker)) {
+            this.note = Some((note, waker));
+        }
+        let Some((note, waker)) = this.note.clone() else {
+            return Poll::Pending;
+        };
+        loop {
+            note.woken.store(false, Ordering::Release);
+            if let Poll::Ready(out) = this.inner.as_mut().poll(&mut Context::from_waker(&waker)) {
                 return Poll::Ready(out);
             }
             if note.woken.load(Ordering::Acquire) {
@@ -243,7 +261,7 @@ impl<F: Future> Future for Batched<F> {
                 return Poll::Pending;
             }
             // Idle: every resolver is waiting on a batch or on I/O. Dispatch the batches and carry on.
-            if self.dispatcher.dispatch_all() == 0 {
+            if this.dispatcher.dispatch_all() == 0 {
                 return Poll::Pending;
             }
         }
