@@ -6,6 +6,7 @@ pub mod cache;
 pub mod comments;
 pub mod connection;
 pub(crate) mod context;
+pub mod entities;
 pub mod guards;
 pub mod ids;
 pub mod loaders;
@@ -14,4 +15,4 @@ pub mod schema;
 pub mod users;
 pub mod validation;
 
-pub use schema::{FolioSchema, Limits, LoginLimits, SchemaData, build_schema};
+pub use schema::{FolioSchema, Limits, LoginLimits, SchemaData, build_schema, sdl_of};
