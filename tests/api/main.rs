@@ -6,6 +6,7 @@ mod helpers;
 mod authz;
 mod cache;
 mod cli;
+mod federation;
 mod http;
 mod lifecycle;
 mod loaders;
