@@ -6,7 +6,7 @@
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
-use crate::helpers::{Fixture, TestApp, bulk, new_admin, token_for};
+use crate::helpers::{Fixture, TestApp, TestDb, bulk, new_admin, test_config, token_for};
 use folio::graphql::schema::{FEDERATION_DEFINITIONS, sdl};
 use folio::store::Page;
 
@@ -124,6 +124,33 @@ async fn service_sdl_is_a_federation_2_subgraph_keyed_by_id() {
             "{directive} is imported, so it is defined"
         );
     }
+}
+
+/// With introspection off (the production default), `__schema` is refused but `_service` still answers and
+/// `_entities` still resolves: a gateway needs them, and the SDL is public anyway (`GET /schema.graphql`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_subgraph_fields_answer_with_introspection_off() {
+    let db = TestDb::create().await;
+    let mut config = test_config(&db);
+    config.edge.introspection = false;
+    let app = TestApp::spawn_with(db, config).await;
+    let f = Fixture::create(&app.store).await;
+    let body = app
+        .gql("{ __schema { queryType { name } } }", json!({}))
+        .await;
+    assert!(
+        body["data"]["__schema"].is_null(),
+        "introspection is off: {body}"
+    );
+    let body = app.gql("{ _service { sdl } }", json!({})).await;
+    assert!(
+        body["data"]["_service"]["sdl"]
+            .as_str()
+            .is_some_and(|sdl| sdl.contains("@key(fields: \"id\")")),
+        "{body}"
+    );
+    let found = resolve(&app, None, &[rep("User", f.bob)]).await;
+    assert_eq!(found[0]["name"], "Bob Marley");
 }
 
 // ---------------------------------------------------------------------------------------------------------------
