@@ -1,5 +1,6 @@
 //! The GraphQL schema: one folder per domain (types, inputs, queries and mutations together), plus the shared
-//! pieces: typed context access, guards, input validation, batched loaders, Relay connections and id parsing.
+//! pieces: typed context access, guards, input validation, batched loaders, Relay connections, id parsing, and
+//! the federation entity resolvers (`entities.rs`).
 
 pub mod batch;
 pub mod cache;
