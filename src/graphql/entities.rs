@@ -80,6 +80,6 @@ impl EntityQuery {
         ctx.tag(tags::post(found.comment.post_id));
         // As `visible_in`: only a draft makes the answer depend on who asks.
         let visible = found.post_published || ctx.viewer().owns_or_admin(found.post_author_id);
-        Ok(visible.then(|| Comment(found.comment)))
+        Ok(visible.then_some(Comment(found.comment)))
     }
 }
