@@ -13,7 +13,7 @@ use crate::billing::Verifier;
 use crate::cache::{Cache, CacheMode};
 use crate::config::{Config, DatabaseKind, Environment};
 use crate::graphql::LoginLimits;
-use crate::graphql::{Limits, SchemaData, build_schema};
+use crate::graphql::{Limits, SchemaData, build_schema, sdl_of};
 use crate::http::{AppState, router};
 use crate::ratelimit::{Rate, RateLimiter};
 use crate::redis_conn::RedisConn;
@@ -117,7 +117,7 @@ impl App {
             login_limits,
         };
         let schema = build_schema(Some(data), limits);
-        let sdl: Arc<str> = schema.sdl().into();
+        let sdl: Arc<str> = sdl_of(&schema).into();
         let stripe = Verifier::from_config(&config.stripe).map(Arc::new);
         if stripe.is_none() {
             tracing::info!(

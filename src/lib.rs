@@ -6,7 +6,8 @@
 //! - `auth`: who is asking (`Viewer`): tokens, JWKS, passwords.
 //! - `billing`: Stripe webhook signatures and what each event means for a user's plan.
 //! - `cache`: the response cache (in-process or Redis), keyed by request and scope, purged by tag.
-//! - `graphql`: the async-graphql schema, one folder per domain, with per-request batched loaders.
+//! - `graphql`: the async-graphql schema, one folder per domain, with per-request batched loaders; a Federation 2
+//!   subgraph whose entities (`User`, `Post`, `Comment`) resolve through the same loaders and rules.
 //! - `store`: every SQL statement, for SQLite (embedded default) and PostgreSQL (production).
 //! - `error`: `AppError`, one error type with stable codes for GraphQL and HTTP.
 //! - `ratelimit`, `redis_conn`: per-caller token buckets, and the Redis connection they share with the cache.

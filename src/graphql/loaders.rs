@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::error::AppError;
 use crate::graphql::batch::{BatchFn, Batcher, Dispatcher};
-use crate::store::{CommentRow, Page, PostRow, Store, UserRow};
+use crate::store::{CommentOnPost, CommentRow, Page, PostRow, Store, UserRow};
 
 /// Key: a user by id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -14,7 +14,7 @@ pub struct UserId(pub i64);
 /// Key: a post by id (drafts included; visibility is decided by the resolver).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PostId(pub i64);
-/// Key: a comment by id.
+/// Key: a comment by id, with its post's state (a comment is only as visible as its post).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct CommentId(pub i64);
 /// Key: how many comments a post has.
@@ -50,7 +50,7 @@ pub struct Loaders {
     sources: Arc<Sources>,
     users: Batcher<UserId, UserRow>,
     posts: Batcher<PostId, PostRow>,
-    comments: Batcher<CommentId, CommentRow>,
+    comments: Batcher<CommentId, CommentOnPost>,
     comment_counts: Batcher<CommentCount, i64>,
     post_comments: Batcher<PostComments, Vec<CommentRow>>,
     author_posts: Batcher<AuthorPosts, Vec<PostRow>>,
@@ -150,10 +150,19 @@ impl BatchFn<PostId> for Sources {
 }
 
 impl BatchFn<CommentId> for Sources {
-    type Value = CommentRow;
-    async fn load(&self, keys: &[CommentId]) -> Result<HashMap<CommentId, CommentRow>, AppError> {
-        let rows = self.store.comments_by_ids(&ids(keys, |k| k.0)).await?;
-        Ok(rows.into_iter().map(|r| (CommentId(r.id), r)).collect())
+    type Value = CommentOnPost;
+    async fn load(
+        &self,
+        keys: &[CommentId],
+    ) -> Result<HashMap<CommentId, CommentOnPost>, AppError> {
+        let rows = self
+            .store
+            .comments_on_posts_by_ids(&ids(keys, |k| k.0))
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (CommentId(r.comment.id), r))
+            .collect())
     }
 }
 

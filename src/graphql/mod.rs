@@ -1,11 +1,13 @@
 //! The GraphQL schema: one folder per domain (types, inputs, queries and mutations together), plus the shared
-//! pieces: typed context access, guards, input validation, batched loaders, Relay connections and id parsing.
+//! pieces: typed context access, guards, input validation, batched loaders, Relay connections, id parsing, and
+//! the federation entity resolvers (`entities.rs`).
 
 pub mod batch;
 pub mod cache;
 pub mod comments;
 pub mod connection;
 pub(crate) mod context;
+pub mod entities;
 pub mod guards;
 pub mod ids;
 pub mod loaders;
@@ -14,4 +16,4 @@ pub mod schema;
 pub mod users;
 pub mod validation;
 
-pub use schema::{FolioSchema, Limits, LoginLimits, SchemaData, build_schema};
+pub use schema::{FolioSchema, Limits, LoginLimits, SchemaData, build_schema, sdl_of};

@@ -2,21 +2,23 @@
 
 use std::sync::Arc;
 
-use async_graphql::{EmptySubscription, MergedObject, Schema};
+use async_graphql::{EmptySubscription, MergedObject, SDLExportOptions, Schema};
 
 use crate::auth::Authenticator;
 use crate::cache::Cache;
 use crate::graphql::cache::CacheMutation;
 use crate::graphql::comments::CommentMutation;
+use crate::graphql::entities::EntityQuery;
 use crate::graphql::posts::{PostMutation, PostQuery};
 use crate::graphql::users::{UserMutation, UserQuery};
 use crate::ratelimit::{Rate, RateLimiter};
 use crate::store::Store;
 
 /// Every query field, merged from the domain folders. Named `Query`, as clients and federation gateways expect.
+// `EntityQuery` adds no field of its own: it is the federation entity resolvers behind `_entities`.
 #[derive(MergedObject, Default)]
 #[graphql(name = "Query")]
-pub struct QueryRoot(UserQuery, PostQuery);
+pub struct QueryRoot(UserQuery, PostQuery, EntityQuery);
 
 /// Every mutation, merged from the domain folders.
 #[derive(MergedObject, Default)]
@@ -64,7 +66,9 @@ pub fn build_schema(data: Option<SchemaData>, limits: Limits) -> FolioSchema {
     )
     .limit_depth(limits.max_depth)
     .limit_complexity(limits.max_complexity)
-    .limit_directives(limits.max_directives);
+    .limit_directives(limits.max_directives)
+    // A Federation 2 subgraph: `_service { sdl }` and `_entities` (see `entities.rs`).
+    .enable_federation();
     if !limits.introspection {
         builder = builder.disable_introspection();
     }
@@ -81,7 +85,14 @@ pub fn build_schema(data: Option<SchemaData>, limits: Limits) -> FolioSchema {
     builder.finish()
 }
 
-/// The schema definition as `folio schema` prints it and `schema.graphql` holds it.
+/// The schema definition as `folio schema` prints it, `schema.graphql` holds it and `GET /schema.graphql` serves
+/// it: the Federation 2 subgraph SDL (`_service { sdl }`: `@key` on the entities, the `@link` to the federation
+/// spec), followed by the definitions of the federation directives it imports.
+///
+/// `_service { sdl }` leaves those definitions out, as subgraph SDLs usually do, because gateways and composition
+/// know them from the `@link`. Tools that read the file as a plain GraphQL schema (code generators,
+/// `graphql-js`'s `buildSchema`) do not, and reject an undefined directive; with the definitions appended the file
+/// is a complete schema for them, and still composes (the definitions are the spec's own).
 pub fn sdl() -> String {
     let limits = Limits {
         max_depth: usize::MAX,
@@ -90,5 +101,44 @@ pub fn sdl() -> String {
         introspection: true,
         suggestions: true,
     };
-    build_schema(None, limits).sdl()
+    sdl_of(&build_schema(None, limits))
 }
+
+/// `sdl()` of a built schema (the server serves its own at `GET /schema.graphql`).
+pub fn sdl_of(schema: &FolioSchema) -> String {
+    let mut sdl = subgraph_sdl_of(schema);
+    sdl.push_str(FEDERATION_DEFINITIONS);
+    sdl
+}
+
+/// The SDL a federation gateway reads from `_service { sdl }`: printed with the options async-graphql's
+/// `_service` resolver uses, so the two cannot differ.
+pub fn subgraph_sdl_of(schema: &FolioSchema) -> String {
+    schema.sdl_with_options(SDLExportOptions::new().federation().compose_directive())
+}
+
+/// The definitions of `@link` and of every directive the subgraph SDL imports from the federation spec (with the
+/// scalars and enum they use), as Federation v2.5 declares them. A test checks that each imported directive is
+/// defined here.
+pub const FEDERATION_DEFINITIONS: &str = r#"# Federation 2 directive definitions (https://specs.apollo.dev/federation/v2.5), for tools that read this SDL
+# as a plain GraphQL schema. Gateways and composition know them already; `_service { sdl }` leaves them out.
+directive @link(url: String, as: String, for: link__Purpose, import: [link__Import]) repeatable on SCHEMA
+directive @key(fields: federation__FieldSet!, resolvable: Boolean = true) repeatable on OBJECT | INTERFACE
+directive @tag(name: String!) repeatable on FIELD_DEFINITION | OBJECT | INTERFACE | UNION | ARGUMENT_DEFINITION | SCALAR | ENUM | ENUM_VALUE | INPUT_OBJECT | INPUT_FIELD_DEFINITION | SCHEMA
+directive @shareable repeatable on OBJECT | FIELD_DEFINITION
+directive @inaccessible on FIELD_DEFINITION | OBJECT | INTERFACE | UNION | ARGUMENT_DEFINITION | SCALAR | ENUM | ENUM_VALUE | INPUT_OBJECT | INPUT_FIELD_DEFINITION
+directive @override(from: String!) on FIELD_DEFINITION
+directive @external(reason: String) on OBJECT | FIELD_DEFINITION
+directive @provides(fields: federation__FieldSet!) on FIELD_DEFINITION
+directive @requires(fields: federation__FieldSet!) on FIELD_DEFINITION
+directive @composeDirective(name: String) repeatable on SCHEMA
+directive @interfaceObject on OBJECT
+directive @requiresScopes(scopes: [[federation__Scope!]!]!) on FIELD_DEFINITION | OBJECT | INTERFACE | SCALAR | ENUM
+scalar link__Import
+enum link__Purpose {
+	SECURITY
+	EXECUTION
+}
+scalar federation__FieldSet
+scalar federation__Scope
+"#;

@@ -14,6 +14,16 @@ pub struct CommentRow {
     pub created_at: DateTime<Utc>,
 }
 
+/// A comment with what decides whether a viewer may see it: its post's state. A comment is only as visible as
+/// its post (a draft's comments are hidden with the draft), so every lookup of comments by id carries this.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct CommentOnPost {
+    #[sqlx(flatten)]
+    pub comment: CommentRow,
+    pub post_published: bool,
+    pub post_author_id: i64,
+}
+
 macro_rules! comment_cols {
     () => {
         "id, post_id, author_id, body, created_at"
@@ -25,6 +35,22 @@ impl Store {
     pub async fn comments_by_ids(&self, ids: &[i64]) -> Result<Vec<CommentRow>, AppError> {
         const SQL: IdListSql = id_list_sql!(
             concat!("SELECT ", comment_cols!(), " FROM comments WHERE id"),
+            ""
+        );
+        self.fetch_for_ids(&SQL, ids, &[]).await
+    }
+
+    /// Comments by id, each with its post's state (see `CommentOnPost`). One statement.
+    pub async fn comments_on_posts_by_ids(
+        &self,
+        ids: &[i64],
+    ) -> Result<Vec<CommentOnPost>, AppError> {
+        const SQL: IdListSql = id_list_sql!(
+            concat!(
+                "SELECT c.id, c.post_id, c.author_id, c.body, c.created_at, ",
+                "p.published AS post_published, p.author_id AS post_author_id ",
+                "FROM comments c JOIN posts p ON p.id = c.post_id WHERE c.id"
+            ),
             ""
         );
         self.fetch_for_ids(&SQL, ids, &[]).await

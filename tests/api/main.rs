@@ -7,6 +7,7 @@ mod authz;
 mod cache;
 mod cli;
 mod edge;
+mod federation;
 mod http;
 mod lifecycle;
 mod loaders;
