@@ -21,8 +21,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use crate::helpers::{
-    Fixture, TestApp, TestDb, admin_token, bulk, first_code, new_admin, spawn_instance,
-    test_config, token_for, uses_redis,
+    Fixture, TestApp, TestDb, admin_token, bulk, first_code, new_admin, spawn_process, test_config,
+    token_for, uses_redis,
 };
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1260,8 +1260,8 @@ async fn no_read_is_older_than_a_mutation_that_returned_before_it_began() {
 // Two instances on one Redis
 // ---------------------------------------------------------------------------------------------------------------
 
-/// Two instances on one database and one Redis prefix share entries, and a mutation through one is seen at once
-/// through the other.
+/// Two instances, A in this process and B a separate `folio` process, on one database and one Redis prefix,
+/// share entries, and a mutation through one is seen at once through the other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mutation_through_one_instance_is_fresh_through_the_other() {
     if !uses_redis() {
@@ -1273,7 +1273,7 @@ async fn a_mutation_through_one_instance_is_fresh_through_the_other() {
     let db = TestDb::create().await;
     let config = test_config(&db);
     let a = TestApp::spawn_with(db, config.clone()).await;
-    let b = spawn_instance(config).await;
+    let b = spawn_process(&config).await;
     let f = Fixture::create(&a.store).await;
     let vars = json!({ "id": id(f.alice_posts[0]) });
 

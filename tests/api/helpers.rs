@@ -215,8 +215,19 @@ pub struct TestApp {
     pub store: Store,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
+    /// A `folio` process instead of an in-process server (`spawn_process`); killed on drop.
+    process: Option<std::process::Child>,
     // Last: the database outlives the server.
     pub db: TestDb,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.process.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 impl TestApp {
@@ -241,6 +252,7 @@ impl TestApp {
             store,
             stop: Some(tx),
             server: Some(server),
+            process: None,
             db,
         }
     }
@@ -510,6 +522,73 @@ pub async fn bulk(store: &Store, n: usize, comments_each: usize) -> Vec<i64> {
 /// Another Folio on the database of a running test app, from the same `config` (on Redis, the same cache prefix
 /// too): what a second instance behind a load balancer looks like. It owns no database: its `db` is an empty
 /// placeholder (ignore it), so the app that owns the database must outlive this one.
+/// A second instance as a real `folio` process, on `config`'s database and cache (the same Redis prefix), for
+/// tests that must show what separate processes see. The database belongs to whoever created it.
+pub async fn spawn_process(config: &Config) -> TestApp {
+    use secrecy::ExposeSecret;
+    use std::io::{BufRead, BufReader};
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_folio"));
+    cmd.args(["serve", "--bind", "127.0.0.1:0", "--no-demo"])
+        .current_dir(std::env::temp_dir())
+        .env("DATABASE_URL", &config.database_url)
+        .env("FOLIO_JWT_SECRET", TEST_SECRET)
+        .env("FOLIO_RATE_LIMIT_PER_MIN", "0")
+        .env("FOLIO_CACHE_PREFIX", &config.cache.prefix)
+        .env("FOLIO_LOG", "info")
+        .env("FOLIO_LOG_FORMAT", "json")
+        .env("NO_COLOR", "1")
+        .env_remove("FOLIO_ENV")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    match (&config.cache.mode, &config.cache.redis_url) {
+        (CacheMode::Redis, Some(url)) => {
+            cmd.env("FOLIO_CACHE", "redis")
+                .env("REDIS_URL", url.expose_secret());
+        }
+        (CacheMode::Off, _) => {
+            cmd.env("FOLIO_CACHE", "off");
+        }
+        _ => {
+            cmd.env("FOLIO_CACHE", "memory");
+        }
+    }
+    let mut child = cmd.spawn().expect("start folio");
+    let stdout = child.stdout.take().expect("piped stdout");
+    // The "listening" log line carries the bound address; read it on a thread, then keep draining the pipe.
+    let addr = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = lines.by_ref().map_while(Result::ok).find_map(|line| {
+            serde_json::from_str::<Value>(&line)
+                .ok()
+                .and_then(|v| v["addr"].as_str().map(str::to_owned))
+        });
+        std::thread::spawn(move || for _ in lines {});
+        addr
+    });
+    let addr = tokio::time::timeout(Duration::from_secs(30), addr)
+        .await
+        .expect("folio reports its address in time")
+        .expect("reader thread")
+        .expect("folio logged its address");
+    let metrics = prometheus::IntCounter::new("test_statements", "statements").expect("counter");
+    let store = Store::connect(&config.database_url, 2, Duration::from_secs(5), metrics)
+        .await
+        .expect("store for the test");
+    folio::install_crypto_provider();
+    TestApp {
+        base: format!("http://{addr}"),
+        client: reqwest::Client::new(),
+        store,
+        stop: None,
+        server: None,
+        process: Some(child),
+        db: TestDb::Sqlite {
+            _dir: tempfile::tempdir().expect("tempdir"),
+            url: config.database_url.clone(),
+        },
+    }
+}
+
 pub async fn spawn_instance(config: Config) -> TestApp {
     let placeholder = TestDb::Sqlite {
         _dir: tempfile::tempdir().expect("tempdir"),
