@@ -14,6 +14,7 @@ use crate::cache::{Cache, CacheMode};
 use crate::config::{Config, DatabaseKind, Environment};
 use crate::graphql::LoginLimits;
 use crate::graphql::{Limits, SchemaData, build_schema, sdl_of};
+use crate::http::router::Shared;
 use crate::http::{AppState, router};
 use crate::ratelimit::{Rate, RateLimiter};
 use crate::redis_conn::RedisConn;
@@ -124,7 +125,7 @@ impl App {
                 "STRIPE_WEBHOOK_SECRET is not set: POST /api/webhooks/stripe answers 503 until it is"
             );
         }
-        let state = AppState {
+        let state = AppState::new(Shared {
             schema,
             store,
             auth,
@@ -137,7 +138,7 @@ impl App {
             graphiql: config.graphiql,
             edge: Arc::new(config.edge.clone()),
             stripe,
-        };
+        });
         let listener = TcpListener::bind(config.bind).await.with_context(|| {
             format!("could not listen on {} (FOLIO_BIND / --bind)", config.bind)
         })?;
