@@ -14,9 +14,12 @@ use crate::config::{Config, LogFormat};
 /// Installs the global tracing subscriber. Call once, from `main`.
 pub fn init_tracing(config: &Config) {
     let filter = EnvFilter::try_new(&config.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only on a terminal: escape codes in a file or a log pipeline are noise.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(colour);
     let result = match config.log_format {
         LogFormat::Json => builder
             .json()
