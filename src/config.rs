@@ -268,6 +268,15 @@ impl Config {
     /// Checks what serving (and minting tokens) needs beyond well-formed values: in production the token
     /// secret must be set. Other commands (`migrate`, `schema`, `seed`) do not need it.
     pub fn check_for_serving(&self) -> anyhow::Result<()> {
+        // Without a secret, tokens are signed with the public development secret: anyone could forge one. That
+        // is only acceptable on a loopback address, whatever FOLIO_ENV says.
+        if self.auth.jwt_secret.is_none() && !self.bind.ip().is_loopback() {
+            bail!(
+                "FOLIO_JWT_SECRET must be set to serve on {} (a non-loopback address): without it tokens are \
+                 signed with the public development secret",
+                self.bind
+            );
+        }
         if self.env == Environment::Production && self.auth.jwt_secret.is_none() {
             bail!(
                 "FOLIO_JWT_SECRET must be set when FOLIO_ENV=production (at least 32 random bytes, \
@@ -567,6 +576,18 @@ mod tests {
         assert!(format!("{err:#}").contains("STRIPE_WEBHOOK_TOLERANCE_SECS"));
         let err = with(&[("STRIPE_WEBHOOK_TOLERANCE_SECS", "five")]).unwrap_err();
         assert!(format!("{err:#}").contains("STRIPE_WEBHOOK_TOLERANCE_SECS"));
+    }
+
+    #[test]
+    fn the_development_secret_is_for_loopback_only() {
+        let local = with(&[]).unwrap();
+        local.check_for_serving().unwrap();
+        let exposed = with(&[("FOLIO_BIND", "0.0.0.0:8000")]).unwrap();
+        let err = exposed.check_for_serving().unwrap_err();
+        assert!(format!("{err:#}").contains("FOLIO_JWT_SECRET"));
+        let secret = "0123456789abcdef0123456789abcdef";
+        let ok = with(&[("FOLIO_BIND", "0.0.0.0:8000"), ("FOLIO_JWT_SECRET", secret)]).unwrap();
+        ok.check_for_serving().unwrap();
     }
 
     #[test]

@@ -80,8 +80,10 @@ pub fn normalize(document: &str) -> String {
                 pending_space = true;
                 i += 1;
             }
+            // A comment ends at any line terminator the parser knows: `\n`, `\r` or `\r\n`. Ending it only at
+            // `\n` would let text after a `\r` change the query without changing its key.
             b'#' => {
-                while i < bytes.len() && bytes[i] != b'\n' {
+                while i < bytes.len() && bytes[i] != b'\n' && bytes[i] != b'\r' {
                     i += 1;
                 }
                 pending_space = true;
@@ -131,7 +133,7 @@ fn string_end(bytes: &[u8], start: usize) -> usize {
         match bytes[i] {
             b'\\' => i += 2,
             b'"' => return i + 1,
-            b'\n' => return i,
+            b'\n' | b'\r' => return i,
             _ => i += 1,
         }
     }
@@ -171,6 +173,11 @@ mod tests {
             "{ a(s: \"\"\"x  \"\" y\"\"\") }"
         );
         assert_eq!(normalize("{ a(s: \"é  ü\")   b }"), "{ a(s: \"é  ü\") b }");
+        // `\r` ends a comment for the parser, so what follows it is query text and part of the key.
+        assert_eq!(
+            normalize("{ a #x\r@skip(if: true)\n }"),
+            "{ a @skip(if: true) }"
+        );
     }
 
     #[test]

@@ -534,6 +534,12 @@ fn respond(
         h.insert(header::AGE, HeaderValue::from(entry.age()));
     }
     h.insert("x-cache", source.header());
+    // The answer depends on who asks and on the media type asked for: no shared or browser cache may reuse it
+    // for another `Authorization` (a signed-out or switched user) or another `Accept`.
+    h.insert(
+        header::VARY,
+        HeaderValue::from_static("authorization, accept"),
+    );
     if let Some(secs) = outcome.retry_after {
         h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }

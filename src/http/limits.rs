@@ -1,6 +1,8 @@
 //! Document limits checked before execution, beyond async-graphql's own (depth, complexity, directives): size,
 //! token count, aliases and root fields. They bound the work a single request can ask for, whatever its shape.
 
+use std::collections::{HashMap, HashSet};
+
 use async_graphql::parser::Positioned;
 use async_graphql::parser::types::{ExecutableDocument, OperationType, Selection, SelectionSet};
 
@@ -67,13 +69,26 @@ pub fn check_document(
     let Some((_, op)) = op else {
         return Ok(None);
     };
-    if !edge.introspection && selects_introspection(&op.node.selection_set, doc, 0) {
+    if !edge.introspection
+        && selects_introspection(&op.node.selection_set, doc, &mut HashSet::new())
+    {
         return Err(Exceeded {
             code: "INTROSPECTION_DISABLED",
             message: "Introspection is disabled on this server (FOLIO_INTROSPECTION).".into(),
         });
     }
-    let roots = count_root_fields(&op.node.selection_set, doc, 0);
+    // Fragments can multiply a small document into an enormous one (a fragment spread 100 times by one spread
+    // 100 times ...), which every later pass (async-graphql's validation included) would walk in full.
+    let expanded = expanded_fields(&op.node.selection_set, doc, &mut HashMap::new());
+    if expanded > MAX_EXPANDED_FIELDS {
+        return Err(Exceeded {
+            code: "TOO_MANY_FIELDS",
+            message: format!(
+                "With its fragments expanded the operation selects more than {MAX_EXPANDED_FIELDS} fields."
+            ),
+        });
+    }
+    let roots = count_root_fields(&op.node.selection_set, doc, &mut HashMap::new());
     if roots > edge.max_root_fields {
         return Err(Exceeded {
             code: "TOO_MANY_ROOT_FIELDS",
@@ -100,53 +115,91 @@ fn count_aliases(set: &Positioned<SelectionSet>) -> usize {
         .sum()
 }
 
-/// Fields at the root, looking through inline fragments and fragment spreads (depth-bounded against cycles,
-/// which validation rejects anyway).
-fn count_root_fields(
-    set: &Positioned<SelectionSet>,
-    doc: &ExecutableDocument,
-    depth: usize,
+/// The most fields an operation may select once its fragments are expanded (not counting list sizes: that is
+/// what complexity measures). Real documents stay in the hundreds.
+pub const MAX_EXPANDED_FIELDS: usize = 10_000;
+
+/// Fields selected anywhere in the operation with every fragment spread expanded, computed once per fragment.
+fn expanded_fields<'a>(
+    set: &'a Positioned<SelectionSet>,
+    doc: &'a ExecutableDocument,
+    memo: &mut HashMap<&'a str, usize>,
 ) -> usize {
-    if depth > 8 {
-        return 0;
-    }
-    set.node
-        .items
-        .iter()
-        .map(|item| match &item.node {
-            Selection::Field(_) => 1,
-            Selection::InlineFragment(f) => {
-                count_root_fields(&f.node.selection_set, doc, depth + 1)
+    set.node.items.iter().fold(0usize, |total, item| {
+        let n = match &item.node {
+            Selection::Field(f) => {
+                1usize.saturating_add(expanded_fields(&f.node.selection_set, doc, memo))
             }
-            Selection::FragmentSpread(s) => doc
-                .fragments
-                .get(&s.node.fragment_name.node)
-                .map_or(0, |f| {
-                    count_root_fields(&f.node.selection_set, doc, depth + 1)
-                }),
-        })
-        .sum()
+            Selection::InlineFragment(f) => expanded_fields(&f.node.selection_set, doc, memo),
+            Selection::FragmentSpread(s) => {
+                let name = s.node.fragment_name.node.as_str();
+                match memo.get(name) {
+                    Some(n) => *n,
+                    None => {
+                        memo.insert(name, 0);
+                        let n = doc
+                            .fragments
+                            .get(&s.node.fragment_name.node)
+                            .map_or(0, |f| expanded_fields(&f.node.selection_set, doc, memo));
+                        memo.insert(name, n);
+                        n
+                    }
+                }
+            }
+        };
+        total.saturating_add(n)
+    })
+}
+
+/// Fields at the root, looking through inline fragments and fragment spreads. Each fragment is counted once
+/// and remembered: a fragment spread k times by a fragment spread k times ... must not cost k^depth visits.
+fn count_root_fields<'a>(
+    set: &'a Positioned<SelectionSet>,
+    doc: &'a ExecutableDocument,
+    memo: &mut HashMap<&'a str, usize>,
+) -> usize {
+    set.node.items.iter().fold(0usize, |total, item| {
+        let n = match &item.node {
+            Selection::Field(_) => 1,
+            Selection::InlineFragment(f) => count_root_fields(&f.node.selection_set, doc, memo),
+            Selection::FragmentSpread(s) => {
+                let name = s.node.fragment_name.node.as_str();
+                match memo.get(name) {
+                    Some(n) => *n,
+                    None => {
+                        // 0 while counting: a cycle (which validation rejects anyway) ends here.
+                        memo.insert(name, 0);
+                        let n = doc
+                            .fragments
+                            .get(&s.node.fragment_name.node)
+                            .map_or(0, |f| count_root_fields(&f.node.selection_set, doc, memo));
+                        memo.insert(name, n);
+                        n
+                    }
+                }
+            }
+        };
+        total.saturating_add(n)
+    })
 }
 
 /// Whether the operation asks for `__schema` or `__type` at its root (`__typename` is not introspection of the
-/// schema and stays allowed).
-fn selects_introspection(
-    set: &Positioned<SelectionSet>,
-    doc: &ExecutableDocument,
-    depth: usize,
+/// schema and stays allowed). Each fragment is looked into once.
+fn selects_introspection<'a>(
+    set: &'a Positioned<SelectionSet>,
+    doc: &'a ExecutableDocument,
+    seen: &mut HashSet<&'a str>,
 ) -> bool {
-    if depth > 8 {
-        return false;
-    }
     set.node.items.iter().any(|item| match &item.node {
         Selection::Field(f) => matches!(f.node.name.node.as_str(), "__schema" | "__type"),
-        Selection::InlineFragment(f) => {
-            selects_introspection(&f.node.selection_set, doc, depth + 1)
+        Selection::InlineFragment(f) => selects_introspection(&f.node.selection_set, doc, seen),
+        Selection::FragmentSpread(s) => {
+            seen.insert(s.node.fragment_name.node.as_str())
+                && doc
+                    .fragments
+                    .get(&s.node.fragment_name.node)
+                    .is_some_and(|f| selects_introspection(&f.node.selection_set, doc, seen))
         }
-        Selection::FragmentSpread(s) => doc
-            .fragments
-            .get(&s.node.fragment_name.node)
-            .is_some_and(|f| selects_introspection(&f.node.selection_set, doc, depth + 1)),
     })
 }
 
@@ -160,7 +213,7 @@ fn count_tokens(document: &str, stop: usize) -> usize {
         match b {
             b' ' | b'\t' | b'\n' | b'\r' | b',' | 0xef | 0xbb | 0xbf => i += 1,
             b'#' => {
-                while i < bytes.len() && bytes[i] != b'\n' {
+                while i < bytes.len() && bytes[i] != b'\n' && bytes[i] != b'\r' {
                     i += 1;
                 }
             }
@@ -178,7 +231,11 @@ fn count_tokens(document: &str, stop: usize) -> usize {
                     i += 3;
                 } else {
                     i += 1;
-                    while i < bytes.len() && bytes[i] != b'"' && bytes[i] != b'\n' {
+                    while i < bytes.len()
+                        && bytes[i] != b'"'
+                        && bytes[i] != b'\n'
+                        && bytes[i] != b'\r'
+                    {
                         i += if bytes[i] == b'\\' { 2 } else { 1 };
                     }
                     i += 1;
@@ -210,6 +267,31 @@ fn count_tokens(document: &str, stop: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::count_tokens;
+
+    #[test]
+    fn fragment_bombs_are_measured_without_expanding_them() {
+        // Nine fragments, each spreading the next one 50 times: 50^8 fields if expanded naively.
+        let mut doc = String::from("query { ...F0 }\n");
+        for i in 0..9 {
+            let body = if i == 8 {
+                "__typename".to_owned()
+            } else {
+                format!("...F{} ", i + 1).repeat(50)
+            };
+            doc.push_str(&format!("fragment F{i} on Query {{ {body} }}\n"));
+        }
+        let parsed = async_graphql::parser::parse_query(&doc).expect("parses");
+        let edge = crate::Config::default().edge;
+        let started = std::time::Instant::now();
+        let err = super::check_document(&parsed, None, &edge).expect_err("refused");
+        assert_eq!(err.code, "TOO_MANY_FIELDS");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_carriage_return_ends_a_comment() {
+        assert_eq!(count_tokens("{ a #x\r b }", 100), 4);
+    }
 
     #[test]
     fn tokens_are_counted_like_the_lexer_sees_them() {

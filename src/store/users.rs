@@ -245,7 +245,8 @@ impl Store {
     }
 
     /// The user behind an external identity, created on first sight, and whether this call created, linked or
-    /// changed it (so cached answers about it must go). An existing local account with the same
+    /// changed it (so cached answers about it must go). Linking drops the local password: `signUp` never proved
+    /// the address, so whoever set that password may not be the address's owner, whom the provider vouches for. An existing local account with the same
     /// email is linked only when the provider has verified the address; otherwise that is a `CONFLICT`.
     /// With a configured role claim, the role follows the token.
     pub async fn provision_external(
@@ -258,12 +259,12 @@ impl Store {
             " FROM users WHERE external_id = $1"
         );
         const LINK_PG: &str = concat!(
-            "UPDATE users SET external_id = $1, updated_at = $3 ",
+            "UPDATE users SET external_id = $1, password_hash = NULL, updated_at = $3 ",
             "WHERE lower(email) = lower($2) AND external_id IS NULL RETURNING ",
             user_cols!()
         );
         const LINK_LITE: &str = concat!(
-            "UPDATE users SET external_id = $1, updated_at = $3 ",
+            "UPDATE users SET external_id = $1, password_hash = NULL, updated_at = $3 ",
             "WHERE email = $2 AND external_id IS NULL RETURNING ",
             user_cols!()
         );

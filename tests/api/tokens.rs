@@ -669,3 +669,35 @@ async fn a_local_account_is_linked_only_by_a_verified_email() {
         "linked, not duplicated"
     );
 }
+
+/// `signUp` never proves that its caller owns the address. So when a provider identity whose address is
+/// verified takes over a local account, the local password stops working: otherwise whoever registered the
+/// address first would keep a way into its owner's account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linking_a_provider_identity_retires_the_local_password() {
+    let jwks = JwksServer::start(vec![rsa_jwk(RSA1, "k1")], 300).await;
+    let app = spawn_with_idp(&jwks, |_| {}).await;
+    let sign_up = "mutation($i: SignUpInput!) { signUp(input: $i) { user { id } } }";
+    let login = "mutation($i: LoginInput!) { login(input: $i) { user { id } } }";
+    let credentials = json!({ "email": "fay@example.com", "password": "squatter password" });
+    let body = app
+        .gql(
+            sign_up,
+            json!({ "i": { "email": "fay@example.com", "name": "Squatter", "password": "squatter password" } }),
+        )
+        .await;
+    let local = body["data"]["signUp"]["user"]["id"].clone();
+    let before = app.gql(login, json!({ "i": credentials })).await;
+    assert_eq!(before["data"]["login"]["user"]["id"], local, "{before}");
+
+    let verified = with(
+        idp_claims("idp|fay", "fay@example.com"),
+        "email_verified",
+        json!(true),
+    );
+    let data = data_as(&app, &sign_rs256(RSA1, "k1", &verified), ME, "verified").await;
+    assert_eq!(data["me"]["id"], local);
+
+    let after = app.gql(login, json!({ "i": credentials })).await;
+    assert_eq!(first_code(&after), "UNAUTHENTICATED", "{after}");
+}

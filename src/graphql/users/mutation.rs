@@ -67,7 +67,8 @@ impl UserMutation {
                 password_hash,
             })
             .await?;
-        ctx.purge_after_commit(vec![tags::USER_LIST.to_owned()]);
+        // `User:<id>` too: a `user(id)` that answered `null` for this id before it existed may be cached.
+        ctx.purge_after_commit(vec![tags::USER_LIST.to_owned(), tags::user(user.id)]);
         let token = ctx.auth()?.tokens().issue(user.id, user.role)?;
         Ok(AuthPayload {
             token,
