@@ -79,7 +79,7 @@ pub fn check_document(
     }
     // Fragments can multiply a small document into an enormous one (a fragment spread 100 times by one spread
     // 100 times ...), which every later pass (async-graphql's validation included) would walk in full.
-    let expanded = expanded_fields(&op.node.selection_set, doc, &mut HashMap::new());
+    let expanded = count_fields(&op.node.selection_set, doc, true, &mut HashMap::new());
     if expanded > MAX_EXPANDED_FIELDS {
         return Err(Exceeded {
             code: "TOO_MANY_FIELDS",
@@ -88,7 +88,7 @@ pub fn check_document(
             ),
         });
     }
-    let roots = count_root_fields(&op.node.selection_set, doc, &mut HashMap::new());
+    let roots = count_fields(&op.node.selection_set, doc, false, &mut HashMap::new());
     if roots > edge.max_root_fields {
         return Err(Exceeded {
             code: "TOO_MANY_ROOT_FIELDS",
@@ -119,49 +119,22 @@ fn count_aliases(set: &Positioned<SelectionSet>) -> usize {
 /// what complexity measures). Real documents stay in the hundreds.
 pub const MAX_EXPANDED_FIELDS: usize = 10_000;
 
-/// Fields selected anywhere in the operation with every fragment spread expanded, computed once per fragment.
-fn expanded_fields<'a>(
+/// Fields in a selection set with its fragments expanded: only at this level (`deep: false`, the root fields)
+/// or at every level (`deep: true`). Each fragment is counted once and remembered, so a fragment spread k times
+/// by a fragment spread k times ... costs one visit per fragment, not k^depth. `memo` must be fresh per `deep`.
+fn count_fields<'a>(
     set: &'a Positioned<SelectionSet>,
     doc: &'a ExecutableDocument,
+    deep: bool,
     memo: &mut HashMap<&'a str, usize>,
 ) -> usize {
     set.node.items.iter().fold(0usize, |total, item| {
         let n = match &item.node {
-            Selection::Field(f) => {
-                1usize.saturating_add(expanded_fields(&f.node.selection_set, doc, memo))
+            Selection::Field(f) if deep => {
+                1usize.saturating_add(count_fields(&f.node.selection_set, doc, deep, memo))
             }
-            Selection::InlineFragment(f) => expanded_fields(&f.node.selection_set, doc, memo),
-            Selection::FragmentSpread(s) => {
-                let name = s.node.fragment_name.node.as_str();
-                match memo.get(name) {
-                    Some(n) => *n,
-                    None => {
-                        memo.insert(name, 0);
-                        let n = doc
-                            .fragments
-                            .get(&s.node.fragment_name.node)
-                            .map_or(0, |f| expanded_fields(&f.node.selection_set, doc, memo));
-                        memo.insert(name, n);
-                        n
-                    }
-                }
-            }
-        };
-        total.saturating_add(n)
-    })
-}
-
-/// Fields at the root, looking through inline fragments and fragment spreads. Each fragment is counted once
-/// and remembered: a fragment spread k times by a fragment spread k times ... must not cost k^depth visits.
-fn count_root_fields<'a>(
-    set: &'a Positioned<SelectionSet>,
-    doc: &'a ExecutableDocument,
-    memo: &mut HashMap<&'a str, usize>,
-) -> usize {
-    set.node.items.iter().fold(0usize, |total, item| {
-        let n = match &item.node {
             Selection::Field(_) => 1,
-            Selection::InlineFragment(f) => count_root_fields(&f.node.selection_set, doc, memo),
+            Selection::InlineFragment(f) => count_fields(&f.node.selection_set, doc, deep, memo),
             Selection::FragmentSpread(s) => {
                 let name = s.node.fragment_name.node.as_str();
                 match memo.get(name) {
@@ -172,7 +145,7 @@ fn count_root_fields<'a>(
                         let n = doc
                             .fragments
                             .get(&s.node.fragment_name.node)
-                            .map_or(0, |f| count_root_fields(&f.node.selection_set, doc, memo));
+                            .map_or(0, |f| count_fields(&f.node.selection_set, doc, deep, memo));
                         memo.insert(name, n);
                         n
                     }
