@@ -136,23 +136,31 @@ pub async fn run(
     // Parsed once here; execution reuses the parsed document.
     let operation_name = request.operation_name.clone();
     let mut parse_failed = false;
-    let kind = match request.parsed_query() {
-        Ok(doc) => match limits::check_document(doc, operation_name.as_deref(), &state.edge) {
-            Ok(kind) => kind,
-            Err(e) => {
-                return request_error(
-                    http.media.request_error_status(),
-                    e.code,
-                    &e.message,
-                    http.media,
-                );
-            }
-        },
-        // Execution reports the parse error in the usual shape.
-        // The parser also refuses documents it cannot pick an operation from ("multiple operations"); those
-        // are validation failures, the rest are syntax errors.
+    let kind = match async_graphql::parser::parse_query(&request.query) {
+        Ok(doc) => {
+            let kind = match limits::check_document(&doc, operation_name.as_deref(), &state.edge) {
+                Ok(kind) => kind,
+                Err(e) => {
+                    return request_error(
+                        http.media.request_error_status(),
+                        e.code,
+                        &e.message,
+                        http.media,
+                    );
+                }
+            };
+            request.set_parsed_query(doc);
+            kind
+        }
+        // Execution reports the error in the usual shape. Only a syntax error is a parse failure; the parser
+        // also refuses documents it cannot pick an operation from (several anonymous ones, duplicates), which
+        // are validation failures.
         Err(err) => {
-            parse_failed = !err.message.contains("operation");
+            parse_failed = matches!(
+                err,
+                async_graphql::parser::Error::Syntax { .. }
+                    | async_graphql::parser::Error::RecursionLimitExceeded
+            );
             None
         }
     };
@@ -305,7 +313,7 @@ async fn compute(
     let cacheable = response.errors.is_empty() && max_age > 0;
     let public = response.cache_control.public && !tracker.viewer_dependent();
     let request_error = is_request_error(&response);
-    let entry = entry_for(&response, max_age, public, request_error);
+    let entry = entry_for(&response, max_age, public, request_error, cacheable);
     // Not stored (errors): fresh as of the start, like any execution.
     let mut valid = snapshot.clone();
     if let (true, Some(snapshot)) = (cacheable, snapshot) {
@@ -360,7 +368,7 @@ async fn uncached(
         Some(response) => {
             let request_error = is_request_error(&response);
             Computed {
-                entry: entry_for(&response, 0, false, request_error),
+                entry: entry_for(&response, 0, false, request_error, false),
                 cacheable: false,
                 request_error,
                 timed_out: false,
@@ -458,11 +466,14 @@ impl Outcome {
     }
 }
 
+/// The serialised response. Only a cacheable one gets an `ETag` (a digest of the body): the others are never
+/// validated, so hashing them would be work for nothing on every mutation and uncached request.
 fn entry_for(
     response: &async_graphql::Response,
     max_age: u32,
     public: bool,
     request_error: bool,
+    cacheable: bool,
 ) -> Entry {
     let body = if request_error {
         // The spec: a request error's response has no `data` entry at all.
@@ -478,9 +489,13 @@ fn entry_for(
                 .to_vec()
         }
     };
-    let digest = Sha256::digest(&body);
+    let etag = if cacheable {
+        format!("\"{}\"", hex::encode(&Sha256::digest(&body)[..16]))
+    } else {
+        String::new()
+    };
     Entry {
-        etag: format!("\"{}\"", hex::encode(&digest[..16])),
+        etag,
         body: body.into(),
         max_age,
         public,
