@@ -108,6 +108,9 @@ struct Open<K, V> {
 /// Batches loads of one relation (key type) for one request.
 pub struct Batcher<K, V> {
     open: Arc<Mutex<Option<Open<K, V>>>>,
+    /// Values already fetched by a parent's statement (see `prefetch.rs`): a load of one of these keys is
+    /// answered at once, without a batch or a wait.
+    primed: Mutex<HashMap<K, V>>,
 }
 
 struct OpenSlot<K, V>(Arc<Mutex<Option<Open<K, V>>>>);
@@ -136,7 +139,15 @@ where
     pub fn new(dispatcher: &Dispatcher) -> Self {
         let open: Arc<Mutex<Option<Open<K, V>>>> = Arc::default();
         lock(&dispatcher.batchers).push(Arc::new(OpenSlot(Arc::clone(&open))));
-        Self { open }
+        Self {
+            open,
+            primed: Mutex::default(),
+        }
+    }
+
+    /// Records `value` as the answer for `key`, so loads of it need no statement.
+    pub fn prime(&self, key: K, value: V) {
+        lock(&self.primed).insert(key, value);
     }
 
     /// Loads `key` together with every other key its sibling resolvers ask for. Must run inside `Batched`.
@@ -144,6 +155,9 @@ where
     where
         L: BatchFn<K, Value = V>,
     {
+        if let Some(value) = lock(&self.primed).get(&key) {
+            return Ok(Some(value.clone()));
+        }
         let run = self.register(loader, key.clone());
         let map = run.await.map_err(AppError::from)?;
         Ok(map.get(&key).cloned())

@@ -86,6 +86,16 @@ impl Loaders {
     {
         self.batcher().load_one(&self.sources, key).await
     }
+
+    /// Records what a parent's statement already fetched for `key` (see `prefetch.rs`).
+    pub fn prime<K>(&self, key: K, value: <Sources as BatchFn<K>>::Value)
+    where
+        Self: HasBatcher<K>,
+        Sources: BatchFn<K>,
+        K: Clone + Eq + std::hash::Hash + Send + Sync + 'static,
+    {
+        self.batcher().prime(key, value);
+    }
 }
 
 /// Which batcher serves key type `K`.

@@ -1,5 +1,5 @@
 //! The GraphQL schema: one folder per domain (types, inputs, queries and mutations together), plus the shared
-//! pieces: typed context access, guards, input validation, batched loaders, Relay connections, id parsing, and
+//! pieces: typed context access, guards, input validation, batched loaders and prefetching, Relay connections, id parsing, and
 //! the federation entity resolvers (`entities.rs`).
 
 pub mod batch;
@@ -12,6 +12,7 @@ pub mod guards;
 pub mod ids;
 pub mod loaders;
 pub mod posts;
+pub mod prefetch;
 pub mod schema;
 pub mod users;
 pub mod validation;

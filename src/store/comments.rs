@@ -2,7 +2,8 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{IdListSql, Page, Store, id_list_sql, with_pool};
+use super::users::{JoinedUser, joined_user_cols};
+use super::{IdListSql, Page, Store, UserRow, id_list_sql, with_pool};
 use crate::error::AppError;
 
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -23,6 +24,29 @@ pub struct CommentOnPost {
     pub post_published: bool,
     pub post_author_id: i64,
 }
+
+/// One comment of a page fetched for several posts at once, with its post's comment count (the window sees
+/// every comment of the post, so the count costs nothing extra).
+#[derive(Debug, sqlx::FromRow)]
+struct CommentInPage {
+    #[sqlx(flatten)]
+    comment: CommentRow,
+    total: i64,
+}
+
+/// `CommentInPage` with the comment's author joined in.
+#[derive(Debug, sqlx::FromRow)]
+struct CommentInPageWithAuthor {
+    #[sqlx(flatten)]
+    comment: CommentRow,
+    total: i64,
+    #[sqlx(flatten)]
+    author: JoinedUser,
+}
+
+/// What `comment_pages` returns for each comment: the comment, how many comments its post has beyond the
+/// page's cursor (all of them when there is none), and its author when asked for.
+pub type CommentInPageRow = (CommentRow, i64, Option<UserRow>);
 
 macro_rules! comment_cols {
     () => {
@@ -76,6 +100,54 @@ impl Store {
         );
         self.fetch_for_ids(&SQL, post_ids, &[page.after.unwrap_or(0), page.limit])
             .await
+    }
+
+    /// `comments_by_posts` with, per comment, its post's comment count beyond `page.after` and (with
+    /// `authors`) the comment's author: everything a page of posts needs about its comments, in one statement.
+    pub async fn comment_pages(
+        &self,
+        post_ids: &[i64],
+        page: Page,
+        authors: bool,
+    ) -> Result<Vec<CommentInPageRow>, AppError> {
+        macro_rules! ranked {
+            () => {
+                concat!(
+                    " FROM (SELECT ",
+                    comment_cols!(),
+                    ", ROW_NUMBER() OVER (PARTITION BY post_id ORDER BY id) AS rn",
+                    ", COUNT(*) OVER (PARTITION BY post_id) AS total",
+                    " FROM comments WHERE id > $2 AND post_id"
+                )
+            };
+        }
+        let extra = [page.after.unwrap_or(0), page.limit];
+        if authors {
+            const SQL: IdListSql = id_list_sql!(
+                concat!(
+                    "SELECT c.id, c.post_id, c.author_id, c.body, c.created_at, c.total, ",
+                    joined_user_cols!(),
+                    ranked!()
+                ),
+                ") c JOIN users u ON u.id = c.author_id WHERE c.rn <= $3 ORDER BY c.post_id, c.id"
+            );
+            let rows: Vec<CommentInPageWithAuthor> =
+                self.fetch_for_ids(&SQL, post_ids, &extra).await?;
+            Ok(rows
+                .into_iter()
+                .map(|r| (r.comment, r.total, Some(r.author.into())))
+                .collect())
+        } else {
+            const SQL: IdListSql = id_list_sql!(
+                concat!("SELECT ", comment_cols!(), ", total", ranked!()),
+                ") c WHERE rn <= $3 ORDER BY post_id, id"
+            );
+            let rows: Vec<CommentInPage> = self.fetch_for_ids(&SQL, post_ids, &extra).await?;
+            Ok(rows
+                .into_iter()
+                .map(|r| (r.comment, r.total, None))
+                .collect())
+        }
     }
 
     /// `(post_id, number of comments)` for several posts; posts with none are absent. One statement.

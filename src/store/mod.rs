@@ -25,7 +25,7 @@ use sqlx::sqlite::{
 };
 
 pub use billing::{BillingAction, BillingEvent, EventOutcome, IgnoreReason, WebhookEventRow};
-pub use comments::{CommentOnPost, CommentRow, CreateComment};
+pub use comments::{CommentInPageRow, CommentOnPost, CommentRow, CreateComment};
 pub use posts::{CreatePost, Drafts, PostChanges, PostListFilter, PostRow};
 pub use users::{CreateAccount, ExternalUser, Plan, Role, UserRow};
 

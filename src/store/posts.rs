@@ -3,7 +3,8 @@
 use chrono::{DateTime, Utc};
 use sqlx::AssertSqlSafe;
 
-use super::{Db, IdListSql, Page, Store, id_list_sql, like_pattern, with_pool};
+use super::users::{JoinedUser, joined_user_cols};
+use super::{Db, IdListSql, Page, Store, UserRow, id_list_sql, like_pattern, with_pool};
 use crate::error::AppError;
 
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -16,6 +17,15 @@ pub struct PostRow {
     pub published_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// A post with its author's columns, from one statement.
+#[derive(Debug, sqlx::FromRow)]
+struct PostWithAuthor {
+    #[sqlx(flatten)]
+    post: PostRow,
+    #[sqlx(flatten)]
+    author: JoinedUser,
 }
 
 macro_rules! post_cols {
@@ -117,13 +127,44 @@ impl Store {
         filter: &PostListFilter,
         page: Page,
     ) -> Result<Vec<PostRow>, AppError> {
+        self.post_page(filter, page, false).await
+    }
+
+    /// `list_posts` with each post's author, joined in the same statement (for a page whose selection reads
+    /// the authors: one statement instead of two).
+    pub async fn list_posts_with_authors(
+        &self,
+        filter: &PostListFilter,
+        page: Page,
+    ) -> Result<Vec<(PostRow, UserRow)>, AppError> {
+        let rows: Vec<PostWithAuthor> = self.post_page(filter, page, true).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.post, r.author.into()))
+            .collect())
+    }
+
+    /// The statement behind `list_posts` (and, with `authors`, `list_posts_with_authors`): the page is taken
+    /// first, then joined to the 21-odd authors it needs.
+    async fn post_page<T>(
+        &self,
+        filter: &PostListFilter,
+        page: Page,
+        authors: bool,
+    ) -> Result<Vec<T>, AppError>
+    where
+        T: Send
+            + Unpin
+            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>,
+    {
         let (clause, mut args) = post_where(filter, &self.db);
         args.push(Arg::Int(page.after.unwrap_or(i64::MAX)));
         let after = args.len();
         args.push(Arg::Int(page.limit));
         let limit = args.len();
         // Only fixed fragments and placeholder numbers are formatted into the text (see `post_where`).
-        let sql = format!(
+        let mut sql = format!(
             concat!(
                 "SELECT ",
                 post_cols!(),
@@ -131,6 +172,16 @@ impl Store {
             ),
             clause, after, limit
         );
+        if authors {
+            sql = format!(
+                concat!(
+                    "SELECT p.*, ",
+                    joined_user_cols!(),
+                    " FROM ({}) p JOIN users u ON u.id = p.author_id ORDER BY p.id DESC"
+                ),
+                sql
+            );
+        }
         self.count(1);
         match &self.db {
             Db::Postgres(pool) => {

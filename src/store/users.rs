@@ -83,6 +83,50 @@ macro_rules! user_cols {
     };
 }
 
+/// A user's columns joined into another statement's rows (the author of each post or comment), renamed `a_*`
+/// so they cannot clash with the row's own columns. `joined_user_cols!()` selects them from `users u`.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct JoinedUser {
+    #[sqlx(rename = "a_id")]
+    id: i64,
+    #[sqlx(rename = "a_email")]
+    email: String,
+    #[sqlx(rename = "a_name")]
+    name: String,
+    #[sqlx(rename = "a_role", try_from = "String")]
+    role: Role,
+    #[sqlx(rename = "a_plan", try_from = "String")]
+    plan: Plan,
+    #[sqlx(rename = "a_created_at")]
+    created_at: DateTime<Utc>,
+    #[sqlx(rename = "a_updated_at")]
+    updated_at: DateTime<Utc>,
+}
+
+impl From<JoinedUser> for UserRow {
+    fn from(u: JoinedUser) -> Self {
+        Self {
+            id: u.id,
+            email: u.email,
+            name: u.name,
+            role: u.role,
+            plan: u.plan,
+            created_at: u.created_at,
+            updated_at: u.updated_at,
+        }
+    }
+}
+
+macro_rules! joined_user_cols {
+    () => {
+        concat!(
+            "u.id AS a_id, u.email AS a_email, u.name AS a_name, u.role AS a_role, u.plan AS a_plan, ",
+            "u.created_at AS a_created_at, u.updated_at AS a_updated_at"
+        )
+    };
+}
+pub(crate) use joined_user_cols;
+
 impl Store {
     /// Users by id, in no particular order; missing ids are simply absent. One statement.
     pub async fn users_by_ids(&self, ids: &[i64]) -> Result<Vec<UserRow>, AppError> {

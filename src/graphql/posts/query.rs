@@ -8,6 +8,7 @@ use crate::graphql::connection::{self, Conn, CountOf};
 use crate::graphql::context::ContextExt;
 use crate::graphql::ids;
 use crate::graphql::loaders::PostId;
+use crate::graphql::prefetch::PostPlan;
 use crate::store::{Drafts, PostListFilter};
 
 use super::{Post, visible_in};
@@ -76,8 +77,18 @@ impl PostQuery {
         let id = ids::parse(&id, "id")?;
         // Tagged even when null: creating or publishing this post must purge a cached `null`.
         ctx.tag(tags::post(id));
-        let row = ctx.loaders()?.load_one(PostId(id)).await?;
-        Ok(row.filter(|r| visible_in(ctx, r)).map(Post))
+        let loaders = ctx.loaders()?;
+        let Some(row) = loaders
+            .load_one(PostId(id))
+            .await?
+            .filter(|r| visible_in(ctx, r))
+        else {
+            return Ok(None);
+        };
+        PostPlan::for_post(ctx)
+            .children(ctx.store()?, loaders, std::slice::from_ref(&row))
+            .await?;
+        Ok(Some(Post(row)))
     }
 
     /// Published posts, newest first (with `filter.drafts`, also the drafts the viewer may see).
@@ -91,7 +102,9 @@ impl PostQuery {
     ) -> async_graphql::Result<Conn<Post>> {
         let page = connection::page_args(first, after.as_deref())?;
         let filter = filter.unwrap_or_default().into_store(|| ctx.viewer())?;
-        let rows = ctx.store()?.list_posts(&filter, page).await?;
+        let rows = PostPlan::for_connection(ctx)
+            .list_posts(ctx, &filter, page)
+            .await?;
         ctx.tag(tags::POST_LIST.to_owned());
         for row in &rows {
             ctx.tag(tags::post(row.id));
