@@ -134,6 +134,7 @@ impl App {
             limiter,
             rate: Rate::per_minute(config.edge.rate_per_min, config.edge.rate_burst),
             metrics,
+            documents: Default::default(),
             sdl,
             graphiql: config.graphiql,
             edge: Arc::new(config.edge.clone()),

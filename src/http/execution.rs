@@ -133,10 +133,10 @@ pub async fn run(
     } else {
         (None, true)
     };
-    // Parsed once here; execution reuses the parsed document.
+    // Parsed once here (or found among recent documents); execution reuses the parsed document.
     let operation_name = request.operation_name.clone();
     let mut parse_failed = false;
-    let kind = match async_graphql::parser::parse_query(&request.query) {
+    let kind = match state.documents.parse(&request.query) {
         Ok(doc) => {
             let kind = match limits::check_document(&doc, operation_name.as_deref(), &state.edge) {
                 Ok(kind) => kind,

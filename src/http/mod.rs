@@ -2,6 +2,7 @@
 //! `webhooks` receives Stripe's billing events on `POST /api/webhooks/stripe`.
 
 pub mod cache;
+pub mod documents;
 pub mod execution;
 pub mod graphql;
 pub mod health;

@@ -56,6 +56,8 @@ pub struct Shared {
     pub limiter: Arc<RateLimiter>,
     pub rate: Option<Rate>,
     pub metrics: Metrics,
+    /// Parsed documents of recent operations (see `documents.rs`).
+    pub documents: crate::http::documents::Documents,
     /// The SDL, rendered once at start-up.
     pub sdl: Arc<str>,
     pub graphiql: bool,
