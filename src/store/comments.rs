@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Utc};
 
-use super::users::{JoinedUser, joined_user_cols};
-use super::{IdListSql, Page, Store, UserRow, id_list_sql, with_pool};
+use super::users::{joined_user_cols, read_user};
+use super::{IdListSql, Page, Store, UserRow, from_columns, id_list_sql, with_pool};
 use crate::error::AppError;
 
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -34,15 +34,26 @@ struct CommentInPage {
     total: i64,
 }
 
-/// `CommentInPage` with the comment's author joined in.
-#[derive(Debug, sqlx::FromRow)]
+/// `CommentInPage` with the comment's author joined in: `comment_cols!()`, `total`, `joined_user_cols!()`.
 struct CommentInPageWithAuthor {
-    #[sqlx(flatten)]
     comment: CommentRow,
     total: i64,
-    #[sqlx(flatten)]
-    author: JoinedUser,
+    author: UserRow,
 }
+
+from_columns!(CommentInPageWithAuthor, |cols| Ok(
+    CommentInPageWithAuthor {
+        comment: CommentRow {
+            id: cols.next()?,
+            post_id: cols.next()?,
+            author_id: cols.next()?,
+            body: cols.next()?,
+            created_at: cols.next()?,
+        },
+        total: cols.next()?,
+        author: read_user(&mut cols)?,
+    }
+));
 
 /// What `comment_pages` returns for each comment: the comment, how many comments its post has beyond the
 /// page's cursor (all of them when there is none), and its author when asked for.
@@ -129,13 +140,19 @@ impl Store {
                     joined_user_cols!(),
                     ranked!()
                 ),
+                // PostgreSQL: one primary-key lookup per comment of the page. As a plain join the planner
+                // expects more comments than the window keeps and hashes the whole users table instead.
+                concat!(
+                    ") c CROSS JOIN LATERAL (SELECT * FROM users WHERE users.id = c.author_id LIMIT 1) u",
+                    " WHERE c.rn <= $3 ORDER BY c.post_id, c.id"
+                ),
                 ") c JOIN users u ON u.id = c.author_id WHERE c.rn <= $3 ORDER BY c.post_id, c.id"
             );
             let rows: Vec<CommentInPageWithAuthor> =
                 self.fetch_for_ids(&SQL, post_ids, &extra).await?;
             Ok(rows
                 .into_iter()
-                .map(|r| (r.comment, r.total, Some(r.author.into())))
+                .map(|r| (r.comment, r.total, Some(r.author)))
                 .collect())
         } else {
             const SQL: IdListSql = id_list_sql!(

@@ -91,15 +91,84 @@ pub(crate) fn is_unique_violation(err: &sqlx::Error) -> bool {
 /// Builds the two versions of a statement that filters on a list of ids: `= ANY($1)` (a bound array) on
 /// PostgreSQL, `IN (SELECT value FROM json_each($1))` (a bound JSON array) on SQLite. Either way the statement
 /// text is fixed, so it is prepared once and reused whatever the number of ids.
+///
+/// With two tails, the first follows the list on PostgreSQL and the second on SQLite.
 macro_rules! id_list_sql {
     ($before:expr, $after:expr) => {
+        $crate::store::id_list_sql!($before, $after, $after)
+    };
+    ($before:expr, $postgres_after:expr, $sqlite_after:expr) => {
         $crate::store::IdListSql {
-            postgres: concat!($before, " = ANY($1)", $after),
-            sqlite: concat!($before, " IN (SELECT value FROM json_each($1))", $after),
+            postgres: concat!($before, " = ANY($1)", $postgres_after),
+            sqlite: concat!(
+                $before,
+                " IN (SELECT value FROM json_each($1))",
+                $sqlite_after
+            ),
         }
     };
 }
 pub(crate) use id_list_sql;
+
+/// Reads a row's columns by position, one after another. For the rows a page of posts decodes by the hundred:
+/// looking each column up by name hashes the name, which was a measurable share of decoding them.
+pub(crate) struct Columns<'r, R> {
+    row: &'r R,
+    next: usize,
+}
+
+impl<'r, R: sqlx::Row> Columns<'r, R>
+where
+    usize: sqlx::ColumnIndex<R>,
+{
+    pub(crate) fn new(row: &'r R) -> Self {
+        Self { row, next: 0 }
+    }
+
+    /// The next column's value.
+    pub(crate) fn next<T>(&mut self) -> Result<T, sqlx::Error>
+    where
+        T: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    {
+        let value = self.row.try_get(self.next);
+        self.next += 1;
+        value
+    }
+
+    /// The next column, text converted by `TryFrom<String>` (the stored enums).
+    pub(crate) fn next_parsed<T>(&mut self) -> Result<T, sqlx::Error>
+    where
+        String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        T: TryFrom<String>,
+        T::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let index = self.next;
+        let text: String = self.next()?;
+        T::try_from(text).map_err(|e| sqlx::Error::ColumnDecode {
+            index: index.to_string(),
+            source: Box::new(e),
+        })
+    }
+}
+
+/// `sqlx::FromRow` for both backends' rows from one body over `Columns` (see there): `$cols` names the reader.
+macro_rules! from_columns {
+    ($ty:ty, |$cols:ident| $body:expr) => {
+        impl<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> for $ty {
+            fn from_row(row: &'r sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
+                let mut $cols = $crate::store::Columns::new(row);
+                $body
+            }
+        }
+        impl<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> for $ty {
+            fn from_row(row: &'r sqlx::sqlite::SqliteRow) -> Result<Self, sqlx::Error> {
+                let mut $cols = $crate::store::Columns::new(row);
+                $body
+            }
+        }
+    };
+}
+pub(crate) use from_columns;
 
 /// A statement over an id list, in both dialects (see `id_list_sql!`).
 pub(crate) struct IdListSql {

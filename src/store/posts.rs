@@ -3,8 +3,10 @@
 use chrono::{DateTime, Utc};
 use sqlx::AssertSqlSafe;
 
-use super::users::{JoinedUser, joined_user_cols};
-use super::{Db, IdListSql, Page, Store, UserRow, id_list_sql, like_pattern, with_pool};
+use super::users::{joined_user_cols, read_user};
+use super::{
+    Db, IdListSql, Page, Store, UserRow, from_columns, id_list_sql, like_pattern, with_pool,
+};
 use crate::error::AppError;
 
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -19,14 +21,25 @@ pub struct PostRow {
     pub updated_at: DateTime<Utc>,
 }
 
-/// A post with its author's columns, from one statement.
-#[derive(Debug, sqlx::FromRow)]
+/// A post with its author's columns, from one statement: `post_cols!()` then `joined_user_cols!()`.
 struct PostWithAuthor {
-    #[sqlx(flatten)]
     post: PostRow,
-    #[sqlx(flatten)]
-    author: JoinedUser,
+    author: UserRow,
 }
+
+from_columns!(PostWithAuthor, |cols| Ok(PostWithAuthor {
+    post: PostRow {
+        id: cols.next()?,
+        author_id: cols.next()?,
+        title: cols.next()?,
+        content: cols.next()?,
+        published: cols.next()?,
+        published_at: cols.next()?,
+        created_at: cols.next()?,
+        updated_at: cols.next()?,
+    },
+    author: read_user(&mut cols)?,
+}));
 
 macro_rules! post_cols {
     () => {
@@ -138,10 +151,7 @@ impl Store {
         page: Page,
     ) -> Result<Vec<(PostRow, UserRow)>, AppError> {
         let rows: Vec<PostWithAuthor> = self.post_page(filter, page, true).await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| (r.post, r.author.into()))
-            .collect())
+        Ok(rows.into_iter().map(|r| (r.post, r.author)).collect())
     }
 
     /// The statement behind `list_posts` (and, with `authors`, `list_posts_with_authors`): the page is taken

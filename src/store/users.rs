@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Db, Page, Store, id_list_sql, with_pool, with_tx};
+use super::{Columns, Db, Page, Store, id_list_sql, with_pool, with_tx};
 use crate::error::AppError;
 
 /// What a user may do. Stored as text (`USER` / `ADMIN`).
@@ -83,40 +83,27 @@ macro_rules! user_cols {
     };
 }
 
-/// A user's columns joined into another statement's rows (the author of each post or comment), renamed `a_*`
-/// so they cannot clash with the row's own columns. `joined_user_cols!()` selects them from `users u`.
-#[derive(Clone, Debug, sqlx::FromRow)]
-pub struct JoinedUser {
-    #[sqlx(rename = "a_id")]
-    id: i64,
-    #[sqlx(rename = "a_email")]
-    email: String,
-    #[sqlx(rename = "a_name")]
-    name: String,
-    #[sqlx(rename = "a_role", try_from = "String")]
-    role: Role,
-    #[sqlx(rename = "a_plan", try_from = "String")]
-    plan: Plan,
-    #[sqlx(rename = "a_created_at")]
-    created_at: DateTime<Utc>,
-    #[sqlx(rename = "a_updated_at")]
-    updated_at: DateTime<Utc>,
+/// Reads a user's columns, in `user_cols!()` / `joined_user_cols!()` order, from a row that holds them next.
+pub(crate) fn read_user<'r, R: sqlx::Row>(cols: &mut Columns<'r, R>) -> Result<UserRow, sqlx::Error>
+where
+    usize: sqlx::ColumnIndex<R>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    DateTime<Utc>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(UserRow {
+        id: cols.next()?,
+        email: cols.next()?,
+        name: cols.next()?,
+        role: cols.next_parsed()?,
+        plan: cols.next_parsed()?,
+        created_at: cols.next()?,
+        updated_at: cols.next()?,
+    })
 }
 
-impl From<JoinedUser> for UserRow {
-    fn from(u: JoinedUser) -> Self {
-        Self {
-            id: u.id,
-            email: u.email,
-            name: u.name,
-            role: u.role,
-            plan: u.plan,
-            created_at: u.created_at,
-            updated_at: u.updated_at,
-        }
-    }
-}
-
+/// A user's columns for a join (the author of each post or comment), from `users u`, renamed `a_*` so they
+/// cannot clash with the row's own columns. Read with `read_user`.
 macro_rules! joined_user_cols {
     () => {
         concat!(
