@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::users::{joined_user_cols, read_user};
+use super::users::{joined_user_cols, read_author};
 use super::{IdListSql, Page, Store, UserRow, from_columns, id_list_sql, with_pool};
 use crate::error::AppError;
 
@@ -41,19 +41,22 @@ struct CommentInPageWithAuthor {
     author: UserRow,
 }
 
-from_columns!(CommentInPageWithAuthor, |cols| Ok(
-    CommentInPageWithAuthor {
-        comment: CommentRow {
-            id: cols.next()?,
-            post_id: cols.next()?,
-            author_id: cols.next()?,
-            body: cols.next()?,
-            created_at: cols.next()?,
-        },
-        total: cols.next()?,
-        author: read_user(&mut cols)?,
-    }
-));
+from_columns!(CommentInPageWithAuthor, |cols| {
+    let comment = CommentRow {
+        id: cols.next()?,
+        post_id: cols.next()?,
+        author_id: cols.next()?,
+        body: cols.next()?,
+        created_at: cols.next()?,
+    };
+    let total = cols.next()?;
+    let author = read_author(&mut cols, comment.author_id)?;
+    Ok(CommentInPageWithAuthor {
+        comment,
+        total,
+        author,
+    })
+});
 
 /// What `comment_pages` returns for each comment: the comment, how many comments its post has beyond the
 /// page's cursor (all of them when there is none), and its author when asked for.

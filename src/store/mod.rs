@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use prometheus::IntCounter;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -135,15 +135,15 @@ where
         value
     }
 
-    /// The next column, text converted by `TryFrom<String>` (the stored enums).
+    /// The next column, text converted by `TryFrom<&str>` (the stored enums), without copying the text.
     pub(crate) fn next_parsed<T>(&mut self) -> Result<T, sqlx::Error>
     where
-        String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-        T: TryFrom<String>,
+        &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        T: TryFrom<&'r str>,
         T::Error: std::error::Error + Send + Sync + 'static,
     {
         let index = self.next;
-        let text: String = self.next()?;
+        let text: &'r str = self.next()?;
         T::try_from(text).map_err(|e| sqlx::Error::ColumnDecode {
             index: index.to_string(),
             source: Box::new(e),
@@ -218,10 +218,11 @@ impl Store {
                 Db::Sqlite(pool)
             }
             DatabaseKind::Postgres => {
+                let options = postgres_options(url, std::env::var_os("PGSSLMODE").is_some())?;
                 let pool = PgPoolOptions::new()
                     .max_connections(max_connections)
                     .acquire_timeout(acquire_timeout)
-                    .connect(url)
+                    .connect_with(options)
                     .await
                     .context("could not connect to PostgreSQL (DATABASE_URL)")?;
                 Db::Postgres(pool)
@@ -321,6 +322,35 @@ impl Store {
     }
 }
 
+/// Connection options for a PostgreSQL URL.
+///
+/// Without an `sslmode` (in the URL or `PGSSLMODE`) the default is libpq's `prefer`: TLS when the server offers
+/// it, unverified, with a silent fall-back to plain text. For a server on this host (a loopback address or a
+/// Unix socket) Folio connects in plain text instead: the traffic never leaves the machine, so encrypting it
+/// protects nothing, and it cost about a tenth of an uncached request's CPU on both ends. Any explicit
+/// `sslmode` is honoured as given; for a remote server, set `sslmode=verify-full` to get TLS that is checked.
+fn postgres_options(url: &str, sslmode_in_env: bool) -> anyhow::Result<PgConnectOptions> {
+    let options =
+        PgConnectOptions::from_str(url).context("DATABASE_URL is not a valid PostgreSQL URL")?;
+    let explicit = sslmode_in_env
+        || url
+            .split_once('?')
+            .is_some_and(|(_, query)| query.split('&').any(|kv| kv.starts_with("sslmode=")));
+    let host = options.get_host();
+    let local = host.starts_with('/')
+        || host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    Ok(if local && !explicit {
+        options.ssl_mode(PgSslMode::Disable)
+    } else {
+        options
+    })
+}
+
 /// Escapes `%`, `_` and `\` so user text matches literally inside a `LIKE`/`ILIKE` pattern (escape char `\`).
 pub(crate) fn like_pattern(term: &str) -> String {
     let mut out = String::with_capacity(term.len() + 2);
@@ -337,6 +367,34 @@ pub(crate) fn like_pattern(term: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn local_servers_skip_tls_unless_asked() {
+        use sqlx::postgres::PgSslMode::{Disable, Prefer, Require};
+        let mode = |url: &str, env: bool| {
+            let options = super::postgres_options(url, env).unwrap();
+            format!("{:?}", options.get_ssl_mode())
+        };
+        for (url, env, expected) in [
+            ("postgres://u@127.0.0.1:5432/db", false, Disable),
+            ("postgres://u@localhost/db", false, Disable),
+            ("postgres://u@[::1]:5432/db", false, Disable),
+            ("postgres://u@127.0.0.1/db?sslmode=require", false, Require),
+            ("postgres://u@127.0.0.1/db", true, Prefer),
+            ("postgres://u@db.internal:5432/db", false, Prefer),
+            (
+                "postgres://u@10.0.0.5/db?application_name=x&sslmode=require",
+                false,
+                Require,
+            ),
+        ] {
+            assert_eq!(
+                mode(url, env),
+                format!("{expected:?}"),
+                "{url} (PGSSLMODE set: {env})"
+            );
+        }
+    }
+
     #[test]
     fn like_pattern_escapes_wildcards() {
         assert_eq!(super::like_pattern("50%_off\\"), "%50\\%\\_off\\\\%");

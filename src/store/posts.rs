@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::AssertSqlSafe;
 
-use super::users::{joined_user_cols, read_user};
+use super::users::{joined_user_cols, read_author};
 use super::{
     Db, IdListSql, Page, Store, UserRow, from_columns, id_list_sql, like_pattern, with_pool,
 };
@@ -27,8 +27,8 @@ struct PostWithAuthor {
     author: UserRow,
 }
 
-from_columns!(PostWithAuthor, |cols| Ok(PostWithAuthor {
-    post: PostRow {
+from_columns!(PostWithAuthor, |cols| {
+    let post = PostRow {
         id: cols.next()?,
         author_id: cols.next()?,
         title: cols.next()?,
@@ -37,9 +37,10 @@ from_columns!(PostWithAuthor, |cols| Ok(PostWithAuthor {
         published_at: cols.next()?,
         created_at: cols.next()?,
         updated_at: cols.next()?,
-    },
-    author: read_user(&mut cols)?,
-}));
+    };
+    let author = read_author(&mut cols, post.author_id)?;
+    Ok(PostWithAuthor { post, author })
+});
 
 macro_rules! post_cols {
     () => {

@@ -24,14 +24,21 @@ pub enum Plan {
 #[error("unknown stored value `{0}`")]
 pub struct UnknownValue(String);
 
+impl TryFrom<&str> for Role {
+    type Error = UnknownValue;
+    fn try_from(s: &str) -> Result<Self, Self::Error> {
+        match s {
+            "USER" => Ok(Self::User),
+            "ADMIN" => Ok(Self::Admin),
+            _ => Err(UnknownValue(s.to_owned())),
+        }
+    }
+}
+
 impl TryFrom<String> for Role {
     type Error = UnknownValue;
     fn try_from(s: String) -> Result<Self, Self::Error> {
-        match s.as_str() {
-            "USER" => Ok(Self::User),
-            "ADMIN" => Ok(Self::Admin),
-            _ => Err(UnknownValue(s)),
-        }
+        Self::try_from(s.as_str())
     }
 }
 
@@ -44,14 +51,21 @@ impl Role {
     }
 }
 
+impl TryFrom<&str> for Plan {
+    type Error = UnknownValue;
+    fn try_from(s: &str) -> Result<Self, Self::Error> {
+        match s {
+            "FREE" => Ok(Self::Free),
+            "PRO" => Ok(Self::Pro),
+            _ => Err(UnknownValue(s.to_owned())),
+        }
+    }
+}
+
 impl TryFrom<String> for Plan {
     type Error = UnknownValue;
     fn try_from(s: String) -> Result<Self, Self::Error> {
-        match s.as_str() {
-            "FREE" => Ok(Self::Free),
-            "PRO" => Ok(Self::Pro),
-            _ => Err(UnknownValue(s)),
-        }
+        Self::try_from(s.as_str())
     }
 }
 
@@ -83,16 +97,19 @@ macro_rules! user_cols {
     };
 }
 
-/// Reads a user's columns, in `user_cols!()` / `joined_user_cols!()` order, from a row that holds them next.
-pub(crate) fn read_user<'r, R: sqlx::Row>(cols: &mut Columns<'r, R>) -> Result<UserRow, sqlx::Error>
+/// Reads user `id`'s columns, in `joined_user_cols!()` order, from a row that holds them next.
+pub(crate) fn read_author<'r, R: sqlx::Row>(
+    cols: &mut Columns<'r, R>,
+    id: i64,
+) -> Result<UserRow, sqlx::Error>
 where
     usize: sqlx::ColumnIndex<R>,
-    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    &'r str: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     DateTime<Utc>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
     Ok(UserRow {
-        id: cols.next()?,
+        id,
         email: cols.next()?,
         name: cols.next()?,
         role: cols.next_parsed()?,
@@ -103,11 +120,11 @@ where
 }
 
 /// A user's columns for a join (the author of each post or comment), from `users u`, renamed `a_*` so they
-/// cannot clash with the row's own columns. Read with `read_user`.
+/// cannot clash with the row's own columns. The id is the row's own `author_id`. Read with `read_author`.
 macro_rules! joined_user_cols {
     () => {
         concat!(
-            "u.id AS a_id, u.email AS a_email, u.name AS a_name, u.role AS a_role, u.plan AS a_plan, ",
+            "u.email AS a_email, u.name AS a_name, u.role AS a_role, u.plan AS a_plan, ",
             "u.created_at AS a_created_at, u.updated_at AS a_updated_at"
         )
     };
