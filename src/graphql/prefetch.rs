@@ -13,6 +13,8 @@
 //! different `comments` pages, say) is simply left to the loaders, so prefetching changes how many statements
 //! run, never what a response holds.
 
+use std::collections::HashMap;
+
 use async_graphql::{Context, Lookahead, Value};
 
 use crate::error::AppError;
@@ -124,20 +126,24 @@ impl PostPlan {
             return Ok(());
         }
         let rows = store.comment_pages(&ids, plan.page, plan.authors).await?;
-        let mut pages: std::collections::HashMap<i64, (Vec<_>, i64)> =
-            ids.iter().map(|id| (*id, (Vec::new(), 0))).collect();
+        let mut pages: HashMap<i64, (Vec<_>, Option<i64>)> = HashMap::with_capacity(ids.len());
+        for id in &ids {
+            pages.insert(*id, (Vec::new(), None));
+        }
         for (comment, total, author) in rows {
             if let Some(author) = author {
                 loaders.prime(UserId(author.id), author);
             }
             if let Some((list, count)) = pages.get_mut(&comment.post_id) {
-                *count = total;
+                *count = Some(total);
                 list.push(comment);
             }
         }
         for (post_id, (list, count)) in pages {
-            // The window counts the comments after the cursor; only without one is that the post's count.
-            if plan.page.after.is_none() {
+            // A post without rows has no comments after the cursor; without a cursor, none at all. With one,
+            // its count is unknown here and left to the loader.
+            let count = count.or(plan.page.after.is_none().then_some(0));
+            if let Some(count) = count {
                 loaders.prime(CommentCount(post_id), count);
             }
             loaders.prime(

@@ -125,6 +125,23 @@ async fn a_post_with_its_comments_is_three_statements_and_a_cursor_keeps_the_ful
         next["data"]["post"]["comments"]["edges"][0]["node"]["body"],
         "comment 1"
     );
+    // Past the last comment the page is empty and the count still the post's.
+    let mut after = after.to_owned();
+    for _ in 0..2 {
+        let page = app
+            .gql(q, json!({ "id": ids[0].to_string(), "after": after }))
+            .await;
+        after = page["data"]["post"]["comments"]["edges"][0]["cursor"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    }
+    let past = app
+        .gql(q, json!({ "id": ids[0].to_string(), "after": after }))
+        .await;
+    assert!(past.get("errors").is_none(), "{past}");
+    assert_eq!(past["data"]["post"]["commentCount"], 3);
+    assert_eq!(past["data"]["post"]["comments"]["edges"], json!([]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
