@@ -4,8 +4,10 @@
 //! (posts, newest first) or `id > cursor` (comments and users, oldest first). Pages never use OFFSET, so a page
 //! a thousand pages deep costs what the first one does.
 
-use async_graphql::connection::{Connection, CursorType, Edge, EmptyFields};
-use async_graphql::{Context, Object, OutputType};
+use std::borrow::Cow;
+
+use async_graphql::connection::{CursorType, PageInfo};
+use async_graphql::{Context, Object, OutputType, TypeName};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
@@ -79,13 +81,50 @@ pub enum CountOf {
     PostComments(i64),
 }
 
-/// The extra fields every Folio connection has.
-pub struct ConnectionExtras {
+/// A page of `N`, named `<N>Connection` in the schema, with the fields of async-graphql's `Connection` (and its
+/// descriptions) plus `totalCount`. Folio's own types rather than async-graphql's so that the edge can be
+/// `serial` (see `ConnEdge`).
+pub struct Conn<N> {
+    edges: Vec<ConnEdge<N>>,
+    has_previous_page: bool,
+    has_next_page: bool,
     count: CountOf,
 }
 
-#[Object]
-impl ConnectionExtras {
+/// An edge of a `Conn`, named `<N>Edge` in the schema.
+///
+/// Its fields resolve one after another (`serial`): async-graphql otherwise resolves an object's fields through
+/// a `FuturesUnordered`, an allocation per field, for every one of a page's edges. Serial is safe only because
+/// `cursor` never waits: a field that waited would hold back its later siblings' batches by a round trip (and
+/// `node` resolves its whole subtree first). `Conn`, `Post`, `Comment` and `User` have such fields and stay
+/// concurrent.
+pub struct ConnEdge<N> {
+    cursor: Cursor,
+    node: N,
+}
+
+#[Object(name_type, shareable)]
+impl<N: OutputType> Conn<N> {
+    /// Information to aid in pagination.
+    async fn page_info(&self) -> PageInfo {
+        PageInfo {
+            has_previous_page: self.has_previous_page,
+            has_next_page: self.has_next_page,
+            start_cursor: self.edges.first().map(|e| e.cursor.encode_cursor()),
+            end_cursor: self.edges.last().map(|e| e.cursor.encode_cursor()),
+        }
+    }
+
+    /// A list of edges.
+    async fn edges(&self) -> &[ConnEdge<N>] {
+        &self.edges
+    }
+
+    /// A list of nodes.
+    async fn nodes(&self) -> Vec<&N> {
+        self.edges.iter().map(|e| &e.node).collect()
+    }
+
     /// How many items the whole list holds, across all pages.
     async fn total_count(&self, ctx: &Context<'_>) -> async_graphql::Result<i32> {
         let n = match &self.count {
@@ -102,8 +141,31 @@ impl ConnectionExtras {
     }
 }
 
-/// A page of `N`, named `<N>Connection` / `<N>Edge` in the schema.
-pub type Conn<N> = Connection<Cursor, N, ConnectionExtras, EmptyFields>;
+impl<N: OutputType> TypeName for Conn<N> {
+    fn type_name() -> Cow<'static, str> {
+        format!("{}Connection", N::type_name()).into()
+    }
+}
+
+/// An edge in a connection.
+#[Object(name_type, shareable, serial)]
+impl<N: OutputType> ConnEdge<N> {
+    /// The item at the end of the edge
+    async fn node(&self) -> &N {
+        &self.node
+    }
+
+    /// A cursor for use in pagination
+    async fn cursor(&self) -> String {
+        self.cursor.encode_cursor()
+    }
+}
+
+impl<N: OutputType> TypeName for ConnEdge<N> {
+    fn type_name() -> Cow<'static, str> {
+        format!("{}Edge", N::type_name()).into()
+    }
+}
 
 /// Builds a connection from `limit` rows as fetched (one more than `first` when another page follows).
 pub fn build<R, N: OutputType>(
@@ -114,18 +176,20 @@ pub fn build<R, N: OutputType>(
     node: impl Fn(R) -> N,
 ) -> Conn<N> {
     let first = usize::try_from(page.limit - 1).unwrap_or(0);
-    let has_next = rows.len() > first;
-    let mut conn = Connection::with_additional_fields(
-        page.after.is_some(),
-        has_next,
-        ConnectionExtras { count },
-    );
-    conn.edges.extend(
-        rows.into_iter()
+    let has_next_page = rows.len() > first;
+    Conn {
+        edges: rows
+            .into_iter()
             .take(first)
-            .map(|r| Edge::new(Cursor(id_of(&r)), node(r))),
-    );
-    conn
+            .map(|r| ConnEdge {
+                cursor: Cursor(id_of(&r)),
+                node: node(r),
+            })
+            .collect(),
+        has_previous_page: page.after.is_some(),
+        has_next_page,
+        count,
+    }
 }
 
 #[cfg(test)]

@@ -106,7 +106,9 @@ impl PostPlan {
         } else {
             store.list_posts(filter, page).await?
         };
-        self.children(store, loaders, &rows).await?;
+        // The page holds one row more than `first` when another page follows; that row is not shown.
+        let shown = usize::try_from(page.limit - 1).unwrap_or(0).min(rows.len());
+        self.children(store, loaders, &rows[..shown]).await?;
         Ok(rows)
     }
 

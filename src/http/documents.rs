@@ -15,8 +15,8 @@ use async_graphql::parser::types::ExecutableDocument;
 /// How much memory the parsed documents may hold, estimated from their text (see `weight`).
 const MAX_BYTES: u64 = 16 * 1024 * 1024;
 
-/// A syntax tree is several times larger than its text.
-const TREE_PER_TEXT_BYTE: usize = 8;
+/// What a syntax tree costs per token of its text, about: a name, a field node with its vectors and positions.
+const BYTES_PER_TOKEN: usize = 256;
 
 /// Recently parsed documents, by their exact text.
 pub struct Documents {
@@ -34,19 +34,47 @@ impl Default for Documents {
     }
 }
 
+/// The estimated size of `query`'s syntax tree. Counted by tokens rather than bytes: `{a a a ...}` is two bytes
+/// of text per field but a whole field node in the tree.
 fn weight(query: &str) -> u32 {
-    u32::try_from(query.len().saturating_mul(TREE_PER_TEXT_BYTE)).unwrap_or(u32::MAX)
+    let mut tokens = 0usize;
+    let mut in_name = false;
+    for b in query.bytes() {
+        let name = b.is_ascii_alphanumeric() || b == b'_';
+        if (name && !in_name) || b"{}()[]:$@!=".contains(&b) {
+            tokens += 1;
+        }
+        in_name = name;
+    }
+    u32::try_from(query.len() + tokens.saturating_mul(BYTES_PER_TOKEN)).unwrap_or(u32::MAX)
+}
+
+/// A parsed document, and whether it came from the cache.
+pub struct Parsed {
+    pub document: ExecutableDocument,
+    pub cached: bool,
 }
 
 impl Documents {
-    /// The document `query` parses to: a copy of the cached tree, or a fresh parse (cached when it succeeds).
-    pub fn parse(&self, query: &str) -> async_graphql::parser::Result<ExecutableDocument> {
+    /// The document `query` parses to: a copy of the cached tree, or a fresh parse (not yet cached: see `keep`).
+    pub fn parse(&self, query: &str) -> async_graphql::parser::Result<Parsed> {
         if let Some(doc) = self.parsed.get(query) {
-            return Ok(ExecutableDocument::clone(&doc));
+            return Ok(Parsed {
+                document: ExecutableDocument::clone(&doc),
+                cached: true,
+            });
         }
-        let doc = async_graphql::parser::parse_query(query)?;
-        self.parsed.insert(query.to_owned(), Arc::new(doc.clone()));
-        Ok(doc)
+        Ok(Parsed {
+            document: async_graphql::parser::parse_query(query)?,
+            cached: false,
+        })
+    }
+
+    /// Keeps a freshly parsed document for the next request with the same text. Called only for documents that
+    /// passed the edge's limits, so refused ones take no room.
+    pub fn keep(&self, query: &str, document: &ExecutableDocument) {
+        self.parsed
+            .insert(query.to_owned(), Arc::new(document.clone()));
     }
 }
 
@@ -55,18 +83,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_cached_document_is_the_document_and_errors_are_not_kept() {
+    fn a_kept_document_is_the_document_and_only_kept_ones_are_cached() {
         let docs = Documents::default();
         let query =
             "query Q($n: Int) { posts(first: $n) { edges { node { id @skip(if: true) } } } }";
         let fresh = async_graphql::parser::parse_query(query).unwrap();
-        for _ in 0..2 {
-            let doc = docs.parse(query).unwrap();
-            assert_eq!(format!("{doc:?}"), format!("{fresh:?}"));
-        }
+        let first = docs.parse(query).unwrap();
+        assert!(!first.cached);
+        docs.keep(query, &first.document);
+        let again = docs.parse(query).unwrap();
+        assert!(again.cached);
+        assert_eq!(format!("{:?}", again.document), format!("{fresh:?}"));
         assert!(docs.parse("{ posts {").is_err());
-        assert!(docs.parse("{ posts {").is_err());
+        assert!(!docs.parse("{ other }").unwrap().cached);
         docs.parsed.run_pending_tasks();
         assert_eq!(docs.parsed.entry_count(), 1);
+    }
+
+    #[test]
+    fn weight_counts_fields_not_bytes() {
+        let terse = format!("{{{}}}", "a ".repeat(1000));
+        assert!(weight(&terse) as usize >= 1000 * BYTES_PER_TOKEN);
+        assert!(weight("{ posts { id } }") < 2000);
     }
 }

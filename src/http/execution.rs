@@ -137,7 +137,8 @@ pub async fn run(
     let operation_name = request.operation_name.clone();
     let mut parse_failed = false;
     let kind = match state.documents.parse(&request.query) {
-        Ok(doc) => {
+        Ok(parsed) => {
+            let doc = parsed.document;
             let kind = match limits::check_document(&doc, operation_name.as_deref(), &state.edge) {
                 Ok(kind) => kind,
                 Err(e) => {
@@ -149,6 +150,9 @@ pub async fn run(
                     );
                 }
             };
+            if !parsed.cached {
+                state.documents.keep(&request.query, &doc);
+            }
             request.set_parsed_query(doc);
             kind
         }

@@ -218,7 +218,8 @@ impl Store {
                 Db::Sqlite(pool)
             }
             DatabaseKind::Postgres => {
-                let options = postgres_options(url, std::env::var_os("PGSSLMODE").is_some())?;
+                let tls_in_env = TLS_ENV.iter().any(|v| std::env::var_os(v).is_some());
+                let options = postgres_options(url, tls_in_env)?;
                 let pool = PgPoolOptions::new()
                     .max_connections(max_connections)
                     .acquire_timeout(acquire_timeout)
@@ -322,20 +323,29 @@ impl Store {
     }
 }
 
+/// URL parameters that configure TLS (sqlx accepts both spellings of the mode).
+const TLS_PARAMS: [&str; 5] = ["sslmode", "ssl-mode", "sslrootcert", "sslcert", "sslkey"];
+/// Environment variables that configure TLS.
+const TLS_ENV: [&str; 4] = ["PGSSLMODE", "PGSSLROOTCERT", "PGSSLCERT", "PGSSLKEY"];
+
 /// Connection options for a PostgreSQL URL.
 ///
-/// Without an `sslmode` (in the URL or `PGSSLMODE`) the default is libpq's `prefer`: TLS when the server offers
+/// Without any TLS setting (an `sslmode`, a certificate or key, in the URL or the environment) the default is
+/// libpq's `prefer`: TLS when the server offers
 /// it, unverified, with a silent fall-back to plain text. For a server on this host (a loopback address or a
 /// Unix socket) Folio connects in plain text instead: the traffic never leaves the machine, so encrypting it
 /// protects nothing, and it cost about a tenth of an uncached request's CPU on both ends. Any explicit
-/// `sslmode` is honoured as given; for a remote server, set `sslmode=verify-full` to get TLS that is checked.
-fn postgres_options(url: &str, sslmode_in_env: bool) -> anyhow::Result<PgConnectOptions> {
+/// TLS setting is honoured as given; for a remote server, set `sslmode=verify-full` to get TLS that is checked.
+fn postgres_options(url: &str, tls_in_env: bool) -> anyhow::Result<PgConnectOptions> {
     let options =
         PgConnectOptions::from_str(url).context("DATABASE_URL is not a valid PostgreSQL URL")?;
-    let explicit = sslmode_in_env
-        || url
-            .split_once('?')
-            .is_some_and(|(_, query)| query.split('&').any(|kv| kv.starts_with("sslmode=")));
+    let explicit = tls_in_env
+        || url.split_once('?').is_some_and(|(_, query)| {
+            query.split('&').any(|kv| {
+                let key = kv.split_once('=').map_or(kv, |(k, _)| k);
+                TLS_PARAMS.iter().any(|p| key.eq_ignore_ascii_case(p))
+            })
+        });
     let host = options.get_host();
     let local = host.starts_with('/')
         || host == "localhost"
@@ -385,6 +395,17 @@ mod tests {
                 "postgres://u@10.0.0.5/db?application_name=x&sslmode=require",
                 false,
                 Require,
+            ),
+            ("postgres://u@127.0.0.1/db?ssl-mode=require", false, Require),
+            (
+                "postgres://u@127.0.0.1/db?sslrootcert=/etc/ca.pem",
+                false,
+                Prefer,
+            ),
+            (
+                "postgres://u@localhost/db?host=/var/run/postgresql",
+                false,
+                Disable,
             ),
         ] {
             assert_eq!(

@@ -38,10 +38,7 @@ pub fn visible_in(ctx: &Context<'_>, row: &PostRow) -> bool {
     row.published || visible_to(ctx.viewer(), row)
 }
 
-// `serial`: fields resolve one after another, so the response lists them in the order they were asked for (as
-// the spec wants) and an object costs no `FuturesUnordered`. Its children are usually prefetched with their
-// page (`prefetch.rs`) and finish on the first poll; a field that does wait delays only its own siblings.
-#[Object(serial, cache_control(max_age = 60))]
+#[Object(cache_control(max_age = 60))]
 impl Post {
     async fn id(&self) -> ID {
         ids::id(self.0.id)
