@@ -174,14 +174,23 @@ impl Store {
         let after = args.len();
         args.push(Arg::Int(page.limit));
         let limit = args.len();
+        // SQLite prefers walking the primary key down from the cursor and skipping drafts, which costs as
+        // many rows as there are drafts newer than the page (2 ms with 50,000 of them, against 14 µs through
+        // the feed's partial index). PostgreSQL picks the partial index by itself.
+        let table = match &self.db {
+            Db::Sqlite(_) if filter.drafts == Drafts::Exclude && filter.author_id.is_none() => {
+                "posts INDEXED BY posts_published_feed"
+            }
+            _ => "posts",
+        };
         // Only fixed fragments and placeholder numbers are formatted into the text (see `post_where`).
         let mut sql = format!(
             concat!(
                 "SELECT ",
                 post_cols!(),
-                " FROM posts WHERE {} AND id < ${} ORDER BY id DESC LIMIT ${}"
+                " FROM {} WHERE {} AND id < ${} ORDER BY id DESC LIMIT ${}"
             ),
-            clause, after, limit
+            table, clause, after, limit
         );
         if authors {
             sql = format!(
