@@ -170,6 +170,23 @@ macro_rules! from_columns {
 }
 pub(crate) use from_columns;
 
+/// A row type both backends can decode, as the store's statements shared between them return.
+pub(crate) trait DecodeOnBoth:
+    Send
+    + Unpin
+    + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+    + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+{
+}
+
+impl<T> DecodeOnBoth for T where
+    T: Send
+        + Unpin
+        + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+        + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+{
+}
+
 /// A statement over an id list, in both dialects (see `id_list_sql!`).
 pub(crate) struct IdListSql {
     pub postgres: &'static str,
@@ -293,10 +310,7 @@ impl Store {
         extra: &[i64],
     ) -> Result<Vec<T>, AppError>
     where
-        T: Send
-            + Unpin
-            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
-            + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>,
+        T: DecodeOnBoth,
     {
         if ids.is_empty() {
             return Ok(Vec::new());

@@ -5,7 +5,8 @@ use sqlx::AssertSqlSafe;
 
 use super::users::{joined_user_cols, read_author};
 use super::{
-    Db, IdListSql, Page, Store, UserRow, from_columns, id_list_sql, like_pattern, with_pool,
+    Db, DecodeOnBoth, IdListSql, Page, Store, UserRow, from_columns, id_list_sql, like_pattern,
+    with_pool,
 };
 use crate::error::AppError;
 
@@ -164,10 +165,7 @@ impl Store {
         authors: bool,
     ) -> Result<Vec<T>, AppError>
     where
-        T: Send
-            + Unpin
-            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
-            + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>,
+        T: DecodeOnBoth,
     {
         let (clause, mut args) = post_where(filter, &self.db);
         args.push(Arg::Int(page.after.unwrap_or(i64::MAX)));
