@@ -5,8 +5,8 @@
 //! posts, the resolver knows from the selection (`ctx.look_ahead()`) what its children will read, so it asks
 //! for it up front:
 //! - the posts' authors are joined into the page's own statement;
-//! - the posts' comments (one page each), their counts and (if selected) their authors come from one windowed
-//!   statement.
+//! - the posts' comments (one page each), their counts and (if selected) their authors come from one more
+//!   statement (`Store::comment_pages`).
 //!
 //! The rows are primed into the request's loaders, and the child resolvers find them there: they run the same
 //! code (visibility, cache tags) and finish on their first poll. A selection the plan does not cover (two
