@@ -93,31 +93,20 @@ impl Store {
         self.fetch_for_ids(&SQL, ids, &[]).await
     }
 
-    /// The same page of comments (oldest first) for each of several posts: one windowed statement whatever the
-    /// number of posts, served by the `(post_id, id)` index.
+    /// The same page of comments (oldest first) for each of several posts: one statement whatever the number
+    /// of posts (`comment_pages` without the counts' use or the authors).
     pub async fn comments_by_posts(
         &self,
         post_ids: &[i64],
         page: Page,
     ) -> Result<Vec<CommentRow>, AppError> {
-        const SQL: IdListSql = id_list_sql!(
-            concat!(
-                "SELECT ",
-                comment_cols!(),
-                " FROM (SELECT ",
-                comment_cols!(),
-                ", ROW_NUMBER() OVER (PARTITION BY post_id ORDER BY id) AS rn",
-                " FROM comments WHERE id > $2 AND post_id"
-            ),
-            ") ranked WHERE rn <= $3 ORDER BY post_id, id"
-        );
-        self.fetch_for_ids(&SQL, post_ids, &[page.after.unwrap_or(0), page.limit])
-            .await
+        let rows = self.comment_pages(post_ids, page, false).await?;
+        Ok(rows.into_iter().map(|(comment, _, _)| comment).collect())
     }
 
-    /// `comments_by_posts` with, per comment, its post's comment count (all of its comments, whatever the cursor)
-    /// and (with `authors`) the comment's author: everything a page of posts needs about its comments, in one
-    /// statement.
+    /// A page of comments for each of several posts with, per comment, its post's comment count (all of its
+    /// comments, whatever the cursor) and (with `authors`) the comment's author: everything a page of posts
+    /// needs about its comments, in one statement.
     ///
     /// On PostgreSQL each post's page is an index range scan that stops after `page.limit` rows, its count an
     /// index-only scan, and each comment's author a primary-key lookup: it reads only the rows it returns. As a

@@ -91,20 +91,11 @@ pub(crate) fn is_unique_violation(err: &sqlx::Error) -> bool {
 /// Builds the two versions of a statement that filters on a list of ids: `= ANY($1)` (a bound array) on
 /// PostgreSQL, `IN (SELECT value FROM json_each($1))` (a bound JSON array) on SQLite. Either way the statement
 /// text is fixed, so it is prepared once and reused whatever the number of ids.
-///
-/// With two tails, the first follows the list on PostgreSQL and the second on SQLite.
 macro_rules! id_list_sql {
     ($before:expr, $after:expr) => {
-        $crate::store::id_list_sql!($before, $after, $after)
-    };
-    ($before:expr, $postgres_after:expr, $sqlite_after:expr) => {
         $crate::store::IdListSql {
-            postgres: concat!($before, " = ANY($1)", $postgres_after),
-            sqlite: concat!(
-                $before,
-                " IN (SELECT value FROM json_each($1))",
-                $sqlite_after
-            ),
+            postgres: concat!($before, " = ANY($1)", $after),
+            sqlite: concat!($before, " IN (SELECT value FROM json_each($1))", $after),
         }
     };
 }
