@@ -138,6 +138,7 @@ impl App {
             sdl,
             graphiql: config.graphiql,
             edge: Arc::new(config.edge.clone()),
+            max_complexity: config.max_complexity,
             stripe,
         });
         let listener = TcpListener::bind(config.bind).await.with_context(|| {

@@ -49,6 +49,9 @@ pub struct Metrics {
     pub rate_limited: IntCounter,
     /// `folio_rate_limit_errors_total`: limiter calls that could not reach Redis (and were allowed).
     pub rate_limit_errors: IntCounter,
+    /// `folio_graphql_compiled_total`: queries answered by a compiled plan (see `graphql/compiled`) rather
+    /// than by the executor.
+    pub compiled: IntCounter,
 }
 
 impl Metrics {
@@ -105,6 +108,10 @@ impl Metrics {
             "folio_rate_limit_errors_total",
             "Rate limiter calls that failed (Redis unreachable) and were allowed",
         )?;
+        let compiled = counter(
+            "folio_graphql_compiled_total",
+            "Queries answered by a compiled plan instead of the general executor",
+        )?;
         registry.register(Box::new(db_statements.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
@@ -116,6 +123,7 @@ impl Metrics {
             cache,
             rate_limited,
             rate_limit_errors,
+            compiled,
         })
     }
 

@@ -5,6 +5,7 @@
 pub mod batch;
 pub mod cache;
 pub mod comments;
+pub mod compiled;
 pub mod connection;
 pub(crate) mod context;
 pub mod entities;

@@ -5,12 +5,18 @@
 //! document, because execution strips `@skip`/`@include` selections from it according to the variables; a
 //! copy of the syntax tree shares its names and costs a fraction of a parse.
 //!
+//! Each kept document also has room for its compiled plan (`graphql/compiled`), filled once the document has
+//! executed without an error.
+//!
 //! Only documents that parse are kept. The cache is bounded by an estimate of their size, and moka's
 //! admission policy keeps frequent operations when a stream of one-off documents passes through.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use async_graphql::CacheControl;
 use async_graphql::parser::types::ExecutableDocument;
+
+use crate::graphql::compiled::Plan;
 
 /// How much memory the parsed documents may hold, estimated from their text (see `weight`).
 const MAX_BYTES: u64 = 16 * 1024 * 1024;
@@ -20,7 +26,32 @@ const BYTES_PER_TOKEN: usize = 256;
 
 /// Recently parsed documents, by their exact text.
 pub struct Documents {
-    parsed: moka::sync::Cache<String, Arc<ExecutableDocument>>,
+    parsed: moka::sync::Cache<String, Arc<Kept>>,
+}
+
+/// A kept document and its compiled plan.
+pub struct Kept {
+    document: ExecutableDocument,
+    /// Set after the first execution without an error: the plan, or `None` when the operation does not
+    /// compile (it is not tried again).
+    plan: OnceLock<Option<Arc<Plan>>>,
+}
+
+impl Kept {
+    /// The compiled plan for a request naming `operation`, if there is one.
+    pub fn plan(&self, operation: Option<&str>) -> Option<&Arc<Plan>> {
+        self.plan
+            .get()?
+            .as_ref()
+            .filter(|plan| plan.is_for(operation))
+    }
+
+    /// Records that `operation` executed without an error, with the executor's cache policy: compiles it
+    /// unless this document has been compiled (or found not to compile) already.
+    pub fn executed(&self, operation: Option<&str>, cache_control: CacheControl) {
+        self.plan
+            .get_or_init(|| Plan::compile(&self.document, operation, cache_control).map(Arc::new));
+    }
 }
 
 impl Default for Documents {
@@ -49,32 +80,36 @@ fn weight(query: &str) -> u32 {
     u32::try_from(query.len() + tokens.saturating_mul(BYTES_PER_TOKEN)).unwrap_or(u32::MAX)
 }
 
-/// A parsed document, and whether it came from the cache.
+/// A parsed document, and its entry when it came from the cache.
 pub struct Parsed {
     pub document: ExecutableDocument,
-    pub cached: bool,
+    pub kept: Option<Arc<Kept>>,
 }
 
 impl Documents {
     /// The document `query` parses to: a copy of the cached tree, or a fresh parse (not yet cached: see `keep`).
     pub fn parse(&self, query: &str) -> async_graphql::parser::Result<Parsed> {
-        if let Some(doc) = self.parsed.get(query) {
+        if let Some(kept) = self.parsed.get(query) {
             return Ok(Parsed {
-                document: ExecutableDocument::clone(&doc),
-                cached: true,
+                document: ExecutableDocument::clone(&kept.document),
+                kept: Some(kept),
             });
         }
         Ok(Parsed {
             document: async_graphql::parser::parse_query(query)?,
-            cached: false,
+            kept: None,
         })
     }
 
     /// Keeps a freshly parsed document for the next request with the same text. Called only for documents that
     /// passed the edge's limits, so refused ones take no room.
-    pub fn keep(&self, query: &str, document: &ExecutableDocument) {
-        self.parsed
-            .insert(query.to_owned(), Arc::new(document.clone()));
+    pub fn keep(&self, query: &str, document: &ExecutableDocument) -> Arc<Kept> {
+        let kept = Arc::new(Kept {
+            document: document.clone(),
+            plan: OnceLock::new(),
+        });
+        self.parsed.insert(query.to_owned(), Arc::clone(&kept));
+        kept
     }
 }
 
@@ -89,13 +124,13 @@ mod tests {
             "query Q($n: Int) { posts(first: $n) { edges { node { id @skip(if: true) } } } }";
         let fresh = async_graphql::parser::parse_query(query).unwrap();
         let first = docs.parse(query).unwrap();
-        assert!(!first.cached);
+        assert!(first.kept.is_none());
         docs.keep(query, &first.document);
         let again = docs.parse(query).unwrap();
-        assert!(again.cached);
+        assert!(again.kept.is_some());
         assert_eq!(format!("{:?}", again.document), format!("{fresh:?}"));
         assert!(docs.parse("{ posts {").is_err());
-        assert!(!docs.parse("{ other }").unwrap().cached);
+        assert!(docs.parse("{ other }").unwrap().kept.is_none());
         docs.parsed.run_pending_tasks();
         assert_eq!(docs.parsed.entry_count(), 1);
     }

@@ -20,11 +20,13 @@ use axum::response::Response as HttpResponse;
 use sha2::{Digest, Sha256};
 
 use super::AppState;
+use super::documents::Kept;
 use super::graphql::{finish_errors, request_error};
 use super::limits;
 use crate::auth::Viewer;
 use crate::cache::{Entry, KeyBase, Lookup, Purges, Scope, Tracker, unix_now};
 use crate::graphql::batch::Batched;
+use crate::graphql::compiled;
 use crate::graphql::loaders::Loaders;
 
 /// The response media type the client asked for (`Accept`).
@@ -136,6 +138,7 @@ pub async fn run(
     // Parsed once here (or found among recent documents); execution reuses the parsed document.
     let operation_name = request.operation_name.clone();
     let mut parse_failed = false;
+    let mut kept = None;
     let kind = match state.documents.parse(&request.query) {
         Ok(parsed) => {
             let doc = parsed.document;
@@ -150,9 +153,10 @@ pub async fn run(
                     );
                 }
             };
-            if !parsed.cached {
-                state.documents.keep(&request.query, &doc);
-            }
+            kept = Some(match parsed.kept {
+                Some(kept) => kept,
+                None => state.documents.keep(&request.query, &doc),
+            });
             request.set_parsed_query(doc);
             kind
         }
@@ -181,10 +185,10 @@ pub async fn run(
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));
             return response;
         }
-        return uncached(state, headers, request, viewer, &http, parse_failed).await;
+        return uncached(state, headers, request, viewer, &http, parse_failed, None).await;
     }
     let Some(base) = base else {
-        return uncached(state, headers, request, viewer, &http, parse_failed).await;
+        return uncached(state, headers, request, viewer, &http, parse_failed, kept).await;
     };
     // Where this request stands in purge order, before anything is read: purges from now on make its result
     // unstorable, and a shared result must be at least this fresh.
@@ -201,6 +205,7 @@ pub async fn run(
             scope,
             None,
             http.request_id,
+            kept,
         )
         .await;
         return respond(
@@ -226,6 +231,7 @@ pub async fn run(
         scope.clone(),
         Some(arrival.clone()),
         http.request_id.clone(),
+        kept.clone(),
     );
     let computed = match state.flights.run(flight_key, work).await {
         (Some(computed), true) => computed,
@@ -243,6 +249,7 @@ pub async fn run(
                 scope,
                 Some(arrival),
                 http.request_id,
+                kept,
             )
             .await
         }
@@ -257,30 +264,110 @@ pub async fn run(
     )
 }
 
-/// Executes with the request's loaders inside the execution timeout. `None` when it ran out of time: the
-/// execution future is dropped, which cancels its statements and returns their connections to the pool.
+/// What an execution produced: the executor's response, or a compiled operation's bytes.
+enum Executed {
+    Graphql(async_graphql::Response),
+    Compiled(compiled::Output, async_graphql::CacheControl),
+}
+
+impl Executed {
+    fn cache_control(&self) -> async_graphql::CacheControl {
+        match self {
+            Executed::Graphql(r) => r.cache_control,
+            Executed::Compiled(_, c) => *c,
+        }
+    }
+
+    fn has_errors(&self) -> bool {
+        match self {
+            Executed::Graphql(r) => !r.errors.is_empty(),
+            Executed::Compiled(..) => false,
+        }
+    }
+
+    fn request_error(&self) -> bool {
+        match self {
+            Executed::Graphql(r) => is_request_error(r),
+            Executed::Compiled(..) => false,
+        }
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            Executed::Graphql(r) => retry_after(r),
+            Executed::Compiled(..) => None,
+        }
+    }
+
+    /// The serialised response (see `entry_for`).
+    fn entry(self, max_age: u32, public: bool, cacheable: bool) -> Entry {
+        match self {
+            Executed::Graphql(r) => {
+                let request_error = is_request_error(&r);
+                entry_for(&r, max_age, public, request_error, cacheable)
+            }
+            Executed::Compiled(out, _) => entry_of(out.body, max_age, public, cacheable),
+        }
+    }
+}
+
+/// Executes inside the execution timeout: through the document's compiled plan when it has one that takes
+/// this request (`graphql/compiled`), otherwise on the executor with the request's loaders. `None` when it ran
+/// out of time: the execution future is dropped, which cancels its statements and returns their connections
+/// to the pool. `tracker` is the cache's (on a miss), which a compiled run records its tags in.
 async fn execute(
     state: &AppState,
     request: async_graphql::Request,
     request_id: &str,
     parse_failed: bool,
-) -> Option<async_graphql::Response> {
+    kept: Option<&Kept>,
+    tracker: Option<&Tracker>,
+) -> Option<Executed> {
+    let deadline = tokio::time::Instant::now() + state.edge.request_timeout;
+    let operation = request.operation_name.clone();
+    if let Some(plan) = kept.and_then(|k| k.plan(operation.as_deref())) {
+        let run = plan.run(
+            &state.store,
+            &request.variables,
+            state.max_complexity,
+            tracker,
+        );
+        match tokio::time::timeout_at(deadline, run).await {
+            Ok(Some(output)) => {
+                state.metrics.compiled.inc();
+                return Some(Executed::Compiled(output, plan.cache_control()));
+            }
+            // Not for this request's values: the executor answers it.
+            Ok(None) => {}
+            Err(_) => {
+                timeout_warning(state);
+                return None;
+            }
+        }
+    }
     let (loaders, dispatcher) = Loaders::new(state.store.clone());
     let request = request.data(loaders);
     let run = Batched::new(dispatcher, state.schema.execute(request));
-    match tokio::time::timeout(state.edge.request_timeout, run).await {
+    match tokio::time::timeout_at(deadline, run).await {
         Ok(mut response) => {
             finish_errors(&mut response, request_id, parse_failed);
-            Some(response)
+            if let (true, Some(kept)) = (response.errors.is_empty(), kept) {
+                kept.executed(operation.as_deref(), response.cache_control);
+            }
+            Some(Executed::Graphql(response))
         }
         Err(_) => {
-            tracing::warn!(
-                timeout_ms = state.edge.request_timeout.as_millis() as u64,
-                "GraphQL execution timed out and was stopped"
-            );
+            timeout_warning(state);
             None
         }
     }
+}
+
+fn timeout_warning(state: &AppState) {
+    tracing::warn!(
+        timeout_ms = state.edge.request_timeout.as_millis() as u64,
+        "GraphQL execution timed out and was stopped"
+    );
 }
 
 /// Executes a query on a miss, and stores the result if it may be cached. `snapshot` is where the request
@@ -293,6 +380,7 @@ async fn compute(
     scope: Scope,
     snapshot: Option<crate::cache::Snapshot>,
     request_id: String,
+    kept: Option<Arc<Kept>>,
 ) -> Arc<Computed> {
     // A request that missed just as another flight for the same key finished finds its entry now: stored
     // entries are fresh (a purge deletes them), so serve it rather than execute again.
@@ -310,14 +398,23 @@ async fn compute(
     }
     let tracker = Arc::new(Tracker::default());
     let request = request.data(viewer).data(Arc::clone(&tracker));
-    let Some(response) = execute(&state, request, &request_id, false).await else {
+    let executed = execute(
+        &state,
+        request,
+        &request_id,
+        false,
+        kept.as_deref(),
+        Some(&tracker),
+    );
+    let Some(response) = executed.await else {
         return Arc::new(timed_out(&state));
     };
-    let max_age = state.cache.lifetime(response.cache_control.max_age);
-    let cacheable = response.errors.is_empty() && max_age > 0;
-    let public = response.cache_control.public && !tracker.viewer_dependent();
-    let request_error = is_request_error(&response);
-    let entry = entry_for(&response, max_age, public, request_error, cacheable);
+    let cache_control = response.cache_control();
+    let max_age = state.cache.lifetime(cache_control.max_age);
+    let cacheable = !response.has_errors() && max_age > 0;
+    let public = cache_control.public && !tracker.viewer_dependent();
+    let request_error = response.request_error();
+    let entry = response.entry(max_age, public, cacheable);
     // Not stored (errors): fresh as of the start, like any execution.
     let mut valid = snapshot.clone();
     if let (true, Some(snapshot)) = (cacheable, snapshot) {
@@ -354,13 +451,22 @@ async fn uncached(
     viewer: Viewer,
     http: &HttpContext,
     parse_failed: bool,
+    kept: Option<Arc<Kept>>,
 ) -> HttpResponse {
     let purges = Arc::new(Purges::default());
     let request = request
         .data(viewer)
         .data(ClientAddr(http.client))
         .data(Arc::clone(&purges));
-    let response = execute(state, request, &http.request_id, parse_failed).await;
+    let response = execute(
+        state,
+        request,
+        &http.request_id,
+        parse_failed,
+        kept.as_deref(),
+        None,
+    )
+    .await;
     // Purged even after a timeout: a mutation may have committed before the clock ran out.
     let tags = purges.take();
     if !tags.is_empty() {
@@ -369,17 +475,14 @@ async fn uncached(
     }
     state.cache.metrics().bypass.inc();
     let computed = match response {
-        Some(response) => {
-            let request_error = is_request_error(&response);
-            Computed {
-                entry: entry_for(&response, 0, false, request_error, false),
-                cacheable: false,
-                request_error,
-                timed_out: false,
-                retry_after: retry_after(&response),
-                valid: None,
-            }
-        }
+        Some(response) => Computed {
+            request_error: response.request_error(),
+            retry_after: response.retry_after(),
+            entry: response.entry(0, false, false),
+            cacheable: false,
+            timed_out: false,
+            valid: None,
+        },
         None => timed_out(state),
     };
     if computed.retry_after.is_some() {
@@ -493,6 +596,11 @@ fn entry_for(
                 .to_vec()
         }
     };
+    entry_of(body, max_age, public, cacheable)
+}
+
+/// The entry for a serialised response body.
+fn entry_of(body: Vec<u8>, max_age: u32, public: bool, cacheable: bool) -> Entry {
     let etag = if cacheable {
         format!("\"{}\"", hex::encode(&Sha256::digest(&body)[..16]))
     } else {

@@ -63,6 +63,8 @@ pub struct Shared {
     pub graphiql: bool,
     /// Edge limits (body and document size, timeout, ...).
     pub edge: Arc<EdgeConfig>,
+    /// The schema's complexity limit, which compiled operations check themselves (`graphql/compiled`).
+    pub max_complexity: usize,
     /// Checks Stripe webhook signatures; `None` when no secret is configured (the webhook answers 503).
     pub stripe: Option<Arc<Verifier>>,
 }

@@ -10,6 +10,7 @@
 
 mod billing;
 mod comments;
+mod feed;
 mod posts;
 pub mod seed;
 mod users;
@@ -26,6 +27,7 @@ use sqlx::sqlite::{
 
 pub use billing::{BillingAction, BillingEvent, EventOutcome, IgnoreReason, WebhookEventRow};
 pub use comments::{CommentInPageRow, CommentOnPost, CommentRow, CreateComment};
+pub use feed::{FeedComment, FeedComments, FeedPost, FeedQuery, FeedRow, FeedUser};
 pub use posts::{CreatePost, Drafts, PostChanges, PostListFilter, PostRow};
 pub use users::{CreateAccount, ExternalUser, Plan, Role, UserRow};
 
