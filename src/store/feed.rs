@@ -10,7 +10,8 @@
 //! comments (or whose comments are all before the cursor) is one row without a comment.
 //!
 //! On PostgreSQL every part is a `LATERAL` lookup that reads only the rows it returns (as in
-//! `comment_pages`). SQLite, which has no `LATERAL`, numbers the page's comments in a window.
+//! `comment_pages`). SQLite, which has no `LATERAL`, numbers the page's comments in a window. See `statement`
+//! for why the page sizes are in the text.
 
 use chrono::{DateTime, Utc};
 
@@ -24,8 +25,12 @@ pub struct FeedQuery {
     pub page: Page,
     /// Each post's `content`.
     pub content: bool,
+    /// Each post's `published`, `published_at`, `created_at` and `updated_at`.
+    pub post_details: bool,
     /// Each post's author.
     pub authors: bool,
+    /// The authors' (of posts and comments) `role` and `created_at`, besides their name.
+    pub author_details: bool,
     /// Each post's number of comments (all of them, whatever the comment page).
     pub counts: bool,
     /// One page of comments per post.
@@ -39,28 +44,31 @@ pub struct FeedComments {
     pub page: Page,
     /// Each comment's author.
     pub authors: bool,
+    /// Each comment's `created_at`.
+    pub dates: bool,
 }
 
-/// A post of the feed, without its `content` unless asked for.
+/// A post of the feed; the optional columns are `None` unless the `FeedQuery` asked for them.
 #[derive(Debug)]
 pub struct FeedPost {
     pub id: i64,
     pub author_id: i64,
     pub title: String,
     pub content: Option<String>,
-    pub published: bool,
+    pub published: Option<bool>,
     pub published_at: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
+    pub created_at: Option<DateTime<Utc>>,
+    pub updated_at: Option<DateTime<Utc>>,
 }
 
-/// An author's public columns (the id is the post's or comment's `author_id`).
+/// An author's public columns (the id is the post's or comment's `author_id`); `role` and `created_at` only
+/// with `FeedQuery::author_details`.
 #[derive(Debug)]
 pub struct FeedUser {
     pub id: i64,
     pub name: String,
-    pub role: Role,
-    pub created_at: DateTime<Utc>,
+    pub role: Option<Role>,
+    pub created_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug)]
@@ -68,7 +76,8 @@ pub struct FeedComment {
     pub id: i64,
     pub author_id: i64,
     pub body: String,
-    pub created_at: DateTime<Utc>,
+    /// Only with `FeedComments::dates`.
+    pub created_at: Option<DateTime<Utc>>,
     pub author: Option<FeedUser>,
 }
 
@@ -81,7 +90,8 @@ pub struct FeedRow {
     pub comment: Option<FeedComment>,
 }
 
-/// Reads an author's three columns, all `NULL` when the author was not asked for (or there is no comment).
+/// Reads an author's three columns: all `NULL` when the author was not asked for (or there is no comment), the
+/// last two when only the name was.
 fn read_user<'r, R: sqlx::Row>(
     cols: &mut super::Columns<'r, R>,
     id: Option<i64>,
@@ -95,14 +105,18 @@ where
     let name: Option<String> = cols.next()?;
     let role: Option<&str> = cols.next()?;
     let created_at: Option<DateTime<Utc>> = cols.next()?;
-    Ok(match (id, name, role, created_at) {
-        (Some(id), Some(name), Some(role), Some(created_at)) => Some(FeedUser {
+    let role = role
+        .map(Role::try_from)
+        .transpose()
+        .map_err(|e| sqlx::Error::ColumnDecode {
+            index: "role".to_owned(),
+            source: Box::new(e),
+        })?;
+    Ok(match (id, name) {
+        (Some(id), Some(name)) => Some(FeedUser {
             id,
             name,
-            role: Role::try_from(role).map_err(|e| sqlx::Error::ColumnDecode {
-                index: "role".to_owned(),
-                source: Box::new(e),
-            })?,
+            role,
             created_at,
         }),
         _ => None,
@@ -127,8 +141,8 @@ from_columns!(FeedRow, |cols| {
     let body: Option<String> = cols.next()?;
     let created_at: Option<DateTime<Utc>> = cols.next()?;
     let comment_author = read_user(&mut cols, author_id)?;
-    let comment = match (id, author_id, body, created_at) {
-        (Some(id), Some(author_id), Some(body), Some(created_at)) => Some(FeedComment {
+    let comment = match (id, author_id, body) {
+        (Some(id), Some(author_id), Some(body)) => Some(FeedComment {
             id,
             author_id,
             body,
@@ -145,126 +159,188 @@ from_columns!(FeedRow, |cols| {
     })
 });
 
-/// The parts of the statement that depend on the dialect. Every part is fixed text: the statement is put
-/// together from these and from nothing a client sent (the cursors and limits are bind parameters).
-struct Dialect {
-    /// What precedes the `SELECT` (a common table expression).
-    with: &'static str,
-    /// The page of posts, as a row source named `p`: `$1` is the cursor, `$2` the limit.
-    posts: &'static str,
-    content: [&'static str; 2],
-    /// Author columns (`name, role, created_at`) of the post and of the comment: selected, or typed NULLs.
-    post_author: [&'static str; 2],
-    comment_author: [&'static str; 2],
-    count: [&'static str; 2],
-    comment: [&'static str; 2],
-    /// Joins, each empty when not needed.
-    join_post_author: &'static str,
-    join_count: &'static str,
-    /// `$3` is the comment cursor, `$4` the comment limit.
-    join_comments: &'static str,
-    join_comment_author: &'static str,
-}
-
-const POSTGRES: Dialect = Dialect {
-    with: "",
-    posts: "(SELECT * FROM posts WHERE published = TRUE AND id < $1 ORDER BY id DESC LIMIT $2) p",
-    content: ["NULL::text", "p.content"],
-    post_author: [
-        "NULL::text, NULL::text, NULL::timestamptz",
-        "pu.name, pu.role, pu.created_at",
-    ],
-    comment_author: [
-        "NULL::text, NULL::text, NULL::timestamptz",
-        "cu.name, cu.role, cu.created_at",
-    ],
-    count: ["NULL::bigint", "n.total"],
-    comment: [
-        "NULL::bigint, NULL::bigint, NULL::text, NULL::timestamptz",
-        "c.id, c.author_id, c.body, c.created_at",
-    ],
-    join_post_author: " CROSS JOIN LATERAL (SELECT name, role, created_at FROM users WHERE users.id = p.author_id) pu",
-    join_count: " CROSS JOIN LATERAL (SELECT COUNT(*) AS total FROM comments WHERE post_id = p.id) n",
-    join_comments: " LEFT JOIN LATERAL (SELECT id, author_id, body, created_at FROM comments WHERE post_id = p.id AND id > $3 ORDER BY id LIMIT $4) c ON true",
-    join_comment_author: " LEFT JOIN LATERAL (SELECT name, role, created_at FROM users WHERE users.id = c.author_id) cu ON true",
-};
-
-/// SQLite walks the feed's partial index (see `post_page`) once, into `p`; the comments after the cursor are
-/// numbered per post in a window over the page's posts only. (`INDEXED BY` inside the `IN` subqueries has
-/// no plan: SQLite answers "no query solution".)
-const SQLITE: Dialect = Dialect {
-    with: "WITH p AS MATERIALIZED (SELECT * FROM posts INDEXED BY posts_published_feed WHERE published = TRUE AND id < $1 ORDER BY id DESC LIMIT $2) ",
-    posts: "p",
-    content: ["NULL", "p.content"],
-    post_author: ["NULL, NULL, NULL", "pu.name, pu.role, pu.created_at"],
-    comment_author: ["NULL, NULL, NULL", "cu.name, cu.role, cu.created_at"],
-    count: ["NULL", "COALESCE(n.total, 0)"],
-    comment: [
-        "NULL, NULL, NULL, NULL",
-        "c.id, c.author_id, c.body, c.created_at",
-    ],
-    join_post_author: " JOIN users pu ON pu.id = p.author_id",
-    join_count: " LEFT JOIN (SELECT post_id, COUNT(*) AS total FROM comments WHERE post_id IN (SELECT id FROM p) GROUP BY post_id) n ON n.post_id = p.id",
-    join_comments: " LEFT JOIN (SELECT id, post_id, author_id, body, created_at, ROW_NUMBER() OVER (PARTITION BY post_id ORDER BY id) AS rn FROM comments WHERE id > $3 AND post_id IN (SELECT id FROM p)) c ON c.post_id = p.id AND c.rn <= $4",
-    join_comment_author: " LEFT JOIN users cu ON cu.id = c.author_id",
-};
-
-impl Dialect {
-    fn statement(&self, q: &FeedQuery) -> String {
-        let comments = q.comments.is_some();
-        let comment_authors = q.comments.is_some_and(|c| c.authors);
-        let pick = |parts: &[&'static str; 2], on: bool| parts[usize::from(on)];
-        let when = |part: &'static str, on: bool| if on { part } else { "" };
-        format!(
-            "{}SELECT p.id, p.author_id, p.title, {}, p.published, p.published_at, p.created_at, p.updated_at, \
-             {}, {}, {}, {} FROM {}{}{}{}{} ORDER BY p.id DESC{}",
-            self.with,
-            pick(&self.content, q.content),
-            pick(&self.post_author, q.authors),
-            pick(&self.count, q.counts),
-            pick(&self.comment, comments),
-            pick(&self.comment_author, comment_authors),
-            self.posts,
-            when(self.join_post_author, q.authors),
-            when(self.join_count, q.counts),
-            when(self.join_comments, comments),
-            when(self.join_comment_author, comment_authors),
-            when(", c.id", comments),
-        )
+/// The statement for `q` on one backend, and its bind values in order.
+///
+/// The page sizes are part of the text (integers Folio computed, at most 101), and a cursor is a condition only
+/// when there is one. PostgreSQL plans a prepared statement with parameters afresh on every execution when its
+/// generic plan looks worse than the custom ones, which for this statement it does (a `LIMIT $n` might be
+/// anything): planning then cost about as much as running it. Without parameters, as for the first page of
+/// the feed, the statement is planned once per connection; with a cursor, the plan stays good. Each page size
+/// is its own prepared statement, and clients use a few.
+///
+/// Children are read only for the shown posts: the extra post that tells whether another page follows gets
+/// neither its comments nor its count.
+fn statement(sqlite: bool, q: &FeedQuery) -> (String, Vec<i64>) {
+    let mut binds = Vec::new();
+    let mut bind = |v: i64| {
+        binds.push(v);
+        format!("${}", binds.len())
+    };
+    let shown = q.page.limit - 1;
+    let cursor = match q.page.after {
+        Some(after) => format!(" AND id < {}", bind(after)),
+        None => String::new(),
+    };
+    let feed = format!(
+        "SELECT * FROM posts{} WHERE published = TRUE{cursor} ORDER BY id DESC LIMIT {}",
+        if sqlite {
+            " INDEXED BY posts_published_feed"
+        } else {
+            ""
+        },
+        q.page.limit
+    );
+    // The post's position in the page, to leave the extra one's children out.
+    let numbered =
+        format!("SELECT f.*, ROW_NUMBER() OVER (ORDER BY f.id DESC) AS n FROM ({feed}) f");
+    let comment_cursor = match q.comments.and_then(|c| c.page.after) {
+        Some(after) => format!(" AND id > {}", bind(after)),
+        None => String::new(),
+    };
+    let comment_limit = q.comments.map_or(0, |c| c.page.limit);
+    let comment_authors = q.comments.is_some_and(|c| c.authors);
+    let null = |pg_type: &str| {
+        if sqlite {
+            "NULL".to_owned()
+        } else {
+            format!("NULL::{pg_type}")
+        }
+    };
+    // An author's `name, role, created_at` from the join named `alias`, or as much of it as asked for.
+    let user_columns = |alias: &str, selected: bool| match (selected, q.author_details) {
+        (true, true) => format!("{alias}.name, {alias}.role, {alias}.created_at"),
+        (true, false) => format!("{alias}.name, {}, {}", null("text"), null("timestamptz")),
+        (false, _) => [null("text"), null("text"), null("timestamptz")].join(", "),
+    };
+    let mut sql = String::with_capacity(1024);
+    if sqlite {
+        sql.push_str(&format!("WITH p AS MATERIALIZED ({numbered}) "));
     }
+    sql.push_str("SELECT p.id, p.author_id, p.title, ");
+    sql.push_str(&if q.content {
+        "p.content".to_owned()
+    } else {
+        null("text")
+    });
+    sql.push_str(", ");
+    sql.push_str(&if q.post_details {
+        "p.published, p.published_at, p.created_at, p.updated_at".to_owned()
+    } else {
+        [
+            null("boolean"),
+            null("timestamptz"),
+            null("timestamptz"),
+            null("timestamptz"),
+        ]
+        .join(", ")
+    });
+    sql.push_str(", ");
+    sql.push_str(&user_columns("pu", q.authors));
+    sql.push_str(", ");
+    sql.push_str(&match (q.counts, sqlite) {
+        (false, _) => null("bigint"),
+        (true, false) => "n.total".to_owned(),
+        (true, true) => format!("CASE WHEN p.n <= {shown} THEN COALESCE(n.total, 0) END"),
+    });
+    sql.push_str(", ");
+    sql.push_str(&match q.comments {
+        Some(c) => format!(
+            "c.id, c.author_id, c.body, {}",
+            if c.dates {
+                "c.created_at".to_owned()
+            } else {
+                null("timestamptz")
+            }
+        ),
+        None => [
+            null("bigint"),
+            null("bigint"),
+            null("text"),
+            null("timestamptz"),
+        ]
+        .join(", "),
+    });
+    sql.push_str(", ");
+    sql.push_str(&user_columns("cu", comment_authors));
+    if sqlite {
+        sql.push_str(" FROM p");
+        if q.authors {
+            sql.push_str(" JOIN users pu ON pu.id = p.author_id");
+        }
+        if q.counts {
+            sql.push_str(
+                " LEFT JOIN (SELECT post_id, COUNT(*) AS total FROM comments \
+                 WHERE post_id IN (SELECT id FROM p) GROUP BY post_id) n ON n.post_id = p.id",
+            );
+        }
+        if q.comments.is_some() {
+            // The comments after the cursor, numbered per post in a window over the page's posts only.
+            sql.push_str(&format!(
+                " LEFT JOIN (SELECT id, post_id, author_id, body, created_at, \
+                 ROW_NUMBER() OVER (PARTITION BY post_id ORDER BY id) AS rn FROM comments \
+                 WHERE post_id IN (SELECT id FROM p WHERE n <= {shown}){comment_cursor}) c \
+                 ON c.post_id = p.id AND c.rn <= {comment_limit}"
+            ));
+        }
+        if comment_authors {
+            sql.push_str(" LEFT JOIN users cu ON cu.id = c.author_id");
+        }
+    } else {
+        // Every part a lookup that reads only the rows it returns; a condition on `p.n` alone is checked once
+        // per post, before anything is read.
+        sql.push_str(&format!(" FROM ({numbered}) p"));
+        if q.authors {
+            sql.push_str(
+                " CROSS JOIN LATERAL (SELECT name, role, created_at FROM users \
+                 WHERE users.id = p.author_id) pu",
+            );
+        }
+        if q.counts {
+            sql.push_str(&format!(
+                " LEFT JOIN LATERAL (SELECT COUNT(*) AS total FROM comments \
+                 WHERE post_id = p.id AND p.n <= {shown}) n ON true"
+            ));
+        }
+        if q.comments.is_some() {
+            sql.push_str(&format!(
+                " LEFT JOIN LATERAL (SELECT id, author_id, body, created_at FROM comments \
+                 WHERE post_id = p.id AND p.n <= {shown}{comment_cursor} \
+                 ORDER BY id LIMIT {comment_limit}) c ON true"
+            ));
+        }
+        if comment_authors {
+            sql.push_str(
+                " LEFT JOIN LATERAL (SELECT name, role, created_at FROM users \
+                 WHERE users.id = c.author_id) cu ON true",
+            );
+        }
+    }
+    sql.push_str(" ORDER BY p.id DESC");
+    if q.comments.is_some() {
+        sql.push_str(", c.id");
+    }
+    (sql, binds)
 }
 
 impl Store {
     /// A page of the published feed with what `q` asks for, in one statement (see the module header).
     pub async fn feed(&self, q: &FeedQuery) -> Result<Vec<FeedRow>, AppError> {
-        let after = q.page.after.unwrap_or(i64::MAX);
-        let (comment_after, comment_limit) = q
-            .comments
-            .map_or((0, 0), |c| (c.page.after.unwrap_or(0), c.page.limit));
         self.count(1);
         let rows = match &self.db {
             Db::Postgres(pool) => {
-                let sql = POSTGRES.statement(q);
-                let query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                    .bind(after)
-                    .bind(q.page.limit);
-                let query = if q.comments.is_some() {
-                    query.bind(comment_after).bind(comment_limit)
-                } else {
-                    query
-                };
+                let (sql, binds) = statement(false, q);
+                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+                for v in binds {
+                    query = query.bind(v);
+                }
                 query.fetch_all(pool).await
             }
             Db::Sqlite(pool) => {
-                let sql = SQLITE.statement(q);
-                let query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                    .bind(after)
-                    .bind(q.page.limit);
-                let query = if q.comments.is_some() {
-                    query.bind(comment_after).bind(comment_limit)
-                } else {
-                    query
-                };
+                let (sql, binds) = statement(true, q);
+                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+                for v in binds {
+                    query = query.bind(v);
+                }
                 query.fetch_all(pool).await
             }
         };

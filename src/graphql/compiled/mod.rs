@@ -360,3 +360,32 @@ fn post_fields(set: &Positioned<SelectionSet>) -> Option<Vec<Key<PostField>>> {
         _ => None,
     })
 }
+
+impl PostField {
+    /// Whether this field reads an author's `role` or `createdAt` (on the post's author or its comments').
+    fn author_details(&self) -> bool {
+        let details = |fields: &[Key<UserField>]| {
+            fields
+                .iter()
+                .any(|f| matches!(f.field, UserField::Role | UserField::CreatedAt))
+        };
+        match self {
+            PostField::Author(fields) => details(fields),
+            PostField::Comments(_, conn) => conn.fields.iter().any(|f| match &f.field {
+                ConnField::Nodes(n) => n.iter().any(|c| c.field.author_details(&details)),
+                ConnField::Edges(edges) => edges.iter().any(|e| match &e.field {
+                    EdgeField::Node(n) => n.iter().any(|c| c.field.author_details(&details)),
+                    _ => false,
+                }),
+                _ => false,
+            }),
+            _ => false,
+        }
+    }
+}
+
+impl CommentField {
+    fn author_details(&self, details: &impl Fn(&[Key<UserField>]) -> bool) -> bool {
+        matches!(self, CommentField::Author(fields) if details(fields))
+    }
+}

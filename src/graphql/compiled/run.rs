@@ -65,6 +65,15 @@ impl Plan {
                 _ => false,
             })
         });
+        let comment_dates = posts.iter().any(|n| {
+            n.iter().any(|k| match &k.field {
+                PostField::Comments(_, conn) => conn
+                    .nodes()
+                    .iter()
+                    .any(|c| c.iter().any(|f| matches!(f.field, CommentField::CreatedAt))),
+                _ => false,
+            })
+        });
         let comment_total = posts.iter().any(|n| {
             n.iter().any(|k| match &k.field {
                 PostField::Comments(_, conn) => conn
@@ -77,11 +86,26 @@ impl Plan {
         let query = FeedQuery {
             page: pages.posts,
             content: any(&|f| matches!(f, PostField::Content)),
+            post_details: any(&|f| {
+                matches!(
+                    f,
+                    PostField::Published
+                        | PostField::PublishedAt
+                        | PostField::CreatedAt
+                        | PostField::UpdatedAt
+                )
+            }),
             authors: any(&|f| matches!(f, PostField::Author(_))),
+            author_details: self
+                .conn
+                .nodes()
+                .iter()
+                .any(|n| n.iter().any(|k| k.field.author_details())),
             counts: comment_total || any(&|f| matches!(f, PostField::CommentCount)),
             comments: pages.comments.map(|page| FeedComments {
                 page,
                 authors: comment_authors,
+                dates: comment_dates,
             }),
         };
         let rows = match store.feed(&query).await {
@@ -360,10 +384,14 @@ fn write_post(
             PostField::Id => id(out, p.post.id)?,
             PostField::Title => string(out, &p.post.title)?,
             PostField::Content => string(out, p.post.content.as_deref().ok_or_else(missing)?)?,
-            PostField::Published => boolean(out, p.post.published),
+            PostField::Published => boolean(out, p.post.published.ok_or_else(missing)?),
             PostField::PublishedAt => opt_string(out, p.post.published_at.map(|t| t.to_rfc3339()))?,
-            PostField::CreatedAt => string(out, &p.post.created_at.to_rfc3339())?,
-            PostField::UpdatedAt => string(out, &p.post.updated_at.to_rfc3339())?,
+            PostField::CreatedAt => {
+                string(out, &p.post.created_at.ok_or_else(missing)?.to_rfc3339())?
+            }
+            PostField::UpdatedAt => {
+                string(out, &p.post.updated_at.ok_or_else(missing)?.to_rfc3339())?
+            }
             PostField::CommentCount => {
                 number(out, i64::from(i32::try_from(p.count).unwrap_or(i32::MAX)))?
             }
@@ -404,7 +432,12 @@ fn write_comment(
             CommentField::Typename => string(out, "Comment")?,
             CommentField::Id => id(out, c.id)?,
             CommentField::Body => string(out, &c.body)?,
-            CommentField::CreatedAt => string(out, &c.created_at.to_rfc3339())?,
+            CommentField::CreatedAt => string(
+                out,
+                &c.created_at
+                    .ok_or_else(|| io::Error::other("a compiled comment lacks its date"))?
+                    .to_rfc3339(),
+            )?,
             CommentField::Author(user) => {
                 let author = c
                     .author
@@ -419,6 +452,7 @@ fn write_comment(
 }
 
 fn write_user(out: &mut Vec<u8>, u: &FeedUser, fields: &[Key<UserField>]) -> io::Result<()> {
+    let missing = || io::Error::other("a compiled author lacks a selected column");
     out.push(b'{');
     for (i, f) in fields.iter().enumerate() {
         comma(out, i);
@@ -429,12 +463,12 @@ fn write_user(out: &mut Vec<u8>, u: &FeedUser, fields: &[Key<UserField>]) -> io:
             UserField::Name => string(out, &u.name)?,
             UserField::Role => string(
                 out,
-                match u.role {
+                match u.role.ok_or_else(missing)? {
                     Role::User => "USER",
                     Role::Admin => "ADMIN",
                 },
             )?,
-            UserField::CreatedAt => string(out, &u.created_at.to_rfc3339())?,
+            UserField::CreatedAt => string(out, &u.created_at.ok_or_else(missing)?.to_rfc3339())?,
         }
     }
     out.push(b'}');
