@@ -43,19 +43,35 @@ pub struct KeyBase {
     hasher: Sha256,
 }
 
+/// The document's part of a key: its normalised text, hashed. Kept with a recent document
+/// (`http/documents.rs`), so a repeated query is not normalised again.
+#[derive(Clone)]
+pub struct DocumentHash(Sha256);
+
+impl DocumentHash {
+    pub fn new(document: &str) -> Self {
+        let mut hasher = Sha256::new();
+        update_part(&mut hasher, normalize(document).as_bytes());
+        Self(hasher)
+    }
+}
+
+/// Length-prefixed parts, so no two different (document, name, variables) triples hash the same bytes.
+fn update_part(hasher: &mut Sha256, part: &[u8]) {
+    hasher.update((part.len() as u64).to_le_bytes());
+    hasher.update(part);
+}
+
 impl KeyBase {
     pub fn new(document: &str, operation_name: Option<&str>, variables: &[u8]) -> Self {
-        let mut hasher = Sha256::new();
-        let normalized = normalize(document);
-        // Length-prefixed parts, so no two different (document, name, variables) triples hash the same bytes.
-        for part in [
-            normalized.as_bytes(),
-            operation_name.unwrap_or("").as_bytes(),
-            variables,
-        ] {
-            hasher.update((part.len() as u64).to_le_bytes());
-            hasher.update(part);
-        }
+        Self::of(&DocumentHash::new(document), operation_name, variables)
+    }
+
+    /// `new` for a document already hashed.
+    pub fn of(document: &DocumentHash, operation_name: Option<&str>, variables: &[u8]) -> Self {
+        let mut hasher = document.0.clone();
+        update_part(&mut hasher, operation_name.unwrap_or("").as_bytes());
+        update_part(&mut hasher, variables);
         Self { hasher }
     }
 

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use prometheus::IntCounter;
 
-pub use key::{Key, KeyBase, Scope};
+pub use key::{DocumentHash, Key, KeyBase, Scope};
 
 use crate::error::AppError;
 use crate::redis_conn::RedisConn;

@@ -1,8 +1,8 @@
 //! Parsed documents of recent operations, so a repeated query is not parsed again.
 //!
 //! Clients send the same few operations over and over (generated from `.graphql` files), and parsing one took
-//! about 6% of an uncached execution of the reference query. Each request still gets its own copy of the
-//! document, because execution strips `@skip`/`@include` selections from it according to the variables; a
+//! about 6% of an uncached execution of the reference query. Each execution on the executor still gets its own
+//! copy of the document, because it strips `@skip`/`@include` selections from it according to the variables; a
 //! copy of the syntax tree shares its names and costs a fraction of a parse.
 //!
 //! Each kept document also has room for its compiled plan (`graphql/compiled`), filled once the document has
@@ -16,6 +16,7 @@ use std::sync::{Arc, OnceLock};
 use async_graphql::CacheControl;
 use async_graphql::parser::types::ExecutableDocument;
 
+use crate::cache::DocumentHash;
 use crate::graphql::compiled::Plan;
 
 /// How much memory the parsed documents may hold, estimated from their text (see `weight`).
@@ -29,15 +30,27 @@ pub struct Documents {
     parsed: moka::sync::Cache<String, Arc<Kept>>,
 }
 
-/// A kept document and its compiled plan.
+/// A kept document (which passed the edge's limits), its cache-key hash and its compiled plan.
 pub struct Kept {
     document: ExecutableDocument,
+    hash: DocumentHash,
     /// Set after the first execution without an error: the plan, or `None` when the operation does not
     /// compile (it is not tried again).
     plan: OnceLock<Option<Arc<Plan>>>,
 }
 
 impl Kept {
+    /// A copy of the document for the executor, which strips `@skip`/`@include` selections from its own copy.
+    /// A copy shares the tree's names and costs a fraction of a parse; a compiled run needs none.
+    pub fn document(&self) -> ExecutableDocument {
+        self.document.clone()
+    }
+
+    /// The document's part of a response-cache key.
+    pub fn hash(&self) -> &DocumentHash {
+        &self.hash
+    }
+
     /// The compiled plan for a request naming `operation`, if there is one.
     pub fn plan(&self, operation: Option<&str>) -> Option<&Arc<Plan>> {
         self.plan
@@ -80,32 +93,41 @@ fn weight(query: &str) -> u32 {
     u32::try_from(query.len() + tokens.saturating_mul(BYTES_PER_TOKEN)).unwrap_or(u32::MAX)
 }
 
-/// A parsed document, and its entry when it came from the cache.
-pub struct Parsed {
-    pub document: ExecutableDocument,
-    pub kept: Option<Arc<Kept>>,
+/// A parsed document: one kept from an earlier request, or a fresh parse (not yet kept: see `keep`).
+pub enum Parsed {
+    Kept(Arc<Kept>),
+    Fresh(ExecutableDocument),
+}
+
+impl Parsed {
+    pub fn document(&self) -> &ExecutableDocument {
+        match self {
+            Parsed::Kept(kept) => &kept.document,
+            Parsed::Fresh(document) => document,
+        }
+    }
 }
 
 impl Documents {
-    /// The document `query` parses to: a copy of the cached tree, or a fresh parse (not yet cached: see `keep`).
+    /// The kept document with the text `query`, if any: it has passed the edge's limits before.
+    pub fn get(&self, query: &str) -> Option<Arc<Kept>> {
+        self.parsed.get(query)
+    }
+
+    /// The document `query` parses to: the kept one, or a fresh parse.
     pub fn parse(&self, query: &str) -> async_graphql::parser::Result<Parsed> {
-        if let Some(kept) = self.parsed.get(query) {
-            return Ok(Parsed {
-                document: ExecutableDocument::clone(&kept.document),
-                kept: Some(kept),
-            });
+        if let Some(kept) = self.get(query) {
+            return Ok(Parsed::Kept(kept));
         }
-        Ok(Parsed {
-            document: async_graphql::parser::parse_query(query)?,
-            kept: None,
-        })
+        Ok(Parsed::Fresh(async_graphql::parser::parse_query(query)?))
     }
 
     /// Keeps a freshly parsed document for the next request with the same text. Called only for documents that
     /// passed the edge's limits, so refused ones take no room.
-    pub fn keep(&self, query: &str, document: &ExecutableDocument) -> Arc<Kept> {
+    pub fn keep(&self, query: &str, document: ExecutableDocument) -> Arc<Kept> {
         let kept = Arc::new(Kept {
-            document: document.clone(),
+            document,
+            hash: DocumentHash::new(query),
             plan: OnceLock::new(),
         });
         self.parsed.insert(query.to_owned(), Arc::clone(&kept));
@@ -123,14 +145,16 @@ mod tests {
         let query =
             "query Q($n: Int) { posts(first: $n) { edges { node { id @skip(if: true) } } } }";
         let fresh = async_graphql::parser::parse_query(query).unwrap();
-        let first = docs.parse(query).unwrap();
-        assert!(first.kept.is_none());
-        docs.keep(query, &first.document);
-        let again = docs.parse(query).unwrap();
-        assert!(again.kept.is_some());
-        assert_eq!(format!("{:?}", again.document), format!("{fresh:?}"));
+        let Parsed::Fresh(first) = docs.parse(query).unwrap() else {
+            panic!("nothing is kept yet");
+        };
+        docs.keep(query, first);
+        let Parsed::Kept(again) = docs.parse(query).unwrap() else {
+            panic!("kept");
+        };
+        assert_eq!(format!("{:?}", again.document()), format!("{fresh:?}"));
         assert!(docs.parse("{ posts {").is_err());
-        assert!(docs.parse("{ other }").unwrap().kept.is_none());
+        assert!(matches!(docs.parse("{ other }").unwrap(), Parsed::Fresh(_)));
         docs.parsed.run_pending_tasks();
         assert_eq!(docs.parsed.entry_count(), 1);
     }

@@ -20,7 +20,7 @@ use axum::response::Response as HttpResponse;
 use sha2::{Digest, Sha256};
 
 use super::AppState;
-use super::documents::Kept;
+use super::documents::{Kept, Parsed};
 use super::graphql::{finish_errors, request_error};
 use super::limits;
 use crate::auth::Viewer;
@@ -100,11 +100,16 @@ impl Source {
 pub async fn run(
     state: &AppState,
     headers: &HeaderMap,
-    mut request: async_graphql::Request,
+    request: async_graphql::Request,
     viewer: Viewer,
     http: HttpContext,
 ) -> HttpResponse {
-    if let Err(e) = limits::check_text(&request.query, &state.edge) {
+    // A recent document has passed the limits, and its key hash is known: a repeated query (a cache hit above
+    // all) neither scans nor normalises its text again.
+    let known = state.documents.get(&request.query);
+    if known.is_none()
+        && let Err(e) = limits::check_text(&request.query, &state.edge)
+    {
         return request_error(
             http.media.request_error_status(),
             e.code,
@@ -120,11 +125,11 @@ pub async fn run(
     // With the cache off there is nothing to hash or look up.
     let (base, bypass) = if cache.enabled() {
         let variables = serde_json::to_vec(&request.variables).unwrap_or_default();
-        let base = KeyBase::new(
-            &request.query,
-            request.operation_name.as_deref(),
-            &variables,
-        );
+        let operation = request.operation_name.as_deref();
+        let base = match &known {
+            Some(kept) => KeyBase::of(kept.hash(), operation, &variables),
+            None => KeyBase::new(&request.query, operation, &variables),
+        };
         match cache.lookup(&base, &scope).await {
             Lookup::Hit(entry) => {
                 return respond(headers, &entry, Outcome::cached(), Source::Hit, http.media);
@@ -139,10 +144,15 @@ pub async fn run(
     let operation_name = request.operation_name.clone();
     let mut parse_failed = false;
     let mut kept = None;
-    let kind = match state.documents.parse(&request.query) {
+    let parsed = match known {
+        Some(kept) => Ok(Parsed::Kept(kept)),
+        None => state.documents.parse(&request.query),
+    };
+    let kind = match parsed {
         Ok(parsed) => {
-            let doc = parsed.document;
-            let kind = match limits::check_document(&doc, operation_name.as_deref(), &state.edge) {
+            let checked =
+                limits::check_document(parsed.document(), operation_name.as_deref(), &state.edge);
+            let kind = match checked {
                 Ok(kind) => kind,
                 Err(e) => {
                     return request_error(
@@ -153,11 +163,11 @@ pub async fn run(
                     );
                 }
             };
-            kept = Some(match parsed.kept {
-                Some(kept) => kept,
-                None => state.documents.keep(&request.query, &doc),
+            // The executor gets its copy in `execute`, if it runs.
+            kept = Some(match parsed {
+                Parsed::Kept(kept) => kept,
+                Parsed::Fresh(doc) => state.documents.keep(&request.query, doc),
             });
-            request.set_parsed_query(doc);
             kind
         }
         // Execution reports the error in the usual shape. Only a syntax error is a parse failure; the parser
@@ -185,7 +195,7 @@ pub async fn run(
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));
             return response;
         }
-        return uncached(state, headers, request, viewer, &http, parse_failed, None).await;
+        return uncached(state, headers, request, viewer, &http, parse_failed, kept).await;
     }
     let Some(base) = base else {
         return uncached(state, headers, request, viewer, &http, parse_failed, kept).await;
@@ -344,6 +354,10 @@ async fn execute(
                 return None;
             }
         }
+    }
+    let mut request = request;
+    if let Some(kept) = kept {
+        request.set_parsed_query(kept.document());
     }
     let (loaders, dispatcher) = Loaders::new(state.store.clone());
     let request = request.data(loaders);

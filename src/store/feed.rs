@@ -6,8 +6,8 @@
 //! authors, their comment counts and one page of comments each with their authors at once, and only for the
 //! columns it shows: a column it does not need (a post's `content`, about 700 bytes) is a typed `NULL`.
 //!
-//! The rows come post by post in feed order (newest first), each post's comments oldest first; a post without
-//! comments (or whose comments are all before the cursor) is one row without a comment.
+//! `Store::feed` returns the rows post by post in feed order (newest first), each post's comments oldest first;
+//! a post without comments (or whose comments are all before the cursor) is one row without a comment.
 //!
 //! On PostgreSQL every part is a `LATERAL` lookup that reads only the rows it returns (as in
 //! `comment_pages`). SQLite, which has no `LATERAL`, numbers the page's comments in a window. See `statement`
@@ -315,10 +315,9 @@ fn statement(sqlite: bool, q: &FeedQuery) -> (String, Vec<i64>) {
             );
         }
     }
+    // Only the posts are ordered here: a post's comments come in whatever order the join produced them, and
+    // `Store::feed` sorts them (a handful per post) rather than have the database sort every row again.
     sql.push_str(" ORDER BY p.id DESC");
-    if q.comments.is_some() {
-        sql.push_str(", c.id");
-    }
     (sql, binds)
 }
 
@@ -344,6 +343,14 @@ impl Store {
                 query.fetch_all(pool).await
             }
         };
-        Ok(rows?)
+        let mut rows = rows?;
+        // Each post's rows are together (the statement orders by post); put its comments oldest first.
+        rows.sort_by_key(|r: &FeedRow| {
+            (
+                std::cmp::Reverse(r.post.id),
+                r.comment.as_ref().map(|c| c.id),
+            )
+        });
+        Ok(rows)
     }
 }
