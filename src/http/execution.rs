@@ -209,13 +209,12 @@ pub async fn run(
         cache.metrics().bypass.inc();
         let computed = compute(
             state.clone(),
-            request,
+            Operation { request, kept },
             viewer,
             base,
             scope,
             None,
             http.request_id,
-            kept,
         )
         .await;
         return respond(
@@ -235,13 +234,15 @@ pub async fn run(
     again.extensions = request.extensions.clone();
     let work = compute(
         state.clone(),
-        request,
+        Operation {
+            request,
+            kept: kept.clone(),
+        },
         viewer.clone(),
         base.clone(),
         scope.clone(),
         Some(arrival.clone()),
         http.request_id.clone(),
-        kept.clone(),
     );
     let computed = match state.flights.run(flight_key, work).await {
         (Some(computed), true) => computed,
@@ -253,13 +254,15 @@ pub async fn run(
         (Some(_), false) => {
             compute(
                 state.clone(),
-                again,
+                Operation {
+                    request: again,
+                    kept,
+                },
                 viewer,
                 base,
                 scope,
                 Some(arrival),
                 http.request_id,
-                kept,
             )
             .await
         }
@@ -272,6 +275,12 @@ pub async fn run(
         Source::Miss,
         http.media,
     )
+}
+
+/// A GraphQL request and, if it parsed, its kept document (see `documents.rs`).
+struct Operation {
+    request: async_graphql::Request,
+    kept: Option<Arc<Kept>>,
 }
 
 /// What an execution produced: the executor's response, or a compiled operation's bytes.
@@ -388,13 +397,12 @@ fn timeout_warning(state: &AppState) {
 /// stood in purge order before anything was read (`None`: the cache cannot tell; nothing is stored).
 async fn compute(
     state: AppState,
-    request: async_graphql::Request,
+    Operation { request, kept }: Operation,
     viewer: Viewer,
     base: KeyBase,
     scope: Scope,
     snapshot: Option<crate::cache::Snapshot>,
     request_id: String,
-    kept: Option<Arc<Kept>>,
 ) -> Arc<Computed> {
     // A request that missed just as another flight for the same key finished finds its entry now: stored
     // entries are fresh (a purge deletes them), so serve it rather than execute again.
