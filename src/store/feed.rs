@@ -15,7 +15,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Db, Page, Role, Store, from_columns};
+use super::{Db, Page, Role, Store, from_columns, with_pool};
 use crate::error::AppError;
 
 /// What a compiled page of the feed reads besides each post's small columns.
@@ -325,24 +325,14 @@ impl Store {
     /// A page of the published feed with what `q` asks for, in one statement (see the module header).
     pub async fn feed(&self, q: &FeedQuery) -> Result<Vec<FeedRow>, AppError> {
         self.count(1);
-        let rows = match &self.db {
-            Db::Postgres(pool) => {
-                let (sql, binds) = statement(false, q);
-                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
-                for v in binds {
-                    query = query.bind(v);
-                }
-                query.fetch_all(pool).await
+        let (sql, binds) = statement(matches!(self.db, Db::Sqlite(_)), q);
+        let rows: Result<Vec<FeedRow>, AppError> = with_pool!(self, pool => {
+            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+            for v in binds {
+                query = query.bind(v);
             }
-            Db::Sqlite(pool) => {
-                let (sql, binds) = statement(true, q);
-                let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
-                for v in binds {
-                    query = query.bind(v);
-                }
-                query.fetch_all(pool).await
-            }
-        };
+            query.fetch_all(pool).await
+        });
         let mut rows = rows?;
         // Each post's rows are together (the statement orders by post); put its comments oldest first.
         rows.sort_by_key(|r: &FeedRow| {

@@ -45,6 +45,8 @@ pub struct Plan {
     /// `posts`' arguments and selection.
     page: Args,
     conn: Conn<Vec<Key<PostField>>>,
+    /// Which optional columns the statement reads.
+    reads: Reads,
     /// The operation's variables and the value each has when omitted (`None`: it may not be omitted).
     variables: Vec<(Name, Option<Value>)>,
 }
@@ -192,6 +194,7 @@ impl Plan {
             key: key(root),
             typename,
             page: args(root)?,
+            reads: Reads::of(&conn),
             conn,
             variables,
         })
@@ -361,31 +364,82 @@ fn post_fields(set: &Positioned<SelectionSet>) -> Option<Vec<Key<PostField>>> {
     })
 }
 
-impl PostField {
-    /// Whether this field reads an author's `role` or `createdAt` (on the post's author or its comments').
-    fn author_details(&self) -> bool {
-        let details = |fields: &[Key<UserField>]| {
-            fields
+/// Which of `Store::feed`'s optional columns a plan's selection reads (see `FeedQuery`).
+#[derive(Debug, Default)]
+struct Reads {
+    content: bool,
+    post_details: bool,
+    authors: bool,
+    author_details: bool,
+    counts: bool,
+    comment_authors: bool,
+    comment_dates: bool,
+}
+
+impl Reads {
+    fn of(posts: &Conn<Vec<Key<PostField>>>) -> Self {
+        let mut reads = Reads::default();
+        let user = |reads: &mut Reads, fields: &[Key<UserField>]| {
+            reads.author_details |= fields
                 .iter()
-                .any(|f| matches!(f.field, UserField::Role | UserField::CreatedAt))
+                .any(|f| matches!(f.field, UserField::Role | UserField::CreatedAt));
         };
-        match self {
-            PostField::Author(fields) => details(fields),
-            PostField::Comments(_, conn) => conn.fields.iter().any(|f| match &f.field {
-                ConnField::Nodes(n) => n.iter().any(|c| c.field.author_details(&details)),
-                ConnField::Edges(edges) => edges.iter().any(|e| match &e.field {
-                    EdgeField::Node(n) => n.iter().any(|c| c.field.author_details(&details)),
-                    _ => false,
-                }),
-                _ => false,
-            }),
-            _ => false,
+        for post in posts.nodes() {
+            for field in post {
+                match &field.field {
+                    PostField::Content => reads.content = true,
+                    PostField::Published
+                    | PostField::PublishedAt
+                    | PostField::CreatedAt
+                    | PostField::UpdatedAt => reads.post_details = true,
+                    PostField::Author(fields) => {
+                        reads.authors = true;
+                        user(&mut reads, fields);
+                    }
+                    PostField::CommentCount => reads.counts = true,
+                    PostField::Comments(_, comments) => {
+                        reads.counts |= comments
+                            .fields
+                            .iter()
+                            .any(|f| matches!(f.field, ConnField::TotalCount));
+                        for comment in comments.nodes() {
+                            for field in comment {
+                                match &field.field {
+                                    CommentField::CreatedAt => reads.comment_dates = true,
+                                    CommentField::Author(fields) => {
+                                        reads.comment_authors = true;
+                                        user(&mut reads, fields);
+                                    }
+                                    _ => {}
+                                }
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
         }
+        reads
     }
 }
 
-impl CommentField {
-    fn author_details(&self, details: &impl Fn(&[Key<UserField>]) -> bool) -> bool {
-        matches!(self, CommentField::Author(fields) if details(fields))
+impl<N> Conn<N> {
+    /// The node selections of the connection (under `edges { node }` and `nodes`).
+    fn nodes(&self) -> Vec<&N> {
+        let mut out = Vec::new();
+        for f in &self.fields {
+            match &f.field {
+                ConnField::Nodes(n) => out.push(n),
+                ConnField::Edges(edges) => {
+                    for e in edges {
+                        if let EdgeField::Node(n) = &e.field {
+                            out.push(n);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
     }
 }

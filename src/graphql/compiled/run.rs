@@ -53,59 +53,18 @@ impl Plan {
         if complexity > max_complexity {
             return None;
         }
-        let posts = self.nodes();
-        let any =
-            |f: &dyn Fn(&PostField) -> bool| posts.iter().any(|n| n.iter().any(|k| f(&k.field)));
-        let comment_authors = posts.iter().any(|n| {
-            n.iter().any(|k| match &k.field {
-                PostField::Comments(_, conn) => conn
-                    .nodes()
-                    .iter()
-                    .any(|c| c.iter().any(|f| matches!(f.field, CommentField::Author(_)))),
-                _ => false,
-            })
-        });
-        let comment_dates = posts.iter().any(|n| {
-            n.iter().any(|k| match &k.field {
-                PostField::Comments(_, conn) => conn
-                    .nodes()
-                    .iter()
-                    .any(|c| c.iter().any(|f| matches!(f.field, CommentField::CreatedAt))),
-                _ => false,
-            })
-        });
-        let comment_total = posts.iter().any(|n| {
-            n.iter().any(|k| match &k.field {
-                PostField::Comments(_, conn) => conn
-                    .fields
-                    .iter()
-                    .any(|f| matches!(f.field, ConnField::TotalCount)),
-                _ => false,
-            })
-        });
+        let reads = &self.reads;
         let query = FeedQuery {
             page: pages.posts,
-            content: any(&|f| matches!(f, PostField::Content)),
-            post_details: any(&|f| {
-                matches!(
-                    f,
-                    PostField::Published
-                        | PostField::PublishedAt
-                        | PostField::CreatedAt
-                        | PostField::UpdatedAt
-                )
-            }),
-            authors: any(&|f| matches!(f, PostField::Author(_))),
-            author_details: self
-                .conn
-                .nodes()
-                .iter()
-                .any(|n| n.iter().any(|k| k.field.author_details())),
-            counts: comment_total || any(&|f| matches!(f, PostField::CommentCount)),
+            content: reads.content,
+            post_details: reads.post_details,
+            authors: reads.authors,
+            author_details: reads.author_details,
+            counts: reads.counts,
             comments: pages.comments.map(|page| FeedComments {
                 page,
-                authors: comment_authors,
-                dates: comment_dates,
+                authors: reads.comment_authors,
+                dates: reads.comment_dates,
             }),
         };
         let rows = match store.feed(&query).await {
@@ -255,24 +214,6 @@ impl Plan {
 }
 
 impl<N> Conn<N> {
-    fn nodes(&self) -> Vec<&N> {
-        let mut out = Vec::new();
-        for f in &self.fields {
-            match &f.field {
-                ConnField::Nodes(n) => out.push(n),
-                ConnField::Edges(edges) => {
-                    for e in edges {
-                        if let EdgeField::Node(n) = &e.field {
-                            out.push(n);
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        out
-    }
-
     /// The complexity of the connection's selection, `node` being that of one node's selection.
     fn cost(&self, node: impl Fn(&N) -> usize) -> usize {
         self.fields
