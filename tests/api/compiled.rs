@@ -321,6 +321,23 @@ async fn operations_outside_the_compiled_shape_stay_on_the_executor() {
             assert!(res.status().is_success() || res.status().is_client_error());
         }
     }
+    // A document with a second operation: validation covers both (here, `$m` must be given even to run
+    // `Feed`), so it stays on the executor.
+    let two = "query Feed { posts(first: 5) { nodes { id } } } query Big($m: Int!) { posts(first: $m) { nodes { id } } }";
+    for variables in [json!({ "m": 1 }), json!({ "m": 1 }), json!({})] {
+        let res = app
+            .post_graphql_as(
+                None,
+                json!({ "query": two, "operationName": "Feed", "variables": variables }),
+            )
+            .await;
+        let body: Value = res.json().await.expect("JSON");
+        if variables.get("m").is_none() {
+            assert!(body["errors"].is_array(), "{body}");
+        } else {
+            assert!(body.get("errors").is_none(), "{body}");
+        }
+    }
     assert_eq!(app.metric(COMPILED).await, 0.0);
     // The caller-dependent fields still answer per caller.
     let mine = app

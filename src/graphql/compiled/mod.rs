@@ -12,7 +12,8 @@
 //! - on a post: its scalar fields, `author`, `commentCount` and one `comments(first:, after:)` page (with
 //!   `totalCount`); on a comment: its scalar fields and `author`; on a user: `id`, `name`, `role`,
 //!   `createdAt`. These are the fields whose answer is the same for every caller;
-//! - `__typename` anywhere and aliases; no fragments, no directives, no response key twice.
+//! - `__typename` anywhere and aliases; no fragments, no directives, no response key twice, and no other
+//!   operation in the document.
 //!
 //! A document is compiled only after it has executed once on the executor without an error, which is what
 //! validates it (async-graphql's validation is not public): from then on its variable values are the only
@@ -147,14 +148,13 @@ impl Plan {
         if !doc.fragments.is_empty() {
             return None;
         }
-        let op: &OperationDefinition = match (&doc.operations, operation) {
-            (DocumentOperations::Single(op), _) => &op.node,
-            (DocumentOperations::Multiple(ops), Some(name)) => &ops.get(name)?.node,
-            // A document's only operation needs no name (the parser keeps named ones in a map).
-            (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => {
-                &ops.values().next()?.node
-            }
-            (DocumentOperations::Multiple(_), None) => return None,
+        // Only a document with one operation: async-graphql validates every operation of a document (their
+        // complexity adds up, their variables must all be given), which a plan of one operation could not
+        // repeat. The parser keeps a named operation in a map even when it is the only one.
+        let op: &OperationDefinition = match &doc.operations {
+            DocumentOperations::Single(op) => &op.node,
+            DocumentOperations::Multiple(ops) if ops.len() == 1 => &ops.values().next()?.node,
+            DocumentOperations::Multiple(_) => return None,
         };
         if op.ty != OperationType::Query || !op.directives.is_empty() {
             return None;
