@@ -20,7 +20,7 @@
 //! thing that can make a request invalid, and `run` checks those itself (their types, the complexity limit,
 //! the pages' bounds). Whenever it is unsure (a value of an unexpected type, a cursor it cannot read, a
 //! database error) it returns `None` and the request runs on the executor, which produces the error the
-//! client would have seen anyway. Tests compare the two paths' bytes.
+//! client would have seen anyway. Tests compare the two paths' answers.
 
 mod run;
 
