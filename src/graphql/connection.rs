@@ -137,8 +137,13 @@ impl<N: OutputType> Conn<N> {
                 .await?
                 .unwrap_or(0),
         };
-        Ok(i32::try_from(n).unwrap_or(i32::MAX))
+        Ok(count(n))
     }
+}
+
+/// A count as a GraphQL `Int` (32 bits), saturating rather than wrapping.
+pub fn count(n: i64) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
 }
 
 impl<N: OutputType> TypeName for Conn<N> {
@@ -175,7 +180,7 @@ pub fn build<R, N: OutputType>(
     id_of: impl Fn(&R) -> i64,
     node: impl Fn(R) -> N,
 ) -> Conn<N> {
-    let first = usize::try_from(page.limit - 1).unwrap_or(0);
+    let first = page.shown();
     let has_next_page = rows.len() > first;
     Conn {
         edges: rows

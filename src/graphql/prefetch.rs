@@ -107,7 +107,7 @@ impl PostPlan {
             store.list_posts(filter, page).await?
         };
         // The page holds one row more than `first` when another page follows; that row is not shown.
-        let shown = usize::try_from(page.limit - 1).unwrap_or(0).min(rows.len());
+        let shown = page.shown().min(rows.len());
         self.children(store, loaders, &rows[..shown]).await?;
         Ok(rows)
     }

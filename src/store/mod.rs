@@ -193,6 +193,14 @@ pub struct Page {
     pub limit: i64,
 }
 
+impl Page {
+    /// How many of the page's rows are shown: a connection's page fetches one more than `first`, to learn
+    /// whether another page follows.
+    pub fn shown(self) -> usize {
+        usize::try_from(self.limit - 1).unwrap_or(0)
+    }
+}
+
 /// Handle to the database. Cheap to clone; all clones share one pool.
 #[derive(Clone, Debug)]
 pub struct Store {

@@ -48,6 +48,8 @@ pub struct Plan {
     conn: Conn<Vec<Key<PostField>>>,
     /// Which optional columns the statement reads.
     reads: Reads,
+    /// The arguments of every `comments` selection on the posts (they must agree on one page).
+    comment_pages: Vec<Args>,
     /// The operation's variables and the value each has when omitted (`None`: it may not be omitted).
     variables: Vec<(Name, Option<Value>)>,
 }
@@ -195,6 +197,15 @@ impl Plan {
             typename,
             page: args(root)?,
             reads: Reads::of(&conn),
+            comment_pages: conn
+                .nodes()
+                .into_iter()
+                .flatten()
+                .filter_map(|f| match &f.field {
+                    PostField::Comments(args, _) => Some(args.clone()),
+                    _ => None,
+                })
+                .collect(),
             conn,
             variables,
         })

@@ -83,27 +83,18 @@ impl Plan {
         Some(Output { body })
     }
 
-    /// The selections of the posts (under `edges { node }` and `nodes`).
-    fn nodes(&self) -> Vec<&Vec<Key<PostField>>> {
-        self.conn.nodes()
-    }
-
     /// Resolves the pages from `variables`, checking what validation would check of them, and the operation's
     /// complexity with them. `None`: leave the request to the executor.
     fn pages(&self, variables: &Variables) -> Option<(Pages, usize)> {
         let posts = self.page_of(&self.page, variables)?;
         let mut comments: Option<(i32, Page)> = None;
-        for node in self.nodes() {
-            for field in node {
-                if let PostField::Comments(args, _) = &field.field {
-                    let page = self.page_of(args, variables)?;
-                    // Two differing comment pages are the executor's (a compiled run fetches one per post).
-                    if comments.is_some_and(|c| c != page) {
-                        return None;
-                    }
-                    comments = Some(page);
-                }
+        for args in &self.comment_pages {
+            let page = self.page_of(args, variables)?;
+            // Two differing comment pages are the executor's (a compiled run fetches one per post).
+            if comments.is_some_and(|c| c != page) {
+                return None;
             }
+            comments = Some(page);
         }
         let complexity = self.complexity(posts.0, comments.map(|c| c.0));
         let pages = Pages {
@@ -192,7 +183,7 @@ impl Plan {
         }
         comma(out, written);
         key(out, &self.key);
-        let shown = shown(pages.posts);
+        let shown = pages.posts.shown();
         self.conn.write(
             out,
             "Post",
@@ -304,11 +295,6 @@ impl<N> Conn<N> {
     }
 }
 
-/// How many of a page's rows are shown: the page fetched one more to learn whether another follows.
-fn shown(page: Page) -> usize {
-    usize::try_from(page.limit - 1).unwrap_or(0)
-}
-
 fn write_post(
     out: &mut Vec<u8>,
     p: &PostOut,
@@ -333,16 +319,14 @@ fn write_post(
             PostField::UpdatedAt => {
                 string(out, &p.post.updated_at.ok_or_else(missing)?.to_rfc3339())?
             }
-            PostField::CommentCount => {
-                number(out, i64::from(i32::try_from(p.count).unwrap_or(i32::MAX)))?
-            }
+            PostField::CommentCount => number(out, connection::count(p.count).into())?,
             PostField::Author(user) => {
                 write_user(out, p.author.as_ref().ok_or_else(missing)?, user)?
             }
             PostField::Comments(_, conn) => {
                 let page = pages.comments.ok_or_else(missing)?;
-                let shown = shown(page).min(p.comments.len());
-                let total = i64::from(i32::try_from(p.count).unwrap_or(i32::MAX));
+                let shown = page.shown().min(p.comments.len());
+                let total = connection::count(p.count).into();
                 conn.write(
                     out,
                     "Comment",

@@ -90,7 +90,7 @@ impl Post {
             .load_one(CommentCount(self.0.id))
             .await?
             .unwrap_or(0);
-        Ok(i32::try_from(n).unwrap_or(i32::MAX))
+        Ok(connection::count(n))
     }
 
     /// Comments on this post, oldest first.
