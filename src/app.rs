@@ -14,8 +14,8 @@ use crate::cache::{Cache, CacheMode};
 use crate::config::{Config, DatabaseKind, Environment};
 use crate::graphql::LoginLimits;
 use crate::graphql::{Limits, SchemaData, build_schema, sdl_of};
-use crate::http::router::Shared;
-use crate::http::{AppState, router};
+use crate::http::{AppState, Shared, router};
+use crate::operation::{Pipeline, PipelineParts};
 use crate::ratelimit::{Rate, RateLimiter};
 use crate::redis_conn::RedisConn;
 use crate::seed::{self, SeedPlan};
@@ -125,20 +125,26 @@ impl App {
                 "STRIPE_WEBHOOK_SECRET is not set: POST /api/webhooks/stripe answers 503 until it is"
             );
         }
-        let state = AppState::new(Shared {
+        let edge = Arc::new(config.edge.clone());
+        let pipeline = Pipeline::new(PipelineParts {
             schema,
+            store: store.clone(),
+            cache: cache.clone(),
+            limits: edge.clone(),
+            max_complexity: config.max_complexity,
+            metrics: metrics.clone(),
+        });
+        let state = AppState::new(Shared {
+            pipeline,
             store,
             auth,
             cache,
-            flights: Arc::default(),
             limiter,
             rate: Rate::per_minute(config.edge.rate_per_min, config.edge.rate_burst),
             metrics,
-            documents: Default::default(),
             sdl,
             graphiql: config.graphiql,
-            edge: Arc::new(config.edge.clone()),
-            max_complexity: config.max_complexity,
+            edge,
             stripe,
         });
         let listener = TcpListener::bind(config.bind).await.with_context(|| {

@@ -1,7 +1,9 @@
-//! `AppError`: the one error type of the service, with a stable code per variant.
+//! The error vocabulary: `Code`, every machine-readable code a client can see, and `AppError`, the one error
+//! type of the service, each variant with its code.
 //!
-//! Every error a client can see goes through here, so the codes (`BAD_USER_INPUT`, `NOT_FOUND`, ...) are the
-//! same over GraphQL (`extensions.code`) and plain HTTP routes (`{"error": {"code": ...}}`). Internal errors are
+//! GraphQL routes answer errors as `{"errors": [{"message", "extensions": {"code", ...}}]}` (see
+//! `graphql_error_body`); plain HTTP routes (`/api/cache/purge`, `/api/webhooks/stripe`) as
+//! `{"error": {"code", "message"}}` (`AppError`'s `IntoResponse`, `plain_error_body`). Internal errors are
 //! logged with their full cause inside the request's span (which carries the request id) and returned masked.
 //!
 //! `AppError` deliberately does not implement `Display`: async-graphql converts any `Display` type into an
@@ -13,6 +15,81 @@ use std::collections::BTreeMap;
 use async_graphql::ErrorExtensions;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+
+/// Every error code Folio answers with, in GraphQL `extensions.code` or a plain route's `error.code`. Clients
+/// switch on these strings: they never change meaning. `Code::iter()` lists them all (for docs and tests).
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::EnumIter, strum::EnumString,
+)]
+#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
+pub enum Code {
+    // Resolver outcomes (`AppError`).
+    BadUserInput,
+    Unauthenticated,
+    Forbidden,
+    NotFound,
+    Conflict,
+    ServiceUnavailable,
+    RateLimited,
+    #[strum(serialize = "INTERNAL_SERVER_ERROR")]
+    Internal,
+    // The GraphQL request itself.
+    #[strum(serialize = "GRAPHQL_PARSE_FAILED")]
+    GraphqlParseFailed,
+    #[strum(serialize = "GRAPHQL_VALIDATION_FAILED")]
+    GraphqlValidationFailed,
+    Timeout,
+    DocumentTooLarge,
+    TooManyTokens,
+    TooManyAliases,
+    TooManyRootFields,
+    TooManyFields,
+    IntrospectionDisabled,
+    // GraphQL over HTTP.
+    BadRequest,
+    BatchNotSupported,
+    MethodNotAllowed,
+    NotAcceptable,
+    UnsupportedMediaType,
+    PayloadTooLarge,
+    // The Stripe webhook.
+    WebhookNotConfigured,
+    UnreadableBody,
+    MissingSignature,
+    MalformedSignature,
+    #[strum(serialize = "NO_V1_SIGNATURE")]
+    NoV1Signature,
+    SignatureMismatch,
+    TimestampOutOfTolerance,
+    InvalidJson,
+    InvalidEvent,
+}
+
+impl Code {
+    /// The code as clients see it.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A GraphQL response holding one request-level error: `{"errors": [{"message", "extensions": {"code"}}]}`.
+pub fn graphql_error_body(code: Code, message: &str) -> Vec<u8> {
+    let body = serde_json::json!({
+        "errors": [{ "message": message, "extensions": { "code": code.as_str() } }]
+    });
+    body.to_string().into_bytes()
+}
+
+/// A plain HTTP route's error: `{"error": {"code", "message"}}`.
+pub fn plain_error_body(code: Code, message: &str) -> serde_json::Value {
+    serde_json::json!({ "error": { "code": code.as_str(), "message": message } })
+}
 
 /// Per-field messages, keyed by the field name as the client spelled it (`title`, `email`, ...).
 pub type FieldErrors = BTreeMap<String, Vec<String>>;
@@ -57,17 +134,22 @@ impl AppError {
     }
 
     /// The stable machine-readable code clients switch on.
-    pub fn code(&self) -> &'static str {
+    pub fn error_code(&self) -> Code {
         match self {
-            Self::BadUserInput { .. } => "BAD_USER_INPUT",
-            Self::Unauthenticated(_) => "UNAUTHENTICATED",
-            Self::Forbidden(_) => "FORBIDDEN",
-            Self::NotFound(_) => "NOT_FOUND",
-            Self::Conflict { .. } => "CONFLICT",
-            Self::Unavailable(_) => "SERVICE_UNAVAILABLE",
-            Self::RateLimited { .. } => "RATE_LIMITED",
-            Self::Internal(_) => "INTERNAL_SERVER_ERROR",
+            Self::BadUserInput { .. } => Code::BadUserInput,
+            Self::Unauthenticated(_) => Code::Unauthenticated,
+            Self::Forbidden(_) => Code::Forbidden,
+            Self::NotFound(_) => Code::NotFound,
+            Self::Conflict { .. } => Code::Conflict,
+            Self::Unavailable(_) => Code::ServiceUnavailable,
+            Self::RateLimited { .. } => Code::RateLimited,
+            Self::Internal(_) => Code::Internal,
         }
+    }
+
+    /// `error_code` as clients see it.
+    pub fn code(&self) -> &'static str {
+        self.error_code().as_str()
     }
 
     /// The HTTP status used when this error is the whole answer of a plain HTTP route.
@@ -256,9 +338,7 @@ impl From<AppError> for async_graphql::Error {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         self.log();
-        let body = serde_json::json!({
-            "error": { "code": self.code(), "message": self.public_message() }
-        });
+        let body = plain_error_body(self.error_code(), &self.public_message());
         let mut response = (self.status(), axum::Json(body)).into_response();
         if let Self::RateLimited { retry_after_secs } = self {
             response
@@ -266,5 +346,25 @@ impl IntoResponse for AppError {
                 .insert(axum::http::header::RETRY_AFTER, retry_after_secs.into());
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Code;
+
+    use strum::IntoEnumIterator;
+
+    #[test]
+    fn every_code_is_spelled_once_in_screaming_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for code in Code::iter() {
+            let s = code.as_str();
+            assert!(seen.insert(s), "{s} twice");
+            assert!(s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_'), "{s}");
+            assert_eq!(s.parse::<Code>().ok(), Some(code));
+        }
+        assert_eq!(Code::Internal.as_str(), "INTERNAL_SERVER_ERROR");
+        assert_eq!(Code::GraphqlParseFailed.as_str(), "GRAPHQL_PARSE_FAILED");
     }
 }

@@ -22,6 +22,7 @@ pub mod config;
 pub mod error;
 pub mod graphql;
 pub mod http;
+pub mod operation;
 pub mod ratelimit;
 pub mod redis_conn;
 pub mod seed;

@@ -7,6 +7,7 @@
 pub mod event;
 pub mod signature;
 
+use crate::error::Code;
 use crate::store::BillingEvent;
 pub use event::EventError;
 pub use signature::{SignatureError, Verifier};
@@ -40,13 +41,13 @@ impl From<EventError> for WebhookError {
 
 impl WebhookError {
     /// The stable code in `{"error": {"code": ...}}`.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
             Self::Signature(err) => err.code(),
-            Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
-            Self::UnreadableBody => "UNREADABLE_BODY",
-            Self::Event(EventError::InvalidJson) => "INVALID_JSON",
-            Self::Event(EventError::InvalidEvent(_)) => "INVALID_EVENT",
+            Self::PayloadTooLarge => Code::PayloadTooLarge,
+            Self::UnreadableBody => Code::UnreadableBody,
+            Self::Event(EventError::InvalidJson) => Code::InvalidJson,
+            Self::Event(EventError::InvalidEvent(_)) => Code::InvalidEvent,
         }
     }
 

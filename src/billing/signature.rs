@@ -12,6 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
 
 use crate::config::StripeConfig;
+use crate::error::Code;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -37,13 +38,13 @@ pub enum SignatureError {
 
 impl SignatureError {
     /// The stable code clients (and Stripe's dashboard, which shows our answer) see.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            Self::Missing => "MISSING_SIGNATURE",
-            Self::Malformed(_) => "MALFORMED_SIGNATURE",
-            Self::NoV1 => "NO_V1_SIGNATURE",
-            Self::Mismatch => "SIGNATURE_MISMATCH",
-            Self::OutOfTolerance { .. } => "TIMESTAMP_OUT_OF_TOLERANCE",
+            Self::Missing => Code::MissingSignature,
+            Self::Malformed(_) => Code::MalformedSignature,
+            Self::NoV1 => Code::NoV1Signature,
+            Self::Mismatch => Code::SignatureMismatch,
+            Self::OutOfTolerance { .. } => Code::TimestampOutOfTolerance,
         }
     }
 
@@ -269,7 +270,7 @@ mod tests {
         ];
         for header in malformed {
             let err = parse_header(&header).unwrap_err();
-            assert_eq!(err.code(), "MALFORMED_SIGNATURE", "{header}");
+            assert_eq!(err.code().as_str(), "MALFORMED_SIGNATURE", "{header}");
         }
         assert_eq!(
             parse_header(&format!("t=1,v0={hex}")),
@@ -348,7 +349,7 @@ mod tests {
         );
         // Extreme timestamps neither overflow nor pass.
         for t in [i64::MIN, i64::MAX, 0] {
-            assert_eq!(check(t).unwrap_err().code(), "TIMESTAMP_OUT_OF_TOLERANCE");
+            assert_eq!(check(t).unwrap_err().code().as_str(), "TIMESTAMP_OUT_OF_TOLERANCE");
         }
     }
 

@@ -6,6 +6,7 @@
 
 use async_graphql::Context;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::auth::{Authenticator, Viewer};
@@ -13,6 +14,11 @@ use crate::cache::{Cache, Purges, Tracker};
 use crate::error::AppError;
 use crate::graphql::loaders::Loaders;
 use crate::store::Store;
+
+/// The client's address as the transport saw it, for per-address limits inside resolvers (`login`). Request
+/// data, put there by the operation pipeline.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub IpAddr);
 
 pub(crate) trait ContextExt {
     fn store(&self) -> Result<&Store, AppError>;
@@ -24,7 +30,7 @@ pub(crate) trait ContextExt {
     fn cache(&self) -> Result<&Cache, AppError>;
     /// Records that the response read what `tag` names (for purging).
     fn tag(&self, tag: String);
-    /// Tags to purge once this mutation's transaction has committed (the HTTP layer purges before answering).
+    /// Tags to purge once this mutation's transaction has committed (the operation pipeline purges before answering).
     fn purge_after_commit(&self, tags: Vec<String>);
 }
 

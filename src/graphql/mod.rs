@@ -7,7 +7,7 @@ pub mod cache;
 pub mod comments;
 pub mod compiled;
 pub mod connection;
-pub(crate) mod context;
+pub mod context;
 pub mod entities;
 pub mod guards;
 pub mod ids;

@@ -8,7 +8,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::http::{HeaderMap, header};
 use serde::Deserialize;
 
-use super::AppState;
+use super::state::AppState;
 use crate::error::AppError;
 use crate::graphql::cache::check_purge_tags;
 

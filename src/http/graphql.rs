@@ -10,42 +10,25 @@
 //! - A body that is not JSON, not an object (batches are refused), or has a non-string `query` or non-object
 //!   `variables` answers 400 with a GraphQL-shaped error, never a 500.
 //!
-//! Every error the service produces carries an `extensions.code`, and masked internal errors the request id
-//! that the log line has too.
+//! The operation itself runs in the pipeline (`operation`); this module only turns HTTP into an
+//! `operation::Request` and the outcome back into a response (`response`).
 
 use async_graphql::http::GraphiQLSource;
-use async_graphql::{ErrorExtensionValues, Response, ServerError, Value};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response as HttpResponse};
 use serde::Deserialize;
 use serde_json::Value as Json;
 
 use std::net::IpAddr;
-use std::time::Duration;
 
-use super::AppState;
-use super::execution::{self, MediaType};
+use super::response::{MediaType, rate_limited, request_error, respond};
+use super::state::AppState;
 use crate::auth::Viewer;
-use crate::error::AppError;
+use crate::error::{AppError, Code};
+use crate::operation::{Accepts, Request};
 use crate::ratelimit::Decision;
-
-/// A request-level error in the GraphQL response shape, in the negotiated media type.
-pub(crate) fn request_error(
-    status: StatusCode,
-    code: &str,
-    message: &str,
-    media: MediaType,
-) -> HttpResponse {
-    let body =
-        serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
-    let mut response = (status, body.to_string()).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, media.content_type());
-    response
-}
 
 /// The response type the client accepts, or the 406 to send.
 fn negotiate(headers: &HeaderMap) -> Result<MediaType, Box<HttpResponse>> {
@@ -76,7 +59,7 @@ fn negotiate(headers: &HeaderMap) -> Result<MediaType, Box<HttpResponse>> {
     } else {
         Err(Box::new(request_error(
             StatusCode::NOT_ACCEPTABLE,
-            "NOT_ACCEPTABLE",
+            Code::NotAcceptable,
             "Accept application/graphql-response+json or application/json.",
             MediaType::Json,
         )))
@@ -92,13 +75,31 @@ fn request_id(headers: &HeaderMap) -> String {
         .to_owned()
 }
 
+/// What the HTTP layer knows about a GraphQL request besides its body.
+struct HttpContext {
+    accepts: Accepts,
+    media: MediaType,
+    /// The client's address (see `FOLIO_TRUSTED_PROXIES`).
+    client: IpAddr,
+    request_id: String,
+}
+
+/// The parts of a GraphQL request an HTTP body or query string carries.
+#[derive(Default)]
+struct Params {
+    query: String,
+    operation_name: Option<String>,
+    variables: async_graphql::Variables,
+    extensions: async_graphql::Extensions,
+}
+
 /// Runs one GraphQL request for this HTTP request, as the viewer its `Authorization` header names. A header
 /// that does not verify ends the request here with 401: it never runs as anonymous.
 async fn execute(
     state: &AppState,
     headers: &HeaderMap,
-    request: async_graphql::Request,
-    http: execution::HttpContext,
+    params: Params,
+    http: HttpContext,
 ) -> HttpResponse {
     let authorization = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
     let viewer = match state.auth.viewer(authorization).await {
@@ -115,22 +116,19 @@ async fn execute(
             return rate_limited(wait, http.media);
         }
     }
-    execution::run(state, headers, request, viewer, http).await
-}
-
-/// 429 with `Retry-After` (whole seconds, rounded up) and the code `RATE_LIMITED`.
-pub(crate) fn rate_limited(wait: Duration, media: MediaType) -> HttpResponse {
-    let secs = wait.as_millis().div_ceil(1000).max(1) as u64;
-    let mut response = request_error(
-        StatusCode::TOO_MANY_REQUESTS,
-        "RATE_LIMITED",
-        &format!("Too many requests; retry in {secs} s."),
-        media,
-    );
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    response
+    let request = Request {
+        document: params.query,
+        operation_name: params.operation_name,
+        variables: params.variables,
+        extensions: params.extensions,
+        viewer,
+        client: http.client,
+        request_id: http.request_id,
+        accepts: http.accepts,
+        deadline: None,
+    };
+    let outcome = state.pipeline.run(request).await;
+    respond(headers, outcome, http.media)
 }
 
 /// The client's address: the connection's peer, or, behind `trusted` reverse proxies, the address the
@@ -159,13 +157,13 @@ fn client_address(headers: &HeaderMap, peer: IpAddr, trusted: usize) -> IpAddr {
 /// database could not be asked who the token names).
 fn unauthenticated(err: AppError, request_id: &str) -> HttpResponse {
     let status = err.status();
-    let code = err.code();
+    let code = err.error_code();
     let message = err.public_message();
     if status == StatusCode::UNAUTHORIZED {
         tracing::info!(reason = %message, "bearer token rejected");
     }
-    let mut extensions = serde_json::json!({ "code": code });
-    if code == "INTERNAL_SERVER_ERROR" {
+    let mut extensions = serde_json::json!({ "code": code.as_str() });
+    if code == Code::Internal {
         tracing::error!(error = ?err, "authentication failed");
         extensions["requestId"] = request_id.into();
     }
@@ -180,52 +178,6 @@ fn unauthenticated(err: AppError, request_id: &str) -> HttpResponse {
     response
 }
 
-/// Gives every error a code, and internal errors the request id.
-pub(crate) fn finish_errors(response: &mut Response, request_id: &str, parse_failed: bool) {
-    for err in &mut response.errors {
-        let code = err
-            .extensions
-            .as_ref()
-            .and_then(|ext| ext.get("code"))
-            .and_then(|v| {
-                if let Value::String(s) = v {
-                    Some(s.clone())
-                } else {
-                    None
-                }
-            });
-        let code = match code {
-            Some(code) => code,
-            None => {
-                let code = default_code(err, parse_failed);
-                extensions(err).set("code", code);
-                code.to_owned()
-            }
-        };
-        if code == "INTERNAL_SERVER_ERROR" {
-            extensions(err).set("requestId", request_id);
-        }
-    }
-}
-
-fn extensions(err: &mut ServerError) -> &mut ErrorExtensionValues {
-    err.extensions
-        .get_or_insert_with(ErrorExtensionValues::default)
-}
-
-/// The code for an error async-graphql raised itself: before execution (no path) the document could not be
-/// parsed (the caller knows: it parsed the document first) or failed validation (limits included); during
-/// execution an argument could not be coerced.
-fn default_code(err: &ServerError, parse_failed: bool) -> &'static str {
-    if !err.path.is_empty() {
-        "BAD_USER_INPUT"
-    } else if parse_failed {
-        "GRAPHQL_PARSE_FAILED"
-    } else {
-        "GRAPHQL_VALIDATION_FAILED"
-    }
-}
-
 /// `POST /graphql`.
 pub async fn post(
     State(state): State<AppState>,
@@ -238,11 +190,11 @@ pub async fn post(
         Err(response) => return *response,
     };
     let bad =
-        |code: &str, message: &str| request_error(StatusCode::BAD_REQUEST, code, message, media);
+        |code: Code, message: &str| request_error(StatusCode::BAD_REQUEST, code, message, media);
     if !is_json(&headers) {
         return request_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UNSUPPORTED_MEDIA_TYPE",
+            Code::UnsupportedMediaType,
             "POST /graphql takes a JSON body with `Content-Type: application/json`.",
             media,
         );
@@ -252,7 +204,7 @@ pub async fn post(
         Err(_) => {
             return request_error(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "PAYLOAD_TOO_LARGE",
+                Code::PayloadTooLarge,
                 &format!(
                     "The request body is larger than {} bytes (FOLIO_MAX_BODY_BYTES).",
                     state.edge.max_body_bytes
@@ -263,51 +215,54 @@ pub async fn post(
     };
     let json: Json = match serde_json::from_slice(&bytes) {
         Ok(json) => json,
-        Err(_) => return bad("BAD_REQUEST", "The body is not valid JSON."),
+        Err(_) => return bad(Code::BadRequest, "The body is not valid JSON."),
     };
     let mut object = match json {
         Json::Object(object) => object,
         Json::Array(_) => {
             return bad(
-                "BATCH_NOT_SUPPORTED",
+                Code::BatchNotSupported,
                 "Batched requests are not supported; send one operation per request.",
             );
         }
         _ => {
             return bad(
-                "BAD_REQUEST",
+                Code::BadRequest,
                 "The body must be a JSON object with a `query`.",
             );
         }
     };
     let query = match object.remove("query") {
         Some(Json::String(query)) => query,
-        None | Some(Json::Null) => return bad("BAD_REQUEST", "The body has no `query`."),
-        Some(_) => return bad("BAD_REQUEST", "`query` must be a string."),
+        None | Some(Json::Null) => return bad(Code::BadRequest, "The body has no `query`."),
+        Some(_) => return bad(Code::BadRequest, "`query` must be a string."),
     };
-    let mut request = async_graphql::Request::new(query);
+    let mut request = Params {
+        query,
+        ..Params::default()
+    };
     match object.remove("operationName") {
         None | Some(Json::Null) => {}
-        Some(Json::String(name)) => request = request.operation_name(name),
-        Some(_) => return bad("BAD_REQUEST", "`operationName` must be a string."),
+        Some(Json::String(name)) => request.operation_name = Some(name),
+        Some(_) => return bad(Code::BadRequest, "`operationName` must be a string."),
     }
     match object.remove("variables") {
         None | Some(Json::Null) => {}
         Some(vars @ Json::Object(_)) => {
-            request = request.variables(async_graphql::Variables::from_json(vars));
+            request.variables = async_graphql::Variables::from_json(vars);
         }
-        Some(_) => return bad("BAD_REQUEST", "`variables` must be an object."),
+        Some(_) => return bad(Code::BadRequest, "`variables` must be an object."),
     }
     match object.remove("extensions") {
         None | Some(Json::Null) => {}
         Some(ext @ Json::Object(_)) => match serde_json::from_value(ext) {
             Ok(ext) => request.extensions = ext,
-            Err(_) => return bad("BAD_REQUEST", "`extensions` must be an object."),
+            Err(_) => return bad(Code::BadRequest, "`extensions` must be an object."),
         },
-        Some(_) => return bad("BAD_REQUEST", "`extensions` must be an object."),
+        Some(_) => return bad(Code::BadRequest, "`extensions` must be an object."),
     }
-    let http = execution::HttpContext {
-        method: Method::POST,
+    let http = HttpContext {
+        accepts: Accepts::Any,
         media,
         client: client_address(&headers, peer.ip(), state.edge.trusted_proxies),
         request_id: request_id(&headers),
@@ -369,21 +324,24 @@ pub async fn get(
         Ok(media) => media,
         Err(response) => return *response,
     };
-    let bad = |message: &str| request_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", message, media);
+    let bad = |message: &str| request_error(StatusCode::BAD_REQUEST, Code::BadRequest, message, media);
     let Ok(Query(params)) = params else {
         return bad("The query string is malformed.");
     };
     let Some(query) = params.query else {
         return bad("GET /graphql needs a `query` parameter.");
     };
-    let mut request = async_graphql::Request::new(query);
+    let mut request = Params {
+        query,
+        ..Params::default()
+    };
     if let Some(name) = params.operation_name.filter(|n| !n.is_empty()) {
-        request = request.operation_name(name);
+        request.operation_name = Some(name);
     }
     if let Some(text) = params.variables.filter(|t| !t.is_empty()) {
         match serde_json::from_str::<Json>(&text) {
             Ok(json @ Json::Object(_)) => {
-                request = request.variables(async_graphql::Variables::from_json(json));
+                request.variables = async_graphql::Variables::from_json(json);
             }
             _ => return bad("`variables` must be a JSON object."),
         }
@@ -394,8 +352,8 @@ pub async fn get(
             Err(_) => return bad("`extensions` must be a JSON object."),
         }
     }
-    let http = execution::HttpContext {
-        method: Method::GET,
+    let http = HttpContext {
+        accepts: Accepts::QueriesOnly,
         media,
         client: client_address(&headers, peer.ip(), state.edge.trusted_proxies),
         request_id: request_id(&headers),

@@ -6,7 +6,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde_json::json;
 
-use super::AppState;
+use super::state::AppState;
 
 /// Liveness: answers as long as the process can serve HTTP, whatever the database does.
 pub async fn healthz() -> impl IntoResponse {

@@ -1,13 +1,16 @@
-//! The HTTP edge: routes, middleware, and handlers. Knows requests and responses, not GraphQL types.
-//! `webhooks` receives Stripe's billing events on `POST /api/webhooks/stripe`.
+//! The HTTP edge, and only HTTP: routes and layers (`router`), GraphQL over HTTP (`graphql`: media types,
+//! bodies and query strings, `Authorization` to viewer, rate limits, then the operation pipeline), turning an
+//! outcome into a response (`response`: status, `Cache-Control`, `ETag`/304, `X-Cache`), and the plain routes:
+//! `/api/cache/purge` (`cache`), `/api/webhooks/stripe` (`webhooks`), `/healthz`, `/readyz`, `/metrics`
+//! (`health`). It knows nothing of the executor's internals.
 
 pub mod cache;
-pub mod documents;
-pub mod execution;
 pub mod graphql;
 pub mod health;
-pub mod limits;
+pub mod response;
 pub mod router;
+pub mod state;
 pub mod webhooks;
 
-pub use router::{AppState, router};
+pub use router::router;
+pub use state::{AppState, Shared};

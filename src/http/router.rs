@@ -1,6 +1,5 @@
 //! Routes and the layers around them: request ids, one log line per request, and HTTP metrics.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -14,60 +13,9 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
-use super::execution::Computed;
+use super::state::AppState;
 use super::{cache, graphql, health, webhooks};
-use crate::auth::Authenticator;
-use crate::billing::{self, Verifier};
-use crate::cache::flight::SingleFlight;
-use crate::cache::{Cache, Key};
-use crate::config::EdgeConfig;
-use crate::graphql::FolioSchema;
-use crate::ratelimit::{Rate, RateLimiter};
-use crate::store::Store;
-use crate::telemetry::Metrics;
-
-/// What every handler may use. One `Arc`: axum clones the state for every request and every layer, and
-/// cloning a dozen `Arc`s field by field (and dropping them again) cost a tenth of a cache hit's CPU.
-#[derive(Clone)]
-pub struct AppState(Arc<Shared>);
-
-impl AppState {
-    pub fn new(shared: Shared) -> Self {
-        Self(Arc::new(shared))
-    }
-}
-
-impl std::ops::Deref for AppState {
-    type Target = Shared;
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
-}
-
-/// The contents of `AppState`.
-pub struct Shared {
-    pub schema: FolioSchema,
-    pub store: Store,
-    pub auth: Arc<Authenticator>,
-    pub cache: Arc<Cache>,
-    /// Queries executing right now, by cache key (single-flight).
-    pub flights: Arc<SingleFlight<Key, Arc<Computed>>>,
-    /// Per-caller request buckets, and the rate (`None`: off).
-    pub limiter: Arc<RateLimiter>,
-    pub rate: Option<Rate>,
-    pub metrics: Metrics,
-    /// Parsed documents of recent operations (see `documents.rs`).
-    pub documents: crate::http::documents::Documents,
-    /// The SDL, rendered once at start-up.
-    pub sdl: Arc<str>,
-    pub graphiql: bool,
-    /// Edge limits (body and document size, timeout, ...).
-    pub edge: Arc<EdgeConfig>,
-    /// The schema's complexity limit, which compiled operations check themselves (`graphql/compiled`).
-    pub max_complexity: usize,
-    /// Checks Stripe webhook signatures; `None` when no secret is configured (the webhook answers 503).
-    pub stripe: Option<Arc<Verifier>>,
-}
+use crate::billing;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 

@@ -15,9 +15,10 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde_json::json;
 
-use super::AppState;
+use super::state::AppState;
 use crate::billing::{self, SignatureError, WebhookError};
 use crate::cache::tags;
+use crate::error::{Code, plain_error_body};
 use crate::store::{BillingAction, BillingEvent, EventOutcome, IgnoreReason};
 
 const STRIPE_SIGNATURE: HeaderName = HeaderName::from_static("stripe-signature");
@@ -33,7 +34,7 @@ pub async fn stripe(
         tracing::warn!("Stripe webhook delivery refused: STRIPE_WEBHOOK_SECRET is not set");
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "WEBHOOK_NOT_CONFIGURED",
+            Code::WebhookNotConfigured,
             "The Stripe webhook is not configured on this server (no endpoint secret is set)."
                 .into(),
         );
@@ -100,16 +101,12 @@ fn body_error(rejection: BytesRejection) -> WebhookError {
 fn rejected(err: &WebhookError) -> Response {
     let code = err.code();
     let message = err.message();
-    tracing::warn!(code, reason = %message, "Stripe webhook delivery refused");
+    tracing::warn!(code = code.as_str(), reason = %message, "Stripe webhook delivery refused");
     error(StatusCode::BAD_REQUEST, code, message)
 }
 
-fn error(status: StatusCode, code: &'static str, message: String) -> Response {
-    (
-        status,
-        Json(json!({ "error": { "code": code, "message": message } })),
-    )
-        .into_response()
+fn error(status: StatusCode, code: Code, message: String) -> Response {
+    (status, Json(plain_error_body(code, &message))).into_response()
 }
 
 /// One line per processed event; a warning when the event names no Folio user, since that usually means a

@@ -8,11 +8,10 @@ use crate::auth::password;
 use crate::cache::tags;
 use crate::error::AppError;
 use crate::graphql::LoginLimits;
-use crate::graphql::context::ContextExt;
+use crate::graphql::context::{ClientAddr, ContextExt};
 use crate::graphql::guards::{AdminOnly, LoggedIn};
 use crate::graphql::ids;
 use crate::graphql::validation::check;
-use crate::http::execution::ClientAddr;
 use crate::ratelimit::Decision;
 use crate::store::CreateAccount;
 

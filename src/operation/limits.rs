@@ -7,19 +7,20 @@ use async_graphql::parser::Positioned;
 use async_graphql::parser::types::{ExecutableDocument, OperationType, Selection, SelectionSet};
 
 use crate::config::EdgeConfig;
+use crate::error::Code;
 
 /// A document over a limit: a stable code and a message naming the setting.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Exceeded {
-    pub code: &'static str,
+    pub code: Code,
     pub message: String,
 }
 
 /// Size and token count, checked on the raw text before anything else (even a cache lookup).
-pub fn check_text(document: &str, edge: &EdgeConfig) -> Result<(), Exceeded> {
+pub(super) fn check_text(document: &str, edge: &EdgeConfig) -> Result<(), Exceeded> {
     if document.len() > edge.max_document_bytes {
         return Err(Exceeded {
-            code: "DOCUMENT_TOO_LARGE",
+            code: Code::DocumentTooLarge,
             message: format!(
                 "The document is larger than {} bytes (FOLIO_MAX_DOCUMENT_BYTES).",
                 edge.max_document_bytes
@@ -28,7 +29,7 @@ pub fn check_text(document: &str, edge: &EdgeConfig) -> Result<(), Exceeded> {
     }
     if count_tokens(document, edge.max_tokens + 1) > edge.max_tokens {
         return Err(Exceeded {
-            code: "TOO_MANY_TOKENS",
+            code: Code::TooManyTokens,
             message: format!(
                 "The document has more than {} tokens (FOLIO_MAX_TOKENS).",
                 edge.max_tokens
@@ -40,7 +41,7 @@ pub fn check_text(document: &str, edge: &EdgeConfig) -> Result<(), Exceeded> {
 
 /// Aliases in the whole document and root fields of the operation to run, checked on the parsed document.
 /// Returns the operation's type (`None` if the document names no such operation; execution reports that).
-pub fn check_document(
+pub(super) fn check_document(
     doc: &ExecutableDocument,
     operation_name: Option<&str>,
     edge: &EdgeConfig,
@@ -54,7 +55,7 @@ pub fn check_document(
     }
     if aliases > edge.max_aliases {
         return Err(Exceeded {
-            code: "TOO_MANY_ALIASES",
+            code: Code::TooManyAliases,
             message: format!(
                 "The document has {aliases} aliases; at most {} are allowed (FOLIO_MAX_ALIASES).",
                 edge.max_aliases
@@ -73,7 +74,7 @@ pub fn check_document(
         && selects_introspection(&op.node.selection_set, doc, &mut HashSet::new())
     {
         return Err(Exceeded {
-            code: "INTROSPECTION_DISABLED",
+            code: Code::IntrospectionDisabled,
             message: "Introspection is disabled on this server (FOLIO_INTROSPECTION).".into(),
         });
     }
@@ -82,7 +83,7 @@ pub fn check_document(
     let expanded = count_fields(&op.node.selection_set, doc, true, &mut HashMap::new());
     if expanded > MAX_EXPANDED_FIELDS {
         return Err(Exceeded {
-            code: "TOO_MANY_FIELDS",
+            code: Code::TooManyFields,
             message: format!(
                 "With its fragments expanded the operation selects more than {MAX_EXPANDED_FIELDS} fields."
             ),
@@ -91,7 +92,7 @@ pub fn check_document(
     let roots = count_fields(&op.node.selection_set, doc, false, &mut HashMap::new());
     if roots > edge.max_root_fields {
         return Err(Exceeded {
-            code: "TOO_MANY_ROOT_FIELDS",
+            code: Code::TooManyRootFields,
             message: format!(
                 "The operation selects {roots} root fields; at most {} are allowed (FOLIO_MAX_ROOT_FIELDS).",
                 edge.max_root_fields
@@ -240,6 +241,7 @@ fn count_tokens(document: &str, stop: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::count_tokens;
+    use crate::error::Code;
 
     #[test]
     fn fragment_bombs_are_measured_without_expanding_them() {
@@ -257,7 +259,7 @@ mod tests {
         let edge = crate::Config::default().edge;
         let started = std::time::Instant::now();
         let err = super::check_document(&parsed, None, &edge).expect_err("refused");
-        assert_eq!(err.code, "TOO_MANY_FIELDS");
+        assert_eq!(err.code, Code::TooManyFields);
         assert!(started.elapsed() < std::time::Duration::from_secs(1));
     }
 

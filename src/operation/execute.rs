@@ -1,0 +1,234 @@
+//! Executing a parsed operation: through the document's compiled plan when one takes the request
+//! (`graphql/compiled`), otherwise on the async-graphql executor with the request's batched loaders; then giving
+//! every error a code and serialising the response.
+
+use async_graphql::{ErrorExtensionValues, ServerError, Value};
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+
+use super::documents::Kept;
+use super::{Pipeline, Status};
+use crate::cache::{Entry, Tracker, unix_now};
+use crate::error::Code;
+use crate::graphql::batch::Batched;
+use crate::graphql::compiled;
+use crate::graphql::loaders::Loaders;
+
+/// What an execution produced: the executor's response, or a compiled operation's bytes.
+pub(super) enum Executed {
+    Graphql(async_graphql::Response),
+    Compiled(compiled::Output, async_graphql::CacheControl),
+}
+
+impl Executed {
+    pub(super) fn cache_control(&self) -> async_graphql::CacheControl {
+        match self {
+            Executed::Graphql(r) => r.cache_control,
+            Executed::Compiled(_, c) => *c,
+        }
+    }
+
+    pub(super) fn has_errors(&self) -> bool {
+        match self {
+            Executed::Graphql(r) => !r.errors.is_empty(),
+            Executed::Compiled(..) => false,
+        }
+    }
+
+    /// How the response reads as a whole: a request error (no data, nothing ran), rate-limited, or a normal
+    /// answer (with or without field errors).
+    pub(super) fn status(&self) -> Status {
+        match self {
+            Executed::Graphql(r) if is_request_error(r) => Status::RequestError,
+            Executed::Graphql(r) => match retry_after(r) {
+                Some(retry_after) => Status::RateLimited { retry_after },
+                None => Status::Ok,
+            },
+            Executed::Compiled(..) => Status::Ok,
+        }
+    }
+
+    /// The serialised response (see `entry_for`).
+    pub(super) fn entry(self, max_age: u32, public: bool, cacheable: bool) -> Entry {
+        match self {
+            Executed::Graphql(r) => {
+                let request_error = is_request_error(&r);
+                entry_for(&r, max_age, public, request_error, cacheable)
+            }
+            Executed::Compiled(out, _) => entry_of(out.body, max_age, public, cacheable),
+        }
+    }
+}
+
+impl Pipeline {
+    /// Executes until `deadline`. `None` when it ran out of time: the execution future is dropped, which
+    /// cancels its statements and returns their connections to the pool. `tracker` is the cache's (on a miss),
+    /// which a compiled run records its tags in.
+    pub(super) async fn execute(
+        &self,
+        request: async_graphql::Request,
+        request_id: &str,
+        deadline: Instant,
+        parse_failed: bool,
+        kept: Option<&Kept>,
+        tracker: Option<&Tracker>,
+    ) -> Option<Executed> {
+        let operation = request.operation_name.clone();
+        if let Some(plan) = kept.and_then(|k| k.plan(operation.as_deref())) {
+            let run = plan.run(
+                &self.store,
+                &request.variables,
+                self.max_complexity,
+                tracker,
+            );
+            match tokio::time::timeout_at(deadline, run).await {
+                Ok(Some(output)) => {
+                    self.metrics.compiled.inc();
+                    return Some(Executed::Compiled(output, plan.cache_control()));
+                }
+                // Not for this request's values: the executor answers it.
+                Ok(None) => {}
+                Err(_) => {
+                    self.timeout_warning();
+                    return None;
+                }
+            }
+        }
+        let mut request = request;
+        if let Some(kept) = kept {
+            request.set_parsed_query(kept.document());
+        }
+        let (loaders, dispatcher) = Loaders::new(self.store.clone());
+        let request = request.data(loaders);
+        let run = Batched::new(dispatcher, self.schema.execute(request));
+        match tokio::time::timeout_at(deadline, run).await {
+            Ok(mut response) => {
+                finish_errors(&mut response, request_id, parse_failed);
+                if let (true, Some(kept)) = (response.errors.is_empty(), kept) {
+                    kept.executed(operation.as_deref(), response.cache_control);
+                }
+                Some(Executed::Graphql(response))
+            }
+            Err(_) => {
+                self.timeout_warning();
+                None
+            }
+        }
+    }
+
+    fn timeout_warning(&self) {
+        tracing::warn!(
+            timeout_ms = self.limits.request_timeout.as_millis() as u64,
+            "GraphQL execution timed out and was stopped"
+        );
+    }
+}
+
+/// Gives every error a code, and internal errors the request id.
+fn finish_errors(response: &mut async_graphql::Response, request_id: &str, parse_failed: bool) {
+    for err in &mut response.errors {
+        let code = err
+            .extensions
+            .as_ref()
+            .and_then(|ext| ext.get("code"))
+            .and_then(|v| {
+                if let Value::String(s) = v {
+                    Some(s.clone())
+                } else {
+                    None
+                }
+            });
+        let code = match code {
+            Some(code) => code,
+            None => {
+                let code = default_code(err, parse_failed).as_str();
+                extensions(err).set("code", code);
+                code.to_owned()
+            }
+        };
+        if code == Code::Internal.as_str() {
+            extensions(err).set("requestId", request_id);
+        }
+    }
+}
+
+fn extensions(err: &mut ServerError) -> &mut ErrorExtensionValues {
+    err.extensions
+        .get_or_insert_with(ErrorExtensionValues::default)
+}
+
+/// The code for an error async-graphql raised itself: before execution (no path) the document could not be
+/// parsed (the caller knows: it parsed the document first) or failed validation (limits included); during
+/// execution an argument could not be coerced.
+fn default_code(err: &ServerError, parse_failed: bool) -> Code {
+    if !err.path.is_empty() {
+        Code::BadUserInput
+    } else if parse_failed {
+        Code::GraphqlParseFailed
+    } else {
+        Code::GraphqlValidationFailed
+    }
+}
+
+/// The `retryAfter` of a `RATE_LIMITED` error in the response, if any.
+fn retry_after(response: &async_graphql::Response) -> Option<u64> {
+    response.errors.iter().find_map(|e| {
+        let ext = e.extensions.as_ref()?;
+        match (ext.get("code"), ext.get("retryAfter")) {
+            (Some(Value::String(code)), Some(Value::Number(n)))
+                if code == Code::RateLimited.as_str() =>
+            {
+                n.as_u64()
+            }
+            _ => None,
+        }
+    })
+}
+
+/// A request error: no data, and errors that are about the request rather than a field (parse, validation).
+fn is_request_error(response: &async_graphql::Response) -> bool {
+    matches!(response.data, Value::Null)
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|e| e.path.is_empty())
+}
+
+/// The serialised response. Only a cacheable one gets an `ETag` (a digest of the body): the others are never
+/// validated, so hashing them would be work for nothing on every mutation and uncached request.
+fn entry_for(
+    response: &async_graphql::Response,
+    max_age: u32,
+    public: bool,
+    request_error: bool,
+    cacheable: bool,
+) -> Entry {
+    let body = if request_error {
+        // The spec: a request error's response has no `data` entry at all.
+        serde_json::to_vec(&serde_json::json!({ "errors": response.errors }))
+    } else {
+        serde_json::to_vec(response)
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(err) => {
+            tracing::error!(error = %err, "serialising a response failed");
+            crate::error::graphql_error_body(Code::Internal, "Internal server error")
+        }
+    };
+    entry_of(body, max_age, public, cacheable)
+}
+
+/// The entry for a serialised response body.
+fn entry_of(body: Vec<u8>, max_age: u32, public: bool, cacheable: bool) -> Entry {
+    let etag = if cacheable {
+        format!("\"{}\"", hex::encode(&Sha256::digest(&body)[..16]))
+    } else {
+        String::new()
+    };
+    Entry {
+        etag,
+        body: body.into(),
+        max_age,
+        public,
+        stored_at: unix_now(),
+    }
+}

@@ -1,0 +1,432 @@
+//! The operation pipeline: running one GraphQL operation for a viewer, whatever transport carried it.
+//!
+//! `Pipeline::run` takes a plain `Request` (document text, operation name, variables, viewer, client address,
+//! deadline) and returns an `Outcome` (body, cache policy, status class, tags read) that knows nothing about
+//! HTTP. In order:
+//! - the document: found among recent ones (`documents`) or parsed once, its size and token count checked
+//!   before anything else (`limits`);
+//! - a query is looked up in the response cache before it is parsed; a hit is answered from the stored bytes;
+//! - a miss executes once per key on this instance (single-flight), with a `Tracker` recording the tags it read
+//!   and whether its answer depends on the caller; a cacheable result is stored;
+//! - mutations (and everything when the cache is off or unreachable) execute directly; the tags their committed
+//!   writes affect are purged before the outcome is returned, so once a client has the answer no instance
+//!   serves anything older;
+//! - execution runs through the document's compiled plan when it has one, otherwise on the executor with the
+//!   request's batched loaders (`execute`).
+//!
+//! Transports (`http`, and later WebSocket and SSE) turn the outcome into their own framing.
+
+mod documents;
+mod execute;
+mod limits;
+mod outcome;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use async_graphql::parser::types::OperationType;
+use tokio::time::Instant;
+
+use crate::auth::Viewer;
+use crate::cache::flight::SingleFlight;
+use crate::cache::{Cache, Key, KeyBase, Lookup, Purges, Scope, Snapshot, Tracker};
+use crate::config::EdgeConfig;
+use crate::error::Code;
+use crate::graphql::FolioSchema;
+use crate::graphql::context::ClientAddr;
+use crate::store::Store;
+use crate::telemetry::Metrics;
+
+use documents::{Documents, Kept, Parsed};
+pub use limits::MAX_EXPANDED_FIELDS;
+pub use outcome::{CacheStatus, Outcome, Status};
+
+/// One operation to run, as a transport hands it over.
+pub struct Request {
+    /// The document's text.
+    pub document: String,
+    pub operation_name: Option<String>,
+    pub variables: async_graphql::Variables,
+    pub extensions: async_graphql::Extensions,
+    /// Who asks (already authenticated by the transport).
+    pub viewer: Viewer,
+    /// The client's address, for per-address limits inside resolvers (`login`).
+    pub client: IpAddr,
+    /// Echoed in masked internal errors, as in the log line.
+    pub request_id: String,
+    /// Which operation types the transport may run (`GET` runs queries only).
+    pub accepts: Accepts,
+    /// When execution must stop; `None`: `FOLIO_REQUEST_TIMEOUT_MS` from now.
+    pub deadline: Option<Instant>,
+}
+
+/// Which operation types a request may run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accepts {
+    Any,
+    /// Queries only: anything else answers `Status::NotAllowed` (`GET` in GraphQL over HTTP).
+    QueriesOnly,
+}
+
+/// What the pipeline needs, built once by `App`.
+pub struct PipelineParts {
+    pub schema: FolioSchema,
+    pub store: Store,
+    pub cache: Arc<Cache>,
+    pub limits: Arc<EdgeConfig>,
+    /// The schema's complexity limit, which compiled plans check themselves (`graphql/compiled`).
+    pub max_complexity: usize,
+    pub metrics: Metrics,
+}
+
+/// Runs operations. Cheap to clone: every transport holds one.
+#[derive(Clone)]
+pub struct Pipeline(Arc<Inner>);
+
+struct Inner {
+    parts: PipelineParts,
+    /// Queries executing right now, by cache key (single-flight).
+    flights: SingleFlight<Key, Arc<Computed>>,
+    /// Parsed documents of recent operations.
+    documents: Documents,
+}
+
+impl std::ops::Deref for Pipeline {
+    type Target = PipelineParts;
+    fn deref(&self) -> &PipelineParts {
+        &self.0.parts
+    }
+}
+
+/// A computed response, shared by every request of one flight.
+struct Computed {
+    entry: crate::cache::Entry,
+    cacheable: bool,
+    status: Status,
+    /// Up to when in purge order this result is known fresh; `None`: not known (do not share it).
+    valid: Option<Snapshot>,
+    /// The tags the execution read (empty for a result it did not compute itself).
+    tags: Vec<String>,
+}
+
+/// A GraphQL request and, if it parsed, its kept document.
+struct Operation {
+    request: async_graphql::Request,
+    kept: Option<Arc<Kept>>,
+}
+
+impl Pipeline {
+    pub fn new(parts: PipelineParts) -> Self {
+        Self(Arc::new(Inner {
+            parts,
+            flights: SingleFlight::default(),
+            documents: Documents::default(),
+        }))
+    }
+
+    /// Runs `request` and returns what to answer.
+    pub async fn run(&self, request: Request) -> Outcome {
+        let Request {
+            document,
+            operation_name,
+            variables,
+            extensions,
+            viewer,
+            client,
+            request_id,
+            accepts,
+            deadline,
+        } = request;
+        let deadline = deadline.unwrap_or_else(|| Instant::now() + self.limits.request_timeout);
+        // A recent document has passed the limits, and its key hash is known: a repeated query (a cache hit above
+        // all) neither scans nor normalises its text again.
+        let known = self.0.documents.get(&document);
+        if known.is_none()
+            && let Err(e) = limits::check_text(&document, &self.limits)
+        {
+            return Outcome::request_error(e.code, &e.message);
+        }
+        let scope = match &viewer {
+            Viewer::Anonymous => Scope::Anonymous,
+            Viewer::User { id, .. } => Scope::User(*id),
+        };
+        // With the cache off there is nothing to hash or look up.
+        let (base, bypass) = if self.cache.enabled() {
+            let vars = serde_json::to_vec(&variables).unwrap_or_default();
+            let operation = operation_name.as_deref();
+            let base = match &known {
+                Some(kept) => KeyBase::of(kept.hash(), operation, &vars),
+                None => KeyBase::new(&document, operation, &vars),
+            };
+            match self.cache.lookup(&base, &scope).await {
+                Lookup::Hit(entry) => return Outcome::hit(entry),
+                Lookup::Miss => (Some(base), false),
+                Lookup::Bypass => (Some(base), true),
+            }
+        } else {
+            (None, true)
+        };
+        // Parsed once here (or found among recent documents); execution reuses the parsed document.
+        let mut parse_failed = false;
+        let mut kept = None;
+        let parsed = match known {
+            Some(kept) => Ok(Parsed::Kept(kept)),
+            None => self.0.documents.parse(&document),
+        };
+        let kind = match parsed {
+            Ok(parsed) => {
+                let checked = limits::check_document(
+                    parsed.document(),
+                    operation_name.as_deref(),
+                    &self.limits,
+                );
+                let kind = match checked {
+                    Ok(kind) => kind,
+                    Err(e) => return Outcome::request_error(e.code, &e.message),
+                };
+                // The executor gets its copy in `execute`, if it runs.
+                kept = Some(match parsed {
+                    Parsed::Kept(kept) => kept,
+                    Parsed::Fresh(doc) => self.0.documents.keep(&document, doc),
+                });
+                kind
+            }
+            // Execution reports the error in the usual shape. Only a syntax error is a parse failure; the parser
+            // also refuses documents it cannot pick an operation from (several anonymous ones, duplicates), which
+            // are validation failures.
+            Err(err) => {
+                parse_failed = matches!(
+                    err,
+                    async_graphql::parser::Error::Syntax { .. }
+                        | async_graphql::parser::Error::RecursionLimitExceeded
+                );
+                None
+            }
+        };
+        let mut graphql = async_graphql::Request::new(document).variables(variables);
+        graphql.operation_name = operation_name;
+        graphql.extensions = extensions;
+        let run = Run {
+            viewer,
+            client,
+            request_id,
+            deadline,
+            parse_failed,
+        };
+        if kind != Some(OperationType::Query) {
+            if accepts == Accepts::QueriesOnly && kind.is_some() {
+                return Outcome::not_allowed();
+            }
+            return self.uncached(graphql, kept, run).await;
+        }
+        let Some(base) = base else {
+            return self.uncached(graphql, kept, run).await;
+        };
+        // Where this request stands in purge order, before anything is read: purges from now on make its result
+        // unstorable, and a shared result must be at least this fresh.
+        let arrival = if bypass { None } else { self.cache.begin().await };
+        let Some(arrival) = arrival else {
+            // Without the cache's view of purges, a running execution cannot be shown to be fresh enough to
+            // share: execute alone.
+            self.cache.metrics().bypass.inc();
+            let operation = Operation {
+                request: graphql,
+                kept,
+            };
+            let computed = self.clone().compute(operation, run, base, scope, None).await;
+            return computed.outcome(CacheStatus::Bypass);
+        };
+        self.cache.metrics().misses.inc();
+        let flight_key = base.key(&scope);
+        // Kept in case a shared result turns out too old for this request (rare): it then executes on its own.
+        let mut again =
+            async_graphql::Request::new(graphql.query.clone()).variables(graphql.variables.clone());
+        again.operation_name = graphql.operation_name.clone();
+        again.extensions = graphql.extensions.clone();
+        let work = self.clone().compute(
+            Operation {
+                request: graphql,
+                kept: kept.clone(),
+            },
+            run.clone(),
+            base.clone(),
+            scope.clone(),
+            Some(arrival.clone()),
+        );
+        let computed = match self.0.flights.run(flight_key, work).await {
+            (Some(computed), true) => computed,
+            // Another request's execution: usable only if it is known fresh as of this request's arrival (it may
+            // have started before a mutation that returned before this request came in).
+            (Some(computed), false)
+                if computed.valid.as_ref().is_some_and(|v| v.covers(&arrival)) =>
+            {
+                computed
+            }
+            (Some(_), false) => {
+                let operation = Operation {
+                    request: again,
+                    kept,
+                };
+                self.clone()
+                    .compute(operation, run, base, scope, Some(arrival))
+                    .await
+            }
+            (None, _) => return Outcome::internal_error(),
+        };
+        computed.outcome(CacheStatus::Miss)
+    }
+
+    /// Executes a query on a miss, and stores the result if it may be cached. `snapshot` is where the request
+    /// stood in purge order before anything was read (`None`: the cache cannot tell; nothing is stored).
+    async fn compute(
+        self,
+        Operation { request, kept }: Operation,
+        run: Run,
+        base: KeyBase,
+        scope: Scope,
+        snapshot: Option<Snapshot>,
+    ) -> Arc<Computed> {
+        // A request that missed just as another flight for the same key finished finds its entry now: stored
+        // entries are fresh (a purge deletes them), so serve it rather than execute again.
+        if snapshot.is_some()
+            && let Lookup::Hit(entry) = self.cache.peek(&base, &scope).await
+        {
+            return Arc::new(Computed {
+                entry,
+                cacheable: true,
+                status: Status::Ok,
+                valid: snapshot,
+                tags: Vec::new(),
+            });
+        }
+        let tracker = Arc::new(Tracker::default());
+        let request = request.data(run.viewer).data(Arc::clone(&tracker));
+        let executed = self.execute(
+            request,
+            &run.request_id,
+            run.deadline,
+            false,
+            kept.as_deref(),
+            Some(&tracker),
+        );
+        let Some(response) = executed.await else {
+            return Arc::new(self.timed_out());
+        };
+        let cache_control = response.cache_control();
+        let max_age = self.cache.lifetime(cache_control.max_age);
+        let cacheable = !response.has_errors() && max_age > 0;
+        let public = cache_control.public && !tracker.viewer_dependent();
+        let status = response.status();
+        let entry = response.entry(max_age, public, cacheable);
+        let mut tags = tracker.take_tags();
+        // Not stored (errors): fresh as of the start, like any execution.
+        let mut valid = snapshot.clone();
+        if let (true, Some(snapshot)) = (cacheable, snapshot) {
+            let key = if public {
+                base.key(&Scope::Public)
+            } else {
+                // A private answer also depends on who the caller is (their role decides what they may read),
+                // so a change to the caller's account, such as a promotion or demotion, must drop it too.
+                if let Scope::User(id) = scope {
+                    tags.push(crate::cache::tags::user(id));
+                }
+                base.key(&scope)
+            };
+            // Stored: checked fresh up to the store. Refused: a tag it read was purged while it ran.
+            valid = self
+                .cache
+                .store(key, entry.clone(), tags.clone(), snapshot)
+                .await;
+        }
+        Arc::new(Computed {
+            entry,
+            cacheable,
+            status,
+            valid,
+            tags,
+        })
+    }
+
+    /// Executes without the cache (mutations, cache off, unparsable documents), purging what committed writes
+    /// affected before answering.
+    async fn uncached(
+        &self,
+        request: async_graphql::Request,
+        kept: Option<Arc<Kept>>,
+        run: Run,
+    ) -> Outcome {
+        let purges = Arc::new(Purges::default());
+        let request = request
+            .data(run.viewer)
+            .data(ClientAddr(run.client))
+            .data(Arc::clone(&purges));
+        let response = self
+            .execute(
+                request,
+                &run.request_id,
+                run.deadline,
+                run.parse_failed,
+                kept.as_deref(),
+                None,
+            )
+            .await;
+        // Purged even after a timeout: a mutation may have committed before the clock ran out.
+        let tags = purges.take();
+        if !tags.is_empty() {
+            // A failed purge is logged, counted and retried by the cache; the write itself has succeeded.
+            let _ = self.cache.purge(&tags).await;
+        }
+        self.cache.metrics().bypass.inc();
+        let computed = match response {
+            Some(response) => Computed {
+                status: response.status(),
+                entry: response.entry(0, false, false),
+                cacheable: false,
+                valid: None,
+                tags: Vec::new(),
+            },
+            None => self.timed_out(),
+        };
+        if matches!(computed.status, Status::RateLimited { .. }) {
+            self.metrics.rate_limited.inc();
+        }
+        computed.outcome(CacheStatus::Bypass)
+    }
+
+    fn timed_out(&self) -> Computed {
+        let message = format!(
+            "The request took longer than {} ms and was stopped (FOLIO_REQUEST_TIMEOUT_MS).",
+            self.limits.request_timeout.as_millis()
+        );
+        Computed {
+            entry: outcome::error_entry(Code::Timeout, &message),
+            cacheable: false,
+            status: Status::TimedOut,
+            valid: None,
+            tags: Vec::new(),
+        }
+    }
+}
+
+/// Who runs an operation, and until when.
+#[derive(Clone)]
+struct Run {
+    viewer: Viewer,
+    client: IpAddr,
+    request_id: String,
+    deadline: Instant,
+    /// The document did not parse: the executor's error is a parse error.
+    parse_failed: bool,
+}
+
+impl Computed {
+    fn outcome(&self, cache: CacheStatus) -> Outcome {
+        Outcome {
+            entry: self.entry.clone(),
+            cacheable: self.cacheable,
+            status: self.status,
+            cache,
+            tags: self.tags.clone(),
+        }
+    }
+}
