@@ -36,13 +36,7 @@ impl App {
     pub async fn build(config: &Config) -> anyhow::Result<Self> {
         config.check_for_serving()?;
         let metrics = Metrics::new()?;
-        let store = Store::connect(
-            &config.database_url,
-            config.db_max_connections,
-            config.db_acquire_timeout,
-            metrics.db_statements.clone(),
-        )
-        .await?;
+        let store = Store::connect(&config.database(), metrics.db_statements.clone()).await?;
         store.migrate().await?;
         if config.demo_data
             && store.kind() == DatabaseKind::Sqlite

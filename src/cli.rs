@@ -1,32 +1,29 @@
 //! The `folio` command line: `serve` (default), `migrate`, `schema`, `seed`, `token`.
 
-use std::net::SocketAddr;
-
 use clap::{Args, Parser, Subcommand};
 
 use crate::auth::OwnTokens;
-use crate::config::{Config, Environment};
+use crate::config::{Config, Environment, Settings};
 use crate::seed::{self, SeedPlan};
 use crate::store::{Role, Store};
 use crate::telemetry::Metrics;
 use crate::{App, graphql};
 
-/// Folio: the GraphQL API of a publishing product. Settings come from the environment (and `.env`); see the
-/// README's configuration table.
+/// Folio: the GraphQL API of a publishing product. Every setting below is read from its environment variable
+/// (and `.env`) unless given as a flag.
 #[derive(Parser, Debug)]
 #[command(name = "folio", version, about)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
-    /// Options of `serve`, also accepted without the subcommand.
     #[command(flatten)]
-    pub serve: ServeArgs,
+    pub settings: Settings,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Serve the API (the default).
-    Serve(ServeArgs),
+    Serve,
     /// Apply pending database migrations and exit.
     Migrate,
     /// Print the GraphQL schema (SDL); `schema.graphql` is exactly this output.
@@ -56,16 +53,6 @@ pub enum RoleArg {
     Admin,
 }
 
-#[derive(Args, Debug, Clone, Default)]
-pub struct ServeArgs {
-    /// Address to listen on [env: FOLIO_BIND] [default: 127.0.0.1:8000].
-    #[arg(long)]
-    pub bind: Option<SocketAddr>,
-    /// Do not seed demo data into an empty embedded database [env: FOLIO_DEMO_DATA=false].
-    #[arg(long)]
-    pub no_demo: bool,
-}
-
 #[derive(Args, Debug, Clone)]
 pub struct SeedArgs {
     #[arg(long, default_value_t = 100)]
@@ -79,22 +66,10 @@ pub struct SeedArgs {
     pub seed: u64,
 }
 
-impl ServeArgs {
-    fn apply(&self, config: &mut Config) {
-        if let Some(bind) = self.bind {
-            config.bind = bind;
-        }
-        if self.no_demo {
-            config.demo_data = false;
-        }
-    }
-}
-
-/// Runs the parsed command with `config` (already read from the environment).
-pub async fn run(cli: Cli, mut config: Config) -> anyhow::Result<()> {
-    match cli.command {
-        None => serve(&cli.serve, config).await,
-        Some(Command::Serve(args)) => serve(&args, config).await,
+/// Runs the parsed command with `config` (built from `cli.settings`).
+pub async fn run(command: Option<Command>, mut config: Config) -> anyhow::Result<()> {
+    match command {
+        None | Some(Command::Serve) => App::build(&config).await?.run_until_stopped().await,
         Some(Command::Migrate) => {
             let store = open(&config).await?;
             store.migrate().await?;
@@ -166,18 +141,7 @@ async fn token(args: TokenArgs, config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(args: &ServeArgs, mut config: Config) -> anyhow::Result<()> {
-    args.apply(&mut config);
-    App::build(&config).await?.run_until_stopped().await
-}
-
 async fn open(config: &Config) -> anyhow::Result<Store> {
     let metrics = Metrics::new()?;
-    Store::connect(
-        &config.database_url,
-        config.db_max_connections,
-        config.db_acquire_timeout,
-        metrics.db_statements,
-    )
-    .await
+    Store::connect(&config.database(), metrics.db_statements).await
 }

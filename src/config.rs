@@ -1,13 +1,18 @@
-//! Typed configuration. This is the only module that reads the environment.
+//! Every setting, declared once, and the typed `Config` built from them. This is the only module that reads the
+//! environment.
 //!
-//! Every setting has an environment variable, a default (in `Config::default`), and a row in the README's
-//! configuration table. Command-line flags (`--bind`, `--no-demo`) override the environment in `cli.rs`.
+//! `Settings` declares each setting with clap: its flag, its environment variable, its default and its help, so
+//! `folio --help` lists them all and the README's configuration table names the same variables (a test checks
+//! both). `Config::from_settings` turns the raw values into typed, checked configuration: durations, lists,
+//! secrets (`secrecy`, never printed), the defaults that differ in production, and the combinations that must
+//! agree. A command-line flag overrides its environment variable; `main` loads `.env` first.
 
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
+use clap::{ArgAction, Args, FromArgMatches, ValueEnum};
 use secrecy::SecretString;
 
 use crate::cache::{CacheConfig, CacheMode};
@@ -20,25 +25,333 @@ pub enum DatabaseKind {
 }
 
 /// `FOLIO_ENV`: development (friendly defaults) or production (secrets required, nothing permissive).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Environment {
+    #[value(alias = "dev")]
     Development,
+    #[value(alias = "prod")]
     Production,
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `FOLIO_CACHE`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum CacheChoice {
+    Memory,
+    Redis,
+    Off,
+}
+
+/// Every setting as the command line and the environment give it. `value_name` is the variable's name, so an
+/// invalid value is reported under the name the operator set.
+#[derive(Args, Clone, Debug)]
+pub struct Settings {
+    // --- Server ---
+    /// `development` (friendly defaults) or `production` (secrets required, nothing permissive).
+    #[arg(
+        long = "env",
+        env = "FOLIO_ENV",
+        value_name = "FOLIO_ENV",
+        global = true,
+        default_value = "development",
+        ignore_case = true,
+        help_heading = "Server"
+    )]
+    env: Environment,
+    /// Address `folio serve` listens on (`0.0.0.0:8000` in a container).
+    #[arg(long, env = "FOLIO_BIND", value_name = "FOLIO_BIND", global = true, default_value = "127.0.0.1:8000", value_parser = trimmed::<SocketAddr>, help_heading = "Server")]
+    bind: SocketAddr,
+    /// Seed a small demo set into an empty embedded (SQLite) database at start.
+    #[arg(long, env = "FOLIO_DEMO_DATA", value_name = "FOLIO_DEMO_DATA", global = true, default_value = "true", value_parser = boolean, action = ArgAction::Set, help_heading = "Server")]
+    demo_data: bool,
+    /// Do not seed demo data (overrides FOLIO_DEMO_DATA).
+    #[arg(long, global = true, help_heading = "Server")]
+    no_demo: bool,
+    /// Serve GraphiQL on `GET /graphql` to browsers [default: true in development, false in production].
+    #[arg(long, env = "FOLIO_GRAPHIQL", value_name = "FOLIO_GRAPHIQL", global = true, value_parser = boolean, action = ArgAction::Set, help_heading = "Server")]
+    graphiql: Option<bool>,
+    /// Log filter in `tracing` EnvFilter syntax, e.g. `folio=debug,info`.
+    #[arg(
+        long,
+        env = "FOLIO_LOG",
+        value_name = "FOLIO_LOG",
+        global = true,
+        default_value = "info,sqlx=warn",
+        help_heading = "Server"
+    )]
+    log: String,
+    /// `text` for people, `json` for log pipelines.
+    #[arg(
+        long,
+        env = "FOLIO_LOG_FORMAT",
+        value_name = "FOLIO_LOG_FORMAT",
+        global = true,
+        default_value = "text",
+        ignore_case = true,
+        help_heading = "Server"
+    )]
+    log_format: LogFormat,
+
+    // --- Database ---
+    /// `sqlite://PATH` (created on first run) or `postgres://USER@HOST:PORT/DB`; picks the backend.
+    #[arg(long, env = "DATABASE_URL", value_name = "DATABASE_URL", global = true, default_value = DEFAULT_DATABASE_URL, hide_env_values = true, help_heading = "Database")]
+    database_url: String,
+    /// Size of the connection pool.
+    #[arg(long, env = "FOLIO_DB_MAX_CONNECTIONS", value_name = "FOLIO_DB_MAX_CONNECTIONS", global = true, default_value = "16", value_parser = trimmed::<u32>, help_heading = "Database")]
+    db_max_connections: u32,
+    /// Longest a request waits for a pooled connection before it gets SERVICE_UNAVAILABLE.
+    #[arg(long, env = "FOLIO_DB_ACQUIRE_TIMEOUT_MS", value_name = "FOLIO_DB_ACQUIRE_TIMEOUT_MS", global = true, default_value = "3000", value_parser = trimmed::<u64>, help_heading = "Database")]
+    db_acquire_timeout_ms: u64,
+    /// libpq's TLS mode, honoured by the PostgreSQL driver; any `PGSSL*` setting makes TLS explicit.
+    #[arg(
+        long,
+        env = "PGSSLMODE",
+        value_name = "PGSSLMODE",
+        global = true,
+        help_heading = "Database"
+    )]
+    pgsslmode: Option<String>,
+    /// libpq's CA certificate file for verifying the server.
+    #[arg(
+        long,
+        env = "PGSSLROOTCERT",
+        value_name = "PGSSLROOTCERT",
+        global = true,
+        help_heading = "Database"
+    )]
+    pgsslrootcert: Option<String>,
+    /// libpq's client certificate file.
+    #[arg(
+        long,
+        env = "PGSSLCERT",
+        value_name = "PGSSLCERT",
+        global = true,
+        help_heading = "Database"
+    )]
+    pgsslcert: Option<String>,
+    /// libpq's client key file.
+    #[arg(
+        long,
+        env = "PGSSLKEY",
+        value_name = "PGSSLKEY",
+        global = true,
+        hide_env_values = true,
+        help_heading = "Database"
+    )]
+    pgsslkey: Option<String>,
+
+    // --- Cache ---
+    /// The response cache: `memory`, `redis` or `off` [default: redis if REDIS_URL is set, memory otherwise].
+    #[arg(
+        long,
+        env = "FOLIO_CACHE",
+        value_name = "FOLIO_CACHE",
+        global = true,
+        ignore_case = true,
+        help_heading = "Cache"
+    )]
+    cache: Option<CacheChoice>,
+    /// `redis://[:PASSWORD@]HOST:PORT[/DB]` (or `rediss://`); selects the Redis cache.
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        value_name = "REDIS_URL",
+        global = true,
+        hide_env_values = true,
+        help_heading = "Cache"
+    )]
+    redis_url: Option<String>,
+    /// The longest a response is cached; type and field hints may only shorten it.
+    #[arg(long, env = "FOLIO_CACHE_TTL_SECS", value_name = "FOLIO_CACHE_TTL_SECS", global = true, default_value = "60", value_parser = trimmed::<u64>, help_heading = "Cache")]
+    cache_ttl_secs: u64,
+    /// Bound of the in-process cache in bytes.
+    #[arg(long, env = "FOLIO_CACHE_MAX_BYTES", value_name = "FOLIO_CACHE_MAX_BYTES", global = true, default_value = "67108864", value_parser = trimmed::<u64>, help_heading = "Cache")]
+    cache_max_bytes: u64,
+    /// Prefix of every Redis key, so several deployments can share one Redis.
+    #[arg(
+        long,
+        env = "FOLIO_CACHE_PREFIX",
+        value_name = "FOLIO_CACHE_PREFIX",
+        global = true,
+        default_value = "folio:",
+        help_heading = "Cache"
+    )]
+    cache_prefix: String,
+    /// Timeout of each Redis call (and of connecting); on timeout the database answers.
+    #[arg(long, env = "FOLIO_REDIS_TIMEOUT_MS", value_name = "FOLIO_REDIS_TIMEOUT_MS", global = true, default_value = "250", value_parser = trimmed::<u64>, help_heading = "Cache")]
+    redis_timeout_ms: u64,
+
+    // --- Limits ---
+    /// Largest request body (413 over it).
+    #[arg(long, env = "FOLIO_MAX_BODY_BYTES", value_name = "FOLIO_MAX_BODY_BYTES", global = true, default_value = "1048576", value_parser = trimmed::<usize>, help_heading = "Limits")]
+    max_body_bytes: usize,
+    /// Largest GraphQL document.
+    #[arg(long, env = "FOLIO_MAX_DOCUMENT_BYTES", value_name = "FOLIO_MAX_DOCUMENT_BYTES", global = true, default_value = "65536", value_parser = trimmed::<usize>, help_heading = "Limits")]
+    max_document_bytes: usize,
+    /// Most lexical tokens in a document.
+    #[arg(long, env = "FOLIO_MAX_TOKENS", value_name = "FOLIO_MAX_TOKENS", global = true, default_value = "5000", value_parser = trimmed::<usize>, help_heading = "Limits")]
+    max_tokens: usize,
+    /// Most aliased fields in a document.
+    #[arg(long, env = "FOLIO_MAX_ALIASES", value_name = "FOLIO_MAX_ALIASES", global = true, default_value = "30", value_parser = trimmed::<usize>, help_heading = "Limits")]
+    max_aliases: usize,
+    /// Most root fields in the operation.
+    #[arg(long, env = "FOLIO_MAX_ROOT_FIELDS", value_name = "FOLIO_MAX_ROOT_FIELDS", global = true, default_value = "20", value_parser = trimmed::<usize>, help_heading = "Limits")]
+    max_root_fields: usize,
+    /// Most directives on one field.
+    #[arg(long, env = "FOLIO_MAX_DIRECTIVES", value_name = "FOLIO_MAX_DIRECTIVES", global = true, default_value = "5", value_parser = trimmed::<usize>, help_heading = "Limits")]
+    max_directives: usize,
+    /// Deepest selection nesting an operation may have.
+    #[arg(long, env = "FOLIO_MAX_DEPTH", value_name = "FOLIO_MAX_DEPTH", global = true, default_value = "12", value_parser = trimmed::<usize>, help_heading = "Limits")]
+    max_depth: usize,
+    /// Highest complexity an operation may have (each field 1; a connection's subtree `first` times).
+    #[arg(long, env = "FOLIO_MAX_COMPLEXITY", value_name = "FOLIO_MAX_COMPLEXITY", global = true, default_value = "20000", value_parser = trimmed::<usize>, help_heading = "Limits")]
+    max_complexity: usize,
+    /// Longest a GraphQL execution may run (504 TIMEOUT after that).
+    #[arg(long, env = "FOLIO_REQUEST_TIMEOUT_MS", value_name = "FOLIO_REQUEST_TIMEOUT_MS", global = true, default_value = "10000", value_parser = trimmed::<u64>, help_heading = "Limits")]
+    request_timeout_ms: u64,
+    /// Browser origins allowed to call: a comma-separated list, `*` or `none` [default: any in development, none
+    /// in production].
+    #[arg(
+        long,
+        env = "FOLIO_CORS_ORIGINS",
+        value_name = "FOLIO_CORS_ORIGINS",
+        global = true,
+        help_heading = "Limits"
+    )]
+    cors_origins: Option<String>,
+    /// Serve `__schema` and `__type` [default: true in development, false in production].
+    #[arg(long, env = "FOLIO_INTROSPECTION", value_name = "FOLIO_INTROSPECTION", global = true, value_parser = boolean, action = ArgAction::Set, help_heading = "Limits")]
+    introspection: Option<bool>,
+    /// Reverse proxies in front of Folio; the client address is read that far from the right of X-Forwarded-For.
+    #[arg(long, env = "FOLIO_TRUSTED_PROXIES", value_name = "FOLIO_TRUSTED_PROXIES", global = true, default_value = "0", value_parser = trimmed::<usize>, help_heading = "Limits")]
+    trusted_proxies: usize,
+    /// GraphQL requests per minute per user or client address; 0 turns it off [default: 1200 in production, 0 in
+    /// development].
+    #[arg(long, env = "FOLIO_RATE_LIMIT_PER_MIN", value_name = "FOLIO_RATE_LIMIT_PER_MIN", global = true, value_parser = trimmed::<u32>, help_heading = "Limits")]
+    rate_limit_per_min: Option<u32>,
+    /// Requests a caller may make at once before the rate applies.
+    #[arg(long, env = "FOLIO_RATE_LIMIT_BURST", value_name = "FOLIO_RATE_LIMIT_BURST", global = true, default_value = "120", value_parser = trimmed::<u32>, help_heading = "Limits")]
+    rate_limit_burst: u32,
+    /// `login` attempts per email (and 5x per client address) in 15 minutes.
+    #[arg(long, env = "FOLIO_LOGIN_ATTEMPTS_PER_15MIN", value_name = "FOLIO_LOGIN_ATTEMPTS_PER_15MIN", global = true, default_value = "10", value_parser = trimmed::<u32>, help_heading = "Limits")]
+    login_attempts_per_15min: u32,
+
+    // --- Authentication ---
+    /// HS256 key of Folio's own tokens, at least 32 bytes; required in production and on non-loopback addresses.
+    #[arg(long, env = "FOLIO_JWT_SECRET", value_name = "FOLIO_JWT_SECRET", global = true, hide_env_values = true, value_parser = secret, help_heading = "Authentication")]
+    jwt_secret: Option<SecretString>,
+    /// `iss` of Folio's own tokens.
+    #[arg(
+        long,
+        env = "FOLIO_TOKEN_ISSUER",
+        value_name = "FOLIO_TOKEN_ISSUER",
+        global = true,
+        default_value = "folio",
+        help_heading = "Authentication"
+    )]
+    token_issuer: String,
+    /// `aud` of Folio's own tokens.
+    #[arg(
+        long,
+        env = "FOLIO_TOKEN_AUDIENCE",
+        value_name = "FOLIO_TOKEN_AUDIENCE",
+        global = true,
+        default_value = "folio",
+        help_heading = "Authentication"
+    )]
+    token_audience: String,
+    /// Lifetime of the tokens `signUp`, `login` and `folio token` hand out.
+    #[arg(long, env = "FOLIO_TOKEN_TTL_SECS", value_name = "FOLIO_TOKEN_TTL_SECS", global = true, default_value = "3600", value_parser = trimmed::<u64>, help_heading = "Authentication")]
+    token_ttl_secs: u64,
+    /// Clock skew tolerated on `exp` and `nbf`, at most 60.
+    #[arg(long, env = "FOLIO_JWT_LEEWAY_SECS", value_name = "FOLIO_JWT_LEEWAY_SECS", global = true, default_value = "30", value_parser = trimmed::<u64>, help_heading = "Authentication")]
+    jwt_leeway_secs: u64,
+    /// An external identity provider's JWKS URL (with FOLIO_JWT_ISSUER and FOLIO_JWT_AUDIENCE).
+    #[arg(
+        long,
+        env = "FOLIO_JWKS_URL",
+        value_name = "FOLIO_JWKS_URL",
+        global = true,
+        help_heading = "Authentication"
+    )]
+    jwks_url: Option<String>,
+    /// The external provider's `iss`, exactly as in its tokens.
+    #[arg(
+        long,
+        env = "FOLIO_JWT_ISSUER",
+        value_name = "FOLIO_JWT_ISSUER",
+        global = true,
+        help_heading = "Authentication"
+    )]
+    jwt_issuer: Option<String>,
+    /// The `aud` the external provider's tokens must carry for Folio.
+    #[arg(
+        long,
+        env = "FOLIO_JWT_AUDIENCE",
+        value_name = "FOLIO_JWT_AUDIENCE",
+        global = true,
+        help_heading = "Authentication"
+    )]
+    jwt_audience: Option<String>,
+    /// A claim of the external tokens whose value (USER/ADMIN) sets the user's role; unset: roles live in Folio.
+    #[arg(
+        long,
+        env = "FOLIO_JWT_ROLE_CLAIM",
+        value_name = "FOLIO_JWT_ROLE_CLAIM",
+        global = true,
+        help_heading = "Authentication"
+    )]
+    jwt_role_claim: Option<String>,
+    /// Least time between two JWKS fetches triggered by unknown `kid`s.
+    #[arg(long, env = "FOLIO_JWKS_MIN_REFRESH_SECS", value_name = "FOLIO_JWKS_MIN_REFRESH_SECS", global = true, default_value = "30", value_parser = trimmed::<u64>, help_heading = "Authentication")]
+    jwks_min_refresh_secs: u64,
+
+    // --- Billing ---
+    /// The Stripe webhook endpoint's signing secrets (`whsec_...`), comma-separated; unset: the webhook answers 503.
+    #[arg(long, env = "STRIPE_WEBHOOK_SECRET", value_name = "STRIPE_WEBHOOK_SECRET", global = true, hide_env_values = true, value_parser = secret, help_heading = "Billing")]
+    stripe_webhook_secret: Option<SecretString>,
+    /// How far a webhook signature's timestamp may be from the server's clock; must be positive.
+    #[arg(long, env = "STRIPE_WEBHOOK_TOLERANCE_SECS", value_name = "STRIPE_WEBHOOK_TOLERANCE_SECS", global = true, default_value = "300", value_parser = trimmed::<u64>, help_heading = "Billing")]
+    stripe_webhook_tolerance_secs: u64,
+}
+
+/// A value with surrounding whitespace trimmed, parsed as `T`.
+fn trimmed<T: FromStr>(raw: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    raw.trim().parse().map_err(|e: T::Err| e.to_string())
+}
+
+fn boolean(raw: &str) -> Result<bool, String> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err("expected true or false".into()),
+    }
+}
+
+/// Secrets go straight into `secrecy` types, which never print their contents.
+fn secret(raw: &str) -> Result<SecretString, String> {
+    Ok(SecretString::from(raw))
 }
 
 /// How bearer tokens are issued and verified (see `auth`).
 #[derive(Clone, Debug)]
 pub struct AuthConfig {
-    /// `FOLIO_JWT_SECRET`: HS256 key of Folio's own tokens, at least 32 bytes. Required in production; in
-    /// development a fixed, clearly named development secret is used instead.
+    /// HS256 key of Folio's own tokens. `None` in development only: a fixed, clearly named development secret
+    /// is used instead.
     pub jwt_secret: Option<SecretString>,
-    /// `FOLIO_TOKEN_ISSUER`: the `iss` of Folio's own tokens.
     pub token_issuer: String,
-    /// `FOLIO_TOKEN_AUDIENCE`: the `aud` of Folio's own tokens.
     pub token_audience: String,
-    /// `FOLIO_TOKEN_TTL_SECS`: lifetime of the tokens `signUp`, `login` and `folio token` hand out.
     pub token_ttl: Duration,
-    /// `FOLIO_JWT_LEEWAY_SECS`: clock skew tolerated on `exp` and `nbf`, at most 60 s.
+    /// Clock skew tolerated on `exp` and `nbf`, at most `MAX_LEEWAY_SECS`.
     pub leeway_secs: u64,
     /// An external identity provider whose RS256/ES256 tokens are accepted too.
     pub external: Option<ExternalIdp>,
@@ -50,11 +363,11 @@ pub struct ExternalIdp {
     pub jwks_url: String,
     pub issuer: String,
     pub audience: String,
-    /// `FOLIO_JWT_ROLE_CLAIM`: a claim whose value (`USER`/`ADMIN`) sets the user's role. Unset: roles are
-    /// managed in Folio only and never taken from an external token.
+    /// A claim whose value (`USER`/`ADMIN`) sets the user's role. Unset: roles are managed in Folio only and
+    /// never taken from an external token.
     pub role_claim: Option<String>,
-    /// `FOLIO_JWKS_MIN_REFRESH_SECS`: the least time between two JWKS fetches caused by unknown `kid`s, so a
-    /// flood of made-up key ids cannot hammer the provider.
+    /// The least time between two JWKS fetches caused by unknown `kid`s, so a flood of made-up key ids cannot
+    /// hammer the provider.
     pub min_refresh: Duration,
 }
 
@@ -63,205 +376,157 @@ pub const MAX_LEEWAY_SECS: u64 = 60;
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self {
-            jwt_secret: None,
-            token_issuer: "folio".into(),
-            token_audience: "folio".into(),
-            token_ttl: Duration::from_secs(3600),
-            leeway_secs: 30,
-            external: None,
-        }
+        Config::default().auth
     }
 }
 
-/// Limits and policies of the HTTP edge (issue: GraphQL over HTTP, abuse limits, CSRF, rate limits).
+/// Limits and policies of the edge: what one request may ask for, and who may call.
 #[derive(Clone, Debug)]
 pub struct EdgeConfig {
-    /// `FOLIO_MAX_BODY_BYTES`: largest request body.
     pub max_body_bytes: usize,
-    /// `FOLIO_MAX_DOCUMENT_BYTES`: largest GraphQL document (the `query` text).
     pub max_document_bytes: usize,
-    /// `FOLIO_MAX_TOKENS`: most lexical tokens in a document.
     pub max_tokens: usize,
-    /// `FOLIO_MAX_ALIASES`: most aliased fields in a document.
     pub max_aliases: usize,
-    /// `FOLIO_MAX_ROOT_FIELDS`: most root fields in the operation.
     pub max_root_fields: usize,
-    /// `FOLIO_MAX_DIRECTIVES`: most directives on one field.
     pub max_directives: usize,
-    /// `FOLIO_REQUEST_TIMEOUT_MS`: longest a GraphQL execution may run.
     pub request_timeout: Duration,
-    /// `FOLIO_CORS_ORIGINS`: origins allowed to call from a browser (comma-separated, `*` for any, `none` for
-    /// no cross-origin calls). Unset: any origin in development, none in production.
+    /// Origins allowed to call from a browser; `*` for any, empty for none.
     pub cors_origins: Vec<String>,
-    /// `FOLIO_INTROSPECTION`: serve `__schema`/`__type`. Unset: on in development, off in production.
     pub introspection: bool,
-    /// `FOLIO_TRUSTED_PROXIES`: how many reverse proxies in front of Folio append to `X-Forwarded-For`; the
-    /// client address is the one that many hops from the right. 0: use the connection's address.
+    /// How many reverse proxies in front of Folio append to `X-Forwarded-For`.
     pub trusted_proxies: usize,
-    /// `FOLIO_RATE_LIMIT_PER_MIN`: sustained GraphQL requests per minute per user (or per client address for
-    /// anonymous callers); 0 turns rate limiting off. Unset: 1200 in production, off in development.
+    /// Sustained GraphQL requests per minute per caller; 0: off.
     pub rate_per_min: u32,
-    /// `FOLIO_RATE_LIMIT_BURST`: requests a caller may make at once before the rate applies.
     pub rate_burst: u32,
-    /// `FOLIO_LOGIN_ATTEMPTS_PER_15MIN`: `login` attempts per email and per client address in 15 minutes.
     pub login_attempts: u32,
 }
 
 /// The Stripe billing webhook (`POST /api/webhooks/stripe`, see `billing`).
 #[derive(Clone, Debug)]
 pub struct StripeConfig {
-    /// `STRIPE_WEBHOOK_SECRET`: the endpoint's signing secrets (`whsec_...`), comma-separated. Several are
-    /// accepted so a rolled secret keeps working while Stripe signs with both. Empty: the webhook answers 503.
+    /// The endpoint's signing secrets. Several are accepted so a rolled secret keeps working while Stripe signs
+    /// with both. Empty: the webhook answers 503.
     pub webhook_secrets: Vec<SecretString>,
-    /// `STRIPE_WEBHOOK_TOLERANCE_SECS`: how far a signature's timestamp may lie from now, in either direction,
-    /// which bounds how long a captured request can be replayed.
+    /// How far a signature's timestamp may lie from now, in either direction, which bounds how long a captured
+    /// request can be replayed.
     pub tolerance_secs: u64,
 }
 
-/// Stripe's own libraries default to five minutes.
-pub const DEFAULT_STRIPE_TOLERANCE_SECS: u64 = 300;
-
 impl Default for StripeConfig {
     fn default() -> Self {
-        Self {
-            webhook_secrets: Vec::new(),
-            tolerance_secs: DEFAULT_STRIPE_TOLERANCE_SECS,
-        }
+        Config::default().stripe
     }
 }
 
-/// Log line format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
+/// The typed configuration (see the module header).
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// `FOLIO_ENV`: `development` (default) or `production`.
     pub env: Environment,
-    /// `FOLIO_BIND`: the address `folio serve` listens on.
     pub bind: SocketAddr,
-    /// `DATABASE_URL`: `sqlite://...` or `postgres://...`. Unset: a SQLite file `folio.db` in the working directory.
     pub database_url: String,
-    /// `FOLIO_DB_MAX_CONNECTIONS`: pool size.
     pub db_max_connections: u32,
-    /// `FOLIO_DB_ACQUIRE_TIMEOUT_MS`: how long a request waits for a pooled connection before it gets
-    /// `SERVICE_UNAVAILABLE`.
     pub db_acquire_timeout: Duration,
-    /// `FOLIO_DEMO_DATA`: seed a small demo set into an empty embedded database on start.
+    /// A `PGSSL*` variable is set: TLS to PostgreSQL is explicit even if the URL says nothing of it.
+    pub pg_tls_from_env: bool,
     pub demo_data: bool,
-    /// `FOLIO_MAX_DEPTH`: deepest selection nesting a query may have.
     pub max_depth: usize,
-    /// `FOLIO_MAX_COMPLEXITY`: the largest complexity score a query may have (lists count `first` times).
     pub max_complexity: usize,
-    /// `FOLIO_GRAPHIQL`: serve the GraphiQL playground on `GET /graphql` for browsers.
     pub graphiql: bool,
-    /// `FOLIO_LOG`: tracing filter (`info`, `folio=debug,sqlx=warn`, ...).
     pub log_filter: String,
-    /// `FOLIO_LOG_FORMAT`: `text` or `json`.
     pub log_format: LogFormat,
-    /// Token settings (`FOLIO_JWT_*`, `FOLIO_TOKEN_*`, `FOLIO_JWKS_*`).
     pub auth: AuthConfig,
-    /// Response cache settings (`FOLIO_CACHE*`, `REDIS_URL`, `FOLIO_REDIS_TIMEOUT_MS`).
     pub cache: CacheConfig,
-    /// HTTP edge limits and policies.
     pub edge: EdgeConfig,
-    /// Billing webhook settings (`STRIPE_WEBHOOK_*`).
     pub stripe: StripeConfig,
+}
+
+/// How to open the database pool (see `Store::connect`).
+#[derive(Clone, Debug)]
+pub struct DatabaseOptions {
+    pub url: String,
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+    /// A `PGSSL*` variable is set, which the PostgreSQL driver honours: TLS is explicit.
+    pub tls_from_env: bool,
+}
+
+impl DatabaseOptions {
+    /// A pool of `max_connections` for `url`, TLS as the URL says.
+    pub fn new(url: &str, max_connections: u32, acquire_timeout: Duration) -> Self {
+        Self {
+            url: url.to_owned(),
+            max_connections,
+            acquire_timeout,
+            tls_from_env: false,
+        }
+    }
 }
 
 /// The default SQLite location: a file in the working directory, created on first run.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://folio.db";
 
+/// The declared defaults, as `folio` with no flags and an empty environment gets them.
 impl Default for Config {
     fn default() -> Self {
-        Self {
-            env: Environment::Development,
-            bind: SocketAddr::from(([127, 0, 0, 1], 8000)),
-            database_url: DEFAULT_DATABASE_URL.to_owned(),
-            db_max_connections: 16,
-            db_acquire_timeout: Duration::from_secs(3),
-            demo_data: true,
-            max_depth: 12,
-            max_complexity: 20_000,
-            graphiql: true,
-            log_filter: "info,sqlx=warn".to_owned(),
-            log_format: LogFormat::Text,
-            auth: AuthConfig::default(),
-            cache: CacheConfig {
-                mode: CacheMode::Memory,
-                redis_url: None,
-                max_bytes: 64 * 1024 * 1024,
-                prefix: "folio:".into(),
-                redis_timeout: Duration::from_millis(250),
-                ttl: Duration::from_secs(60),
-            },
-            edge: EdgeConfig {
-                max_body_bytes: 1024 * 1024,
-                max_document_bytes: 64 * 1024,
-                max_tokens: 5_000,
-                max_aliases: 30,
-                max_root_fields: 20,
-                max_directives: 5,
-                request_timeout: Duration::from_secs(10),
-                cors_origins: vec!["*".into()],
-                introspection: true,
-                trusted_proxies: 0,
-                rate_per_min: 1_200,
-                rate_burst: 120,
-                login_attempts: 10,
-            },
-            stripe: StripeConfig::default(),
+        match Self::from_lookup(|_| None) {
+            Ok(config) => config,
+            // The declarations' own defaults are checked by a unit test; this cannot happen in a release.
+            Err(err) => panic!("the declared defaults do not parse: {err:#}"),
         }
     }
 }
 
 impl Config {
-    /// Reads the process environment (after `.env`, loaded by `main`).
+    /// Reads the process environment (after `.env`, loaded by `main`), without command-line flags.
     pub fn from_env() -> anyhow::Result<Self> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
-    /// Builds a config from any name → value lookup; `from_env` passes the process environment, tests a map.
+    /// Builds a config from any name → value lookup in place of the environment; tests pass a map. Empty values
+    /// count as unset.
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
-        let d = Self::default();
-        let parse = |name: &str| get(name).filter(|v| !v.trim().is_empty());
-        let env = match parse("FOLIO_ENV")
-            .map(|v| v.trim().to_ascii_lowercase())
-            .as_deref()
-        {
-            None | Some("development") | Some("dev") => Environment::Development,
-            Some("production") | Some("prod") => Environment::Production,
-            Some(other) => bail!("FOLIO_ENV must be `development` or `production`, not `{other}`"),
-        };
-        let production = env == Environment::Production;
+        let declared = settings_command();
+        let mut argv = vec!["folio".to_owned()];
+        for arg in declared.get_arguments() {
+            let (Some(env), Some(long)) = (arg.get_env(), arg.get_long()) else {
+                continue;
+            };
+            if let Some(value) = env.to_str().and_then(&get).filter(|v| !v.trim().is_empty()) {
+                argv.push(format!("--{long}={value}"));
+            }
+        }
+        // The lookup stands in for the environment: clap must not read the real one.
+        let command = declared.mut_args(|arg| arg.env(None));
+        let matches = command
+            .try_get_matches_from(argv)
+            .map_err(|e| anyhow::anyhow!("{}", e.render().to_string().trim()))?;
+        Self::from_settings(Settings::from_arg_matches(&matches)?)
+    }
+
+    /// Checks and types `settings`.
+    pub fn from_settings(s: Settings) -> anyhow::Result<Self> {
+        let production = s.env == Environment::Production;
         Ok(Self {
-            env,
-            bind: opt(&parse, "FOLIO_BIND")?.unwrap_or(d.bind),
-            database_url: parse("DATABASE_URL").unwrap_or(d.database_url),
-            db_max_connections: opt(&parse, "FOLIO_DB_MAX_CONNECTIONS")?
-                .unwrap_or(d.db_max_connections),
-            db_acquire_timeout: opt(&parse, "FOLIO_DB_ACQUIRE_TIMEOUT_MS")?
-                .map(Duration::from_millis)
-                .unwrap_or(d.db_acquire_timeout),
-            demo_data: bool_opt(&parse, "FOLIO_DEMO_DATA")?.unwrap_or(d.demo_data),
-            max_depth: opt(&parse, "FOLIO_MAX_DEPTH")?.unwrap_or(d.max_depth),
-            max_complexity: opt(&parse, "FOLIO_MAX_COMPLEXITY")?.unwrap_or(d.max_complexity),
+            env: s.env,
+            bind: s.bind,
+            database_url: non_empty(Some(s.database_url.clone()))
+                .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
+            db_max_connections: s.db_max_connections,
+            db_acquire_timeout: Duration::from_millis(s.db_acquire_timeout_ms),
+            pg_tls_from_env: [&s.pgsslmode, &s.pgsslrootcert, &s.pgsslcert, &s.pgsslkey]
+                .iter()
+                .any(|v| v.is_some()),
+            demo_data: s.demo_data && !s.no_demo,
+            max_depth: s.max_depth,
+            max_complexity: s.max_complexity,
             // Production serves no playground unless asked to.
-            graphiql: bool_opt(&parse, "FOLIO_GRAPHIQL")?.unwrap_or(d.graphiql && !production),
-            log_filter: parse("FOLIO_LOG").unwrap_or(d.log_filter),
-            log_format: match parse("FOLIO_LOG_FORMAT").as_deref() {
-                None | Some("text") => LogFormat::Text,
-                Some("json") => LogFormat::Json,
-                Some(other) => bail!("FOLIO_LOG_FORMAT must be `text` or `json`, not `{other}`"),
-            },
-            auth: auth_from(&parse, d.auth)?,
-            cache: cache_from(&parse, d.cache)?,
-            edge: edge_from(&parse, d.edge, production)?,
-            stripe: stripe_from(&parse, d.stripe)?,
+            graphiql: s.graphiql.unwrap_or(!production),
+            log_filter: s.log.clone(),
+            log_format: s.log_format,
+            auth: auth_from(&s)?,
+            cache: cache_from(&s)?,
+            edge: edge_from(&s, production)?,
+            stripe: stripe_from(&s)?,
         })
     }
 
@@ -286,10 +551,38 @@ impl Config {
         Ok(())
     }
 
+    /// What the store needs to open its pool.
+    pub fn database(&self) -> DatabaseOptions {
+        DatabaseOptions {
+            url: self.database_url.clone(),
+            max_connections: self.db_max_connections,
+            acquire_timeout: self.db_acquire_timeout,
+            tls_from_env: self.pg_tls_from_env,
+        }
+    }
+
     /// The backend `database_url` names.
     pub fn database_kind(&self) -> anyhow::Result<DatabaseKind> {
         database_kind(&self.database_url)
     }
+}
+
+/// The declared settings as a clap command (for `from_lookup`, `--help` and the README check).
+pub fn settings_command() -> clap::Command {
+    Settings::augment_args(clap::Command::new("folio"))
+}
+
+/// The environment variables the settings are read from, in declaration order.
+pub fn setting_variables() -> Vec<String> {
+    settings_command()
+        .get_arguments()
+        .filter_map(|a| a.get_env())
+        .filter_map(|e| e.to_str().map(str::to_owned))
+        .collect()
+}
+
+fn non_empty(v: Option<String>) -> Option<String> {
+    v.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
 /// Classifies a database URL by its scheme.
@@ -303,20 +596,16 @@ pub fn database_kind(url: &str) -> anyhow::Result<DatabaseKind> {
     }
 }
 
-fn edge_from(
-    parse: &impl Fn(&str) -> Option<String>,
-    d: EdgeConfig,
-    production: bool,
-) -> anyhow::Result<EdgeConfig> {
-    let cors_origins = match parse("FOLIO_CORS_ORIGINS") {
-        Some(v) if v.trim().eq_ignore_ascii_case("none") => Vec::new(),
+fn edge_from(s: &Settings, production: bool) -> anyhow::Result<EdgeConfig> {
+    let cors_origins = match non_empty(s.cors_origins.clone()) {
+        Some(v) if v.eq_ignore_ascii_case("none") => Vec::new(),
         Some(v) => v
             .split(',')
             .map(|o| o.trim().trim_end_matches('/').to_owned())
             .filter(|o| !o.is_empty())
             .collect::<Vec<_>>(),
         None if production => Vec::new(),
-        None => d.cors_origins,
+        None => vec!["*".to_owned()],
     };
     for origin in &cors_origins {
         if origin != "*" && axum::http::HeaderValue::from_str(origin).is_err() {
@@ -324,99 +613,81 @@ fn edge_from(
         }
     }
     Ok(EdgeConfig {
-        max_body_bytes: opt(parse, "FOLIO_MAX_BODY_BYTES")?.unwrap_or(d.max_body_bytes),
-        max_document_bytes: opt(parse, "FOLIO_MAX_DOCUMENT_BYTES")?.unwrap_or(d.max_document_bytes),
-        max_tokens: opt(parse, "FOLIO_MAX_TOKENS")?.unwrap_or(d.max_tokens),
-        max_aliases: opt(parse, "FOLIO_MAX_ALIASES")?.unwrap_or(d.max_aliases),
-        max_root_fields: opt(parse, "FOLIO_MAX_ROOT_FIELDS")?.unwrap_or(d.max_root_fields),
-        max_directives: opt(parse, "FOLIO_MAX_DIRECTIVES")?.unwrap_or(d.max_directives),
-        request_timeout: opt(parse, "FOLIO_REQUEST_TIMEOUT_MS")?
-            .map(Duration::from_millis)
-            .unwrap_or(d.request_timeout),
+        max_body_bytes: s.max_body_bytes,
+        max_document_bytes: s.max_document_bytes,
+        max_tokens: s.max_tokens,
+        max_aliases: s.max_aliases,
+        max_root_fields: s.max_root_fields,
+        max_directives: s.max_directives,
+        request_timeout: Duration::from_millis(s.request_timeout_ms),
         cors_origins,
-        introspection: bool_opt(parse, "FOLIO_INTROSPECTION")?
-            .unwrap_or(d.introspection && !production),
-        trusted_proxies: opt(parse, "FOLIO_TRUSTED_PROXIES")?.unwrap_or(d.trusted_proxies),
+        introspection: s.introspection.unwrap_or(!production),
+        trusted_proxies: s.trusted_proxies,
         // On by default in production only: in development one address (a laptop, a load test) is everyone.
-        rate_per_min: opt(parse, "FOLIO_RATE_LIMIT_PER_MIN")?.unwrap_or(if production {
-            d.rate_per_min
-        } else {
-            0
-        }),
-        rate_burst: opt(parse, "FOLIO_RATE_LIMIT_BURST")?
-            .unwrap_or(d.rate_burst)
-            .max(1),
-        login_attempts: opt(parse, "FOLIO_LOGIN_ATTEMPTS_PER_15MIN")?
-            .unwrap_or(d.login_attempts)
-            .max(1),
+        rate_per_min: s
+            .rate_limit_per_min
+            .unwrap_or(if production { 1_200 } else { 0 }),
+        rate_burst: s.rate_limit_burst.max(1),
+        login_attempts: s.login_attempts_per_15min.max(1),
     })
 }
 
-fn cache_from(
-    parse: &impl Fn(&str) -> Option<String>,
-    d: CacheConfig,
-) -> anyhow::Result<CacheConfig> {
-    let redis_url = parse("REDIS_URL");
-    let mode = match parse("FOLIO_CACHE")
-        .map(|v| v.trim().to_ascii_lowercase())
-        .as_deref()
-    {
+fn cache_from(s: &Settings) -> anyhow::Result<CacheConfig> {
+    let redis_url = non_empty(s.redis_url.clone());
+    let mode = match s.cache {
         None if redis_url.is_some() => CacheMode::Redis,
-        None => d.mode,
-        Some("memory") => CacheMode::Memory,
-        Some("redis") => CacheMode::Redis,
-        Some("off") => CacheMode::Off,
-        Some(other) => bail!("FOLIO_CACHE must be `memory`, `redis` or `off`, not `{other}`"),
+        None | Some(CacheChoice::Memory) => CacheMode::Memory,
+        Some(CacheChoice::Redis) => CacheMode::Redis,
+        Some(CacheChoice::Off) => CacheMode::Off,
     };
     if mode == CacheMode::Redis && redis_url.is_none() {
         bail!("FOLIO_CACHE=redis needs REDIS_URL");
     }
-    let timeout_ms: u64 =
-        opt(parse, "FOLIO_REDIS_TIMEOUT_MS")?.unwrap_or(d.redis_timeout.as_millis() as u64);
     Ok(CacheConfig {
         mode,
         redis_url: redis_url.map(SecretString::from),
-        max_bytes: opt(parse, "FOLIO_CACHE_MAX_BYTES")?.unwrap_or(d.max_bytes),
-        prefix: parse("FOLIO_CACHE_PREFIX").unwrap_or(d.prefix),
-        redis_timeout: Duration::from_millis(timeout_ms.max(1)),
-        ttl: opt(parse, "FOLIO_CACHE_TTL_SECS")?
-            .map(Duration::from_secs)
-            .unwrap_or(d.ttl),
+        max_bytes: s.cache_max_bytes,
+        prefix: s.cache_prefix.clone(),
+        redis_timeout: Duration::from_millis(s.redis_timeout_ms.max(1)),
+        ttl: Duration::from_secs(s.cache_ttl_secs),
     })
 }
 
-fn auth_from(parse: &impl Fn(&str) -> Option<String>, d: AuthConfig) -> anyhow::Result<AuthConfig> {
-    let jwt_secret = match parse("FOLIO_JWT_SECRET") {
-        Some(secret) if secret.len() < 32 => {
-            bail!(
-                "FOLIO_JWT_SECRET must be at least 32 bytes long (it is {})",
-                secret.len()
-            )
-        }
-        other => other.map(SecretString::from),
-    };
-    let leeway_secs = opt(parse, "FOLIO_JWT_LEEWAY_SECS")?.unwrap_or(d.leeway_secs);
-    if leeway_secs > MAX_LEEWAY_SECS {
-        bail!("FOLIO_JWT_LEEWAY_SECS may be at most {MAX_LEEWAY_SECS}, not {leeway_secs}");
+fn auth_from(s: &Settings) -> anyhow::Result<AuthConfig> {
+    use secrecy::ExposeSecret;
+    let jwt_secret = s
+        .jwt_secret
+        .clone()
+        .filter(|secret| !secret.expose_secret().is_empty());
+    if let Some(secret) = &jwt_secret
+        && secret.expose_secret().len() < 32
+    {
+        bail!(
+            "FOLIO_JWT_SECRET must be at least 32 bytes long (it is {})",
+            secret.expose_secret().len()
+        )
     }
-    let token_ttl: u64 = opt(parse, "FOLIO_TOKEN_TTL_SECS")?.unwrap_or(d.token_ttl.as_secs());
-    if token_ttl == 0 {
+    if s.jwt_leeway_secs > MAX_LEEWAY_SECS {
+        bail!(
+            "FOLIO_JWT_LEEWAY_SECS may be at most {MAX_LEEWAY_SECS}, not {}",
+            s.jwt_leeway_secs
+        );
+    }
+    if s.token_ttl_secs == 0 {
         bail!("FOLIO_TOKEN_TTL_SECS must be positive");
     }
     let external = match (
-        parse("FOLIO_JWKS_URL"),
-        parse("FOLIO_JWT_ISSUER"),
-        parse("FOLIO_JWT_AUDIENCE"),
+        non_empty(s.jwks_url.clone()),
+        non_empty(s.jwt_issuer.clone()),
+        non_empty(s.jwt_audience.clone()),
     ) {
         (None, None, None) => None,
         (Some(jwks_url), Some(issuer), Some(audience)) => Some(ExternalIdp {
             jwks_url,
             issuer,
             audience,
-            role_claim: parse("FOLIO_JWT_ROLE_CLAIM"),
-            min_refresh: Duration::from_secs(
-                opt(parse, "FOLIO_JWKS_MIN_REFRESH_SECS")?.unwrap_or(30),
-            ),
+            role_claim: non_empty(s.jwt_role_claim.clone()),
+            min_refresh: Duration::from_secs(s.jwks_min_refresh_secs),
         }),
         (url, iss, aud) => {
             let missing: Vec<&str> = [
@@ -436,61 +707,36 @@ fn auth_from(parse: &impl Fn(&str) -> Option<String>, d: AuthConfig) -> anyhow::
     };
     Ok(AuthConfig {
         jwt_secret,
-        token_issuer: parse("FOLIO_TOKEN_ISSUER").unwrap_or(d.token_issuer),
-        token_audience: parse("FOLIO_TOKEN_AUDIENCE").unwrap_or(d.token_audience),
-        token_ttl: Duration::from_secs(token_ttl),
-        leeway_secs,
+        token_issuer: s.token_issuer.clone(),
+        token_audience: s.token_audience.clone(),
+        token_ttl: Duration::from_secs(s.token_ttl_secs),
+        leeway_secs: s.jwt_leeway_secs,
         external,
     })
 }
 
-fn stripe_from(
-    parse: &impl Fn(&str) -> Option<String>,
-    d: StripeConfig,
-) -> anyhow::Result<StripeConfig> {
-    let webhook_secrets = parse("STRIPE_WEBHOOK_SECRET")
+fn stripe_from(s: &Settings) -> anyhow::Result<StripeConfig> {
+    use secrecy::ExposeSecret;
+    let webhook_secrets = s
+        .stripe_webhook_secret
+        .as_ref()
         .map(|raw| {
-            raw.split(',')
+            raw.expose_secret()
+                .split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
                 .map(SecretString::from)
                 .collect()
         })
-        .unwrap_or(d.webhook_secrets);
-    let tolerance_secs: u64 =
-        opt(parse, "STRIPE_WEBHOOK_TOLERANCE_SECS")?.unwrap_or(d.tolerance_secs);
-    if tolerance_secs == 0 {
+        .unwrap_or_default();
+    if s.stripe_webhook_tolerance_secs == 0 {
         // Zero would refuse nearly every delivery (network latency alone exceeds it), silently.
         bail!("STRIPE_WEBHOOK_TOLERANCE_SECS must be positive");
     }
     Ok(StripeConfig {
         webhook_secrets,
-        tolerance_secs,
+        tolerance_secs: s.stripe_webhook_tolerance_secs,
     })
-}
-
-fn opt<T: FromStr>(parse: &impl Fn(&str) -> Option<String>, name: &str) -> anyhow::Result<Option<T>>
-where
-    T::Err: std::fmt::Display,
-{
-    parse(name)
-        .map(|raw| {
-            raw.trim()
-                .parse::<T>()
-                .map_err(|e| anyhow::anyhow!("{e}"))
-                .with_context(|| format!("{name} has an invalid value `{raw}`"))
-        })
-        .transpose()
-}
-
-fn bool_opt(parse: &impl Fn(&str) -> Option<String>, name: &str) -> anyhow::Result<Option<bool>> {
-    parse(name)
-        .map(|raw| match raw.trim().to_ascii_lowercase().as_str() {
-            "1" | "true" | "yes" | "on" => Ok(true),
-            "0" | "false" | "no" | "off" => Ok(false),
-            _ => bail!("{name} must be true or false, not `{raw}`"),
-        })
-        .transpose()
 }
 
 #[cfg(test)]
@@ -588,6 +834,51 @@ mod tests {
         let secret = "0123456789abcdef0123456789abcdef";
         let ok = with(&[("FOLIO_BIND", "0.0.0.0:8000"), ("FOLIO_JWT_SECRET", secret)]).unwrap();
         ok.check_for_serving().unwrap();
+    }
+
+    #[test]
+    fn the_declared_defaults_parse() {
+        let c = Config::from_lookup(|_| None).unwrap();
+        assert_eq!(c.db_max_connections, 16);
+        assert_eq!(c.edge.rate_per_min, 0, "rate limits are off in development");
+        let p = with(&[("FOLIO_ENV", "production")]).unwrap();
+        assert_eq!(p.edge.rate_per_min, 1_200);
+        assert!(!p.graphiql && !p.edge.introspection && p.edge.cors_origins.is_empty());
+    }
+
+    #[test]
+    fn the_readme_table_names_exactly_the_declared_variables() {
+        let readme = include_str!("../README.md");
+        let section = readme
+            .split("\n## Configuration")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .expect("a Configuration section");
+        let documented: std::collections::BTreeSet<String> = section
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .filter_map(|l| l.split('`').nth(1).map(str::to_owned))
+            .collect();
+        let declared: std::collections::BTreeSet<String> =
+            setting_variables().into_iter().collect();
+        assert_eq!(documented, declared, "README table vs declared settings");
+    }
+
+    #[test]
+    fn help_lists_every_variable() {
+        let help = settings_command().render_long_help().to_string();
+        for name in setting_variables() {
+            assert!(
+                help.contains(&format!("env: {name}")),
+                "{name} missing from --help"
+            );
+        }
+    }
+
+    #[test]
+    fn a_pgssl_variable_makes_tls_explicit() {
+        assert!(!with(&[]).unwrap().pg_tls_from_env);
+        assert!(with(&[("PGSSLMODE", "require")]).unwrap().pg_tls_from_env);
     }
 
     #[test]

@@ -19,7 +19,15 @@ use axum::response::{IntoResponse, Response};
 /// Every error code Folio answers with, in GraphQL `extensions.code` or a plain route's `error.code`. Clients
 /// switch on these strings: they never change meaning. `Code::iter()` lists them all (for docs and tests).
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, strum::IntoStaticStr, strum::EnumIter, strum::EnumString,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::IntoStaticStr,
+    strum::EnumIter,
+    strum::EnumString,
 )]
 #[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 pub enum Code {
@@ -361,7 +369,11 @@ mod tests {
         for code in Code::iter() {
             let s = code.as_str();
             assert!(seen.insert(s), "{s} twice");
-            assert!(s.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_'), "{s}");
+            assert!(
+                s.bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_'),
+                "{s}"
+            );
             assert_eq!(s.parse::<Code>().ok(), Some(code));
         }
         assert_eq!(Code::Internal.as_str(), "INTERNAL_SERVER_ERROR");

@@ -12,7 +12,7 @@ async fn main() -> std::process::ExitCode {
     // A missing .env is normal; a malformed one is reported by the settings it fails to provide.
     let _ = dotenvy::dotenv();
     let cli = folio::cli::Cli::parse();
-    let config = match folio::Config::from_env() {
+    let config = match folio::Config::from_settings(cli.settings) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("folio: configuration error: {e:#}");
@@ -20,7 +20,7 @@ async fn main() -> std::process::ExitCode {
         }
     };
     folio::telemetry::init_tracing(&config);
-    match folio::cli::run(cli, config).await {
+    match folio::cli::run(cli.command, config).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "folio failed");

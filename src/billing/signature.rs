@@ -349,7 +349,10 @@ mod tests {
         );
         // Extreme timestamps neither overflow nor pass.
         for t in [i64::MIN, i64::MAX, 0] {
-            assert_eq!(check(t).unwrap_err().code().as_str(), "TIMESTAMP_OUT_OF_TOLERANCE");
+            assert_eq!(
+                check(t).unwrap_err().code().as_str(),
+                "TIMESTAMP_OUT_OF_TOLERANCE"
+            );
         }
     }
 

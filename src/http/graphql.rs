@@ -324,7 +324,8 @@ pub async fn get(
         Ok(media) => media,
         Err(response) => return *response,
     };
-    let bad = |message: &str| request_error(StatusCode::BAD_REQUEST, Code::BadRequest, message, media);
+    let bad =
+        |message: &str| request_error(StatusCode::BAD_REQUEST, Code::BadRequest, message, media);
     let Ok(Query(params)) = params else {
         return bad("The query string is malformed.");
     };

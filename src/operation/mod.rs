@@ -224,7 +224,11 @@ impl Pipeline {
         };
         // Where this request stands in purge order, before anything is read: purges from now on make its result
         // unstorable, and a shared result must be at least this fresh.
-        let arrival = if bypass { None } else { self.cache.begin().await };
+        let arrival = if bypass {
+            None
+        } else {
+            self.cache.begin().await
+        };
         let Some(arrival) = arrival else {
             // Without the cache's view of purges, a running execution cannot be shown to be fresh enough to
             // share: execute alone.
@@ -233,7 +237,10 @@ impl Pipeline {
                 request: graphql,
                 kept,
             };
-            let computed = self.clone().compute(operation, run, base, scope, None).await;
+            let computed = self
+                .clone()
+                .compute(operation, run, base, scope, None)
+                .await;
             return computed.outcome(CacheStatus::Bypass);
         };
         self.cache.metrics().misses.inc();

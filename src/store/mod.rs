@@ -31,7 +31,7 @@ pub use feed::{FeedComment, FeedComments, FeedPost, FeedQuery, FeedRow, FeedUser
 pub use posts::{CreatePost, Drafts, PostChanges, PostListFilter, PostRow};
 pub use users::{CreateAccount, ExternalUser, Plan, Role, UserRow};
 
-use crate::config::DatabaseKind;
+use crate::config::{DatabaseKind, DatabaseOptions};
 use crate::error::AppError;
 
 static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -211,11 +211,14 @@ pub struct Store {
 impl Store {
     /// Opens the pool for `url` (creating the SQLite file if needed). Does not migrate.
     pub async fn connect(
-        url: &str,
-        max_connections: u32,
-        acquire_timeout: Duration,
+        options: &DatabaseOptions,
         statements: IntCounter,
     ) -> anyhow::Result<Self> {
+        let (url, max_connections, acquire_timeout) = (
+            options.url.as_str(),
+            options.max_connections,
+            options.acquire_timeout,
+        );
         let db = match crate::config::database_kind(url)? {
             DatabaseKind::Sqlite => {
                 let options = SqliteConnectOptions::from_str(url)
@@ -236,8 +239,7 @@ impl Store {
                 Db::Sqlite(pool)
             }
             DatabaseKind::Postgres => {
-                let tls_in_env = TLS_ENV.iter().any(|v| std::env::var_os(v).is_some());
-                let options = postgres_options(url, tls_in_env)?;
+                let options = postgres_options(url, options.tls_from_env)?;
                 let pool = PgPoolOptions::new()
                     .max_connections(max_connections)
                     .acquire_timeout(acquire_timeout)
@@ -340,9 +342,6 @@ impl Store {
 
 /// URL parameters that configure TLS (sqlx accepts both spellings of the mode).
 const TLS_PARAMS: [&str; 5] = ["sslmode", "ssl-mode", "sslrootcert", "sslcert", "sslkey"];
-/// Environment variables that configure TLS.
-const TLS_ENV: [&str; 4] = ["PGSSLMODE", "PGSSLROOTCERT", "PGSSLCERT", "PGSSLKEY"];
-
 /// Connection options for a PostgreSQL URL.
 ///
 /// Without any TLS setting (an `sslmode`, a certificate or key, in the URL or the environment) the default is

@@ -571,7 +571,9 @@ pub async fn spawn_process(config: &Config) -> TestApp {
         .expect("reader thread")
         .expect("folio logged its address");
     let metrics = prometheus::IntCounter::new("test_statements", "statements").expect("counter");
-    let store = Store::connect(&config.database_url, 2, Duration::from_secs(5), metrics)
+    let options =
+        folio::config::DatabaseOptions::new(&config.database_url, 2, Duration::from_secs(5));
+    let store = Store::connect(&options, metrics)
         .await
         .expect("store for the test");
     folio::install_crypto_provider();
