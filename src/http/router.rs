@@ -1,4 +1,5 @@
-//! Routes and the layers around them: request ids, one log line per request, and HTTP metrics.
+//! Routes and the layers around them: request ids, one log line per request, HTTP metrics, CORS, and a panic
+//! anywhere in a handler turned into a masked 500 in the route's error shape (the connection stays up).
 
 use std::time::{Duration, Instant};
 
@@ -8,6 +9,7 @@ use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -16,6 +18,7 @@ use tracing::Span;
 use super::state::AppState;
 use super::{cache, graphql, health, webhooks};
 use crate::billing;
+use crate::error::{Code, graphql_error_body, plain_error_body};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -31,7 +34,12 @@ pub fn router(state: AppState) -> Router {
             tracing::info!(status = res.status().as_u16(), duration_ms = latency.as_secs_f64() * 1000.0, "request");
         });
     Router::new()
-        .route("/graphql", get(graphql::get).post(graphql::post))
+        .route(
+            "/graphql",
+            get(graphql::get)
+                .post(graphql::post)
+                .layer(CatchPanicLayer::custom(graphql_panic)),
+        )
         .route("/schema.graphql", get(graphql::schema_sdl))
         .route("/api/cache/purge", post(cache::purge))
         .route("/healthz", get(health::healthz))
@@ -41,6 +49,7 @@ pub fn router(state: AppState) -> Router {
             "/api/webhooks/stripe",
             post(webhooks::stripe).layer(DefaultBodyLimit::max(billing::MAX_BODY_BYTES)),
         )
+        .layer(CatchPanicLayer::custom(plain_panic))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_metrics,
@@ -98,4 +107,62 @@ async fn record_metrics(State(state): State<AppState>, req: Request, next: Next)
         .with_label_values(&[res.status().as_str()])
         .inc();
     res
+}
+
+/// A panic in a GraphQL handler: logged, answered as a masked `INTERNAL_SERVER_ERROR` in the GraphQL shape.
+fn graphql_panic(panic: Box<dyn std::any::Any + Send>) -> Response {
+    log_panic(panic.as_ref());
+    let body = graphql_error_body(Code::Internal, "Internal server error");
+    panic_response(body, "application/json; charset=utf-8")
+}
+
+/// A panic in a plain route: logged, answered as a masked `INTERNAL_SERVER_ERROR` in the plain shape.
+fn plain_panic(panic: Box<dyn std::any::Any + Send>) -> Response {
+    log_panic(panic.as_ref());
+    let body = plain_error_body(Code::Internal, "Internal server error").to_string();
+    panic_response(body.into_bytes(), "application/json")
+}
+
+fn log_panic(panic: &(dyn std::any::Any + Send)) {
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-text panic payload".to_owned());
+    tracing::error!(panic = %message, "a request handler panicked");
+}
+
+fn panic_response(body: Vec<u8>, content_type: &'static str) -> Response {
+    let mut response = Response::new(axum::body::Body::from(body));
+    *response.status_mut() = axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panic_is_a_masked_500_in_the_routes_error_shape() {
+        let response = graphql_panic(Box::new("boom: secret detail"));
+        assert_eq!(response.status(), 500);
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            json["errors"][0]["extensions"]["code"],
+            "INTERNAL_SERVER_ERROR"
+        );
+        assert!(!String::from_utf8_lossy(&body).contains("secret"));
+        let response = plain_panic(Box::new(String::from("boom")));
+        let body = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["error"]["code"], "INTERNAL_SERVER_ERROR");
+    }
 }

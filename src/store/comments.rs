@@ -42,13 +42,13 @@ struct CommentInPageWithAuthor {
 
 from_columns!(CommentInPageWithAuthor, |cols| {
     let comment = CommentRow {
-        id: cols.next()?,
-        post_id: cols.next()?,
-        author_id: cols.next()?,
-        body: cols.next()?,
-        created_at: cols.next()?,
+        id: cols.next("id")?,
+        post_id: cols.next("post_id")?,
+        author_id: cols.next("author_id")?,
+        body: cols.next("body")?,
+        created_at: cols.next("created_at")?,
     };
-    let total = cols.next()?;
+    let total = cols.next("total")?;
     let author = read_author(&mut cols, comment.author_id)?;
     Ok(CommentInPageWithAuthor {
         comment,

@@ -90,10 +90,11 @@ pub struct FeedRow {
     pub comment: Option<FeedComment>,
 }
 
-/// Reads an author's three columns: all `NULL` when the author was not asked for (or there is no comment), the
-/// last two when only the name was.
+/// Reads an author's three columns (`{alias}_name`, `{alias}_role`, `{alias}_created_at`: see `user_columns`):
+/// all `NULL` when the author was not asked for (or there is no comment), the last two when only the name was.
 fn read_user<'r, R: sqlx::Row>(
     cols: &mut super::Columns<'r, R>,
+    names: [&str; 3],
     id: Option<i64>,
 ) -> Result<Option<FeedUser>, sqlx::Error>
 where
@@ -102,14 +103,15 @@ where
     Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     Option<DateTime<Utc>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
-    let name: Option<String> = cols.next()?;
-    let role: Option<&str> = cols.next()?;
-    let created_at: Option<DateTime<Utc>> = cols.next()?;
+    let [name_col, role_col, created_col] = names;
+    let name: Option<String> = cols.next(name_col)?;
+    let role: Option<&str> = cols.next(role_col)?;
+    let created_at: Option<DateTime<Utc>> = cols.next(created_col)?;
     let role = role
-        .map(Role::try_from)
+        .map(str::parse::<Role>)
         .transpose()
         .map_err(|e| sqlx::Error::ColumnDecode {
-            index: "role".to_owned(),
+            index: role_col.to_owned(),
             source: Box::new(e),
         })?;
     Ok(match (id, name) {
@@ -125,22 +127,30 @@ where
 
 from_columns!(FeedRow, |cols| {
     let post = FeedPost {
-        id: cols.next()?,
-        author_id: cols.next()?,
-        title: cols.next()?,
-        content: cols.next()?,
-        published: cols.next()?,
-        published_at: cols.next()?,
-        created_at: cols.next()?,
-        updated_at: cols.next()?,
+        id: cols.next("id")?,
+        author_id: cols.next("author_id")?,
+        title: cols.next("title")?,
+        content: cols.next("content")?,
+        published: cols.next("published")?,
+        published_at: cols.next("published_at")?,
+        created_at: cols.next("created_at")?,
+        updated_at: cols.next("updated_at")?,
     };
-    let author = read_user(&mut cols, Some(post.author_id))?;
-    let comment_count = cols.next()?;
-    let id: Option<i64> = cols.next()?;
-    let author_id: Option<i64> = cols.next()?;
-    let body: Option<String> = cols.next()?;
-    let created_at: Option<DateTime<Utc>> = cols.next()?;
-    let comment_author = read_user(&mut cols, author_id)?;
+    let author = read_user(
+        &mut cols,
+        ["pu_name", "pu_role", "pu_created_at"],
+        Some(post.author_id),
+    )?;
+    let comment_count = cols.next("comment_count")?;
+    let id: Option<i64> = cols.next("c_id")?;
+    let author_id: Option<i64> = cols.next("c_author_id")?;
+    let body: Option<String> = cols.next("c_body")?;
+    let created_at: Option<DateTime<Utc>> = cols.next("c_created_at")?;
+    let comment_author = read_user(
+        &mut cols,
+        ["cu_name", "cu_role", "cu_created_at"],
+        author_id,
+    )?;
     let comment = match (id, author_id, body) {
         (Some(id), Some(author_id), Some(body)) => Some(FeedComment {
             id,
@@ -199,38 +209,53 @@ fn statement(sqlite: bool, q: &FeedQuery) -> (String, Vec<i64>) {
     };
     let comment_limit = q.comments.map_or(0, |c| c.page.limit);
     let comment_authors = q.comments.is_some_and(|c| c.authors);
-    let null = |pg_type: &str| {
+    // Every column is named (`expr AS name`): rows are read by name (see `FeedRow`'s decoder).
+    let null = |pg_type: &str, name: &str| {
         if sqlite {
-            "NULL".to_owned()
+            format!("NULL AS {name}")
         } else {
-            format!("NULL::{pg_type}")
+            format!("NULL::{pg_type} AS {name}")
         }
     };
     // An author's `name, role, created_at` from the join named `alias`, or as much of it as asked for.
     let user_columns = |alias: &str, selected: bool| match (selected, q.author_details) {
-        (true, true) => format!("{alias}.name, {alias}.role, {alias}.created_at"),
-        (true, false) => format!("{alias}.name, {}, {}", null("text"), null("timestamptz")),
-        (false, _) => [null("text"), null("text"), null("timestamptz")].join(", "),
+        (true, true) => format!(
+            "{alias}.name AS {alias}_name, {alias}.role AS {alias}_role, \
+             {alias}.created_at AS {alias}_created_at"
+        ),
+        (true, false) => format!(
+            "{alias}.name AS {alias}_name, {}, {}",
+            null("text", &format!("{alias}_role")),
+            null("timestamptz", &format!("{alias}_created_at"))
+        ),
+        (false, _) => [
+            null("text", &format!("{alias}_name")),
+            null("text", &format!("{alias}_role")),
+            null("timestamptz", &format!("{alias}_created_at")),
+        ]
+        .join(", "),
     };
     let mut sql = String::with_capacity(1024);
     if sqlite {
         sql.push_str(&format!("WITH p AS MATERIALIZED ({numbered}) "));
     }
-    sql.push_str("SELECT p.id, p.author_id, p.title, ");
+    sql.push_str("SELECT p.id AS id, p.author_id AS author_id, p.title AS title, ");
     sql.push_str(&if q.content {
-        "p.content".to_owned()
+        "p.content AS content".to_owned()
     } else {
-        null("text")
+        null("text", "content")
     });
     sql.push_str(", ");
     sql.push_str(&if q.post_details {
-        "p.published, p.published_at, p.created_at, p.updated_at".to_owned()
+        "p.published AS published, p.published_at AS published_at, p.created_at AS created_at, \
+         p.updated_at AS updated_at"
+            .to_owned()
     } else {
         [
-            null("boolean"),
-            null("timestamptz"),
-            null("timestamptz"),
-            null("timestamptz"),
+            null("boolean", "published"),
+            null("timestamptz", "published_at"),
+            null("timestamptz", "created_at"),
+            null("timestamptz", "updated_at"),
         ]
         .join(", ")
     });
@@ -238,25 +263,27 @@ fn statement(sqlite: bool, q: &FeedQuery) -> (String, Vec<i64>) {
     sql.push_str(&user_columns("pu", q.authors));
     sql.push_str(", ");
     sql.push_str(&match (q.counts, sqlite) {
-        (false, _) => null("bigint"),
-        (true, false) => "n.total".to_owned(),
-        (true, true) => format!("CASE WHEN p.n <= {shown} THEN COALESCE(n.total, 0) END"),
+        (false, _) => null("bigint", "comment_count"),
+        (true, false) => "n.total AS comment_count".to_owned(),
+        (true, true) => {
+            format!("CASE WHEN p.n <= {shown} THEN COALESCE(n.total, 0) END AS comment_count")
+        }
     });
     sql.push_str(", ");
     sql.push_str(&match q.comments {
         Some(c) => format!(
-            "c.id, c.author_id, c.body, {}",
+            "c.id AS c_id, c.author_id AS c_author_id, c.body AS c_body, {}",
             if c.dates {
-                "c.created_at".to_owned()
+                "c.created_at AS c_created_at".to_owned()
             } else {
-                null("timestamptz")
+                null("timestamptz", "c_created_at")
             }
         ),
         None => [
-            null("bigint"),
-            null("bigint"),
-            null("text"),
-            null("timestamptz"),
+            null("bigint", "c_id"),
+            null("bigint", "c_author_id"),
+            null("text", "c_body"),
+            null("timestamptz", "c_created_at"),
         ]
         .join(", "),
     });

@@ -30,14 +30,14 @@ struct PostWithAuthor {
 
 from_columns!(PostWithAuthor, |cols| {
     let post = PostRow {
-        id: cols.next()?,
-        author_id: cols.next()?,
-        title: cols.next()?,
-        content: cols.next()?,
-        published: cols.next()?,
-        published_at: cols.next()?,
-        created_at: cols.next()?,
-        updated_at: cols.next()?,
+        id: cols.next("id")?,
+        author_id: cols.next("author_id")?,
+        title: cols.next("title")?,
+        content: cols.next("content")?,
+        published: cols.next("published")?,
+        published_at: cols.next("published_at")?,
+        created_at: cols.next("created_at")?,
+        updated_at: cols.next("updated_at")?,
     };
     let author = read_author(&mut cols, post.author_id)?;
     Ok(PostWithAuthor { post, author })

@@ -5,78 +5,48 @@ use chrono::{DateTime, Utc};
 use super::{Columns, Db, Page, Store, id_list_sql, with_pool, with_tx};
 use crate::error::AppError;
 
-/// What a user may do. Stored as text (`USER` / `ADMIN`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What a user may do. Stored as text (`USER` / `ADMIN`); the GraphQL enum mirrors it (`remote`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr)]
+#[strum(serialize_all = "UPPERCASE")]
 pub enum Role {
     User,
     Admin,
 }
 
-/// The billing plan. Stored as text (`FREE` / `PRO`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The billing plan. Stored as text (`FREE` / `PRO`); the GraphQL enum mirrors it (`remote`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr)]
+#[strum(serialize_all = "UPPERCASE")]
 pub enum Plan {
     Free,
     Pro,
 }
 
-/// A stored enum value that is not one this build knows: the database and the code disagree.
-#[derive(Debug, thiserror::Error)]
-#[error("unknown stored value `{0}`")]
-pub struct UnknownValue(String);
-
-impl TryFrom<&str> for Role {
-    type Error = UnknownValue;
-    fn try_from(s: &str) -> Result<Self, Self::Error> {
-        match s {
-            "USER" => Ok(Self::User),
-            "ADMIN" => Ok(Self::Admin),
-            _ => Err(UnknownValue(s.to_owned())),
-        }
-    }
-}
-
-impl TryFrom<String> for Role {
-    type Error = UnknownValue;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        Self::try_from(s.as_str())
-    }
-}
-
 impl Role {
+    /// The stored (and GraphQL) spelling.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::User => "USER",
-            Self::Admin => "ADMIN",
-        }
-    }
-}
-
-impl TryFrom<&str> for Plan {
-    type Error = UnknownValue;
-    fn try_from(s: &str) -> Result<Self, Self::Error> {
-        match s {
-            "FREE" => Ok(Self::Free),
-            "PRO" => Ok(Self::Pro),
-            _ => Err(UnknownValue(s.to_owned())),
-        }
-    }
-}
-
-impl TryFrom<String> for Plan {
-    type Error = UnknownValue;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        Self::try_from(s.as_str())
+        self.into()
     }
 }
 
 impl Plan {
+    /// The stored (and GraphQL) spelling.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Free => "FREE",
-            Self::Pro => "PRO",
-        }
+        self.into()
     }
 }
+
+/// The stored enums, decoded from their text column (`#[sqlx(try_from = "String")]`).
+macro_rules! stored_text {
+    ($($ty:ty),*) => {$(
+        impl TryFrom<String> for $ty {
+            type Error = strum::ParseError;
+            fn try_from(s: String) -> Result<Self, Self::Error> {
+                s.parse()
+            }
+        }
+    )*};
+}
+stored_text!(Role, Plan);
 
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct UserRow {
@@ -110,12 +80,12 @@ where
 {
     Ok(UserRow {
         id,
-        email: cols.next()?,
-        name: cols.next()?,
-        role: cols.next_parsed()?,
-        plan: cols.next_parsed()?,
-        created_at: cols.next()?,
-        updated_at: cols.next()?,
+        email: cols.next("a_email")?,
+        name: cols.next("a_name")?,
+        role: cols.next_parsed("a_role")?,
+        plan: cols.next_parsed("a_plan")?,
+        created_at: cols.next("a_created_at")?,
+        updated_at: cols.next("a_updated_at")?,
     })
 }
 

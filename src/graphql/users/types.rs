@@ -11,45 +11,21 @@ use crate::graphql::loaders::{AuthorPostCount, AuthorPosts};
 use crate::graphql::posts::Post;
 use crate::store::{self, UserRow};
 
-impl From<Role> for store::Role {
-    fn from(r: Role) -> Self {
-        match r {
-            Role::User => Self::User,
-            Role::Admin => Self::Admin,
-        }
-    }
-}
-
 /// What a user may do.
 #[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+// Mirrors `store::Role`; `remote` derives both conversions, so a new variant fails to compile until added here.
+#[graphql(remote = "store::Role")]
 pub enum Role {
     User,
     Admin,
 }
 
-impl From<store::Role> for Role {
-    fn from(r: store::Role) -> Self {
-        match r {
-            store::Role::User => Self::User,
-            store::Role::Admin => Self::Admin,
-        }
-    }
-}
-
 /// The billing plan.
 #[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+#[graphql(remote = "store::Plan")]
 pub enum Plan {
     Free,
     Pro,
-}
-
-impl From<store::Plan> for Plan {
-    fn from(p: store::Plan) -> Self {
-        match p {
-            store::Plan::Free => Self::Free,
-            store::Plan::Pro => Self::Pro,
-        }
-    }
 }
 
 /// Someone with an account: an author, a commenter, or both.
