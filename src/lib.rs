@@ -19,6 +19,7 @@ pub mod billing;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod domain;
 pub mod error;
 pub mod graphql;
 pub mod http;

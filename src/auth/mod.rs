@@ -24,6 +24,7 @@ pub use viewer::Viewer;
 
 use crate::cache::{Cache, tags};
 use crate::config::{AuthConfig, Environment, ExternalIdp};
+use crate::domain::{DisplayName, Email};
 use crate::error::AppError;
 use crate::store::{ExternalUser, Role, Store, UserRow};
 
@@ -152,22 +153,31 @@ impl External {
             .claims;
         let email = claims
             .email
-            .as_deref()
-            .map(|e| e.trim().to_lowercase())
-            .filter(|e| !e.is_empty())
+            .clone()
+            .filter(|e| !e.trim().is_empty())
             .ok_or_else(|| {
                 AppError::Unauthenticated(
                     "The identity provider's token has no `email` claim; request the email scope."
                         .into(),
                 )
             })?;
+        let email = Email::parse(email).map_err(|_| {
+            AppError::Unauthenticated(
+                "The identity provider's `email` claim is not a valid email address.".into(),
+            )
+        })?;
+        // The provider's name, cut to what a display name may be; else the address's local part.
+        let display = |text: &str| DisplayName::parse(text.trim().chars().take(80).collect()).ok();
+        let local_part = email.as_str().split('@').next().unwrap_or_default();
         let name = claims
             .name
             .as_deref()
-            .map(str::trim)
-            .filter(|n| !n.is_empty())
-            .map(|n| n.chars().take(80).collect())
-            .unwrap_or_else(|| email.split('@').next().unwrap_or("reader").to_owned());
+            .and_then(display)
+            .or_else(|| display(local_part))
+            .or_else(|| display("reader"))
+            .ok_or_else(|| {
+                AppError::internal(anyhow::anyhow!("no display name for a provider user"))
+            })?;
         let email_verified = matches!(&claims.email_verified, serde_json::Value::Bool(true))
             || claims.email_verified.as_str() == Some("true");
         // With a role claim configured the provider is the source of truth: no (or an unknown) value is USER,

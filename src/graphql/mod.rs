@@ -16,6 +16,5 @@ pub mod posts;
 pub mod prefetch;
 pub mod schema;
 pub mod users;
-pub mod validation;
 
 pub use schema::{FolioSchema, Limits, LoginLimits, SchemaData, build_schema, sdl_of};

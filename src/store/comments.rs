@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 
 use super::users::{joined_user_cols, read_author};
 use super::{IdListSql, Page, Store, UserRow, from_columns, id_list_sql, with_pool};
+use crate::domain::CommentBody;
 use crate::error::AppError;
 
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -201,7 +202,7 @@ impl Store {
 pub struct CreateComment {
     pub post_id: i64,
     pub author_id: i64,
-    pub body: String,
+    pub body: CommentBody,
 }
 
 impl Store {
@@ -221,7 +222,7 @@ impl Store {
         with_pool!(self, pool => sqlx::query_as(SQL)
             .bind(comment.post_id)
             .bind(comment.author_id)
-            .bind(&comment.body)
+            .bind(comment.body.as_str())
             .bind(Utc::now())
             .fetch_optional(pool)
             .await)

@@ -28,7 +28,7 @@ use sqlx::sqlite::{
 pub use billing::{BillingAction, BillingEvent, EventOutcome, IgnoreReason, WebhookEventRow};
 pub use comments::{CommentInPageRow, CommentOnPost, CommentRow, CreateComment};
 pub use feed::{FeedComment, FeedComments, FeedPost, FeedQuery, FeedRow, FeedUser};
-pub use posts::{CreatePost, Drafts, PostChanges, PostListFilter, PostRow};
+pub use posts::{Drafts, NewPost, PostChanges, PostListFilter, PostRow};
 pub use users::{CreateAccount, ExternalUser, Plan, Role, UserRow};
 
 use crate::config::{DatabaseKind, DatabaseOptions};

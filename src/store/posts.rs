@@ -8,6 +8,7 @@ use super::{
     Db, DecodeOnBoth, IdListSql, Page, Store, UserRow, from_columns, id_list_sql, like_pattern,
     with_pool,
 };
+use crate::domain::{PostContent, Title};
 use crate::error::AppError;
 
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -294,25 +295,24 @@ impl Store {
     }
 }
 
-/// A post to create, already validated (see `graphql::posts::inputs`).
+/// A post to create, of validated values (see `domain`).
 #[derive(Clone, Debug)]
-pub struct CreatePost {
-    pub author_id: i64,
-    pub title: String,
-    pub content: String,
+pub struct NewPost {
+    pub title: Title,
+    pub content: PostContent,
     pub published: bool,
 }
 
 /// Validated changes to a post; `None` leaves a field as it is.
 #[derive(Clone, Debug, Default)]
 pub struct PostChanges {
-    pub title: Option<String>,
-    pub content: Option<String>,
+    pub title: Option<Title>,
+    pub content: Option<PostContent>,
 }
 
 impl Store {
     /// Inserts a post and returns it as stored.
-    pub async fn create_post(&self, post: &CreatePost) -> Result<PostRow, AppError> {
+    pub async fn create_post(&self, author_id: i64, post: &NewPost) -> Result<PostRow, AppError> {
         self.count(1);
         const SQL: &str = concat!(
             "INSERT INTO posts (author_id, title, content, published, published_at, created_at, updated_at) ",
@@ -321,9 +321,9 @@ impl Store {
         );
         let now = Utc::now();
         with_pool!(self, pool => sqlx::query_as(SQL)
-            .bind(post.author_id)
-            .bind(&post.title)
-            .bind(&post.content)
+            .bind(author_id)
+            .bind(post.title.as_str())
+            .bind(post.content.as_str())
             .bind(post.published)
             .bind(post.published.then_some(now))
             .bind(now)
@@ -345,8 +345,8 @@ impl Store {
         );
         with_pool!(self, pool => sqlx::query_as(SQL)
             .bind(id)
-            .bind(changes.title.as_deref())
-            .bind(changes.content.as_deref())
+            .bind(changes.title.as_ref().map(Title::as_str))
+            .bind(changes.content.as_ref().map(PostContent::as_str))
             .bind(Utc::now())
             .fetch_optional(pool)
             .await)

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 
 use super::{Columns, Db, Page, Store, id_list_sql, with_pool, with_tx};
+use crate::domain::{DisplayName, Email};
 use crate::error::AppError;
 
 /// What a user may do. Stored as text (`USER` / `ADMIN`); the GraphQL enum mirrors it (`remote`).
@@ -131,11 +132,11 @@ impl Store {
     }
 }
 
-/// A local account to create. The email is already normalised (trimmed, lower-case) and the password hashed.
+/// A local account to create, of validated values (see `domain`), with the password already hashed.
 #[derive(Clone, Debug)]
 pub struct CreateAccount {
-    pub email: String,
-    pub name: String,
+    pub email: Email,
+    pub name: DisplayName,
     pub password_hash: String,
 }
 
@@ -144,9 +145,9 @@ pub struct CreateAccount {
 pub struct ExternalUser {
     /// The provider's `sub`.
     pub external_id: String,
-    /// Lower-case address from the token's `email` claim.
-    pub email: String,
-    pub name: String,
+    /// The address from the token's `email` claim.
+    pub email: Email,
+    pub name: DisplayName,
     /// The provider vouches for the address (`email_verified: true`); only then may an existing local account
     /// with that address be linked to this identity.
     pub email_verified: bool,
@@ -196,8 +197,8 @@ impl Store {
         );
         let now = Utc::now();
         with_pool!(self, pool => sqlx::query_as(SQL)
-            .bind(&account.email)
-            .bind(&account.name)
+            .bind(account.email.as_str())
+            .bind(account.name.as_str())
             .bind(&account.password_hash)
             .bind(now)
             .fetch_one(pool)
@@ -206,7 +207,11 @@ impl Store {
     }
 
     /// Renames a user; `None` when the user no longer exists.
-    pub async fn update_user_name(&self, id: i64, name: &str) -> Result<Option<UserRow>, AppError> {
+    pub async fn update_user_name(
+        &self,
+        id: i64,
+        name: &DisplayName,
+    ) -> Result<Option<UserRow>, AppError> {
         self.count(1);
         const SQL: &str = concat!(
             "UPDATE users SET name = $2, updated_at = $3 WHERE id = $1 RETURNING ",
@@ -214,7 +219,7 @@ impl Store {
         );
         with_pool!(self, pool => sqlx::query_as(SQL)
             .bind(id)
-            .bind(name)
+            .bind(name.as_str())
             .bind(Utc::now())
             .fetch_optional(pool)
             .await)
@@ -314,7 +319,7 @@ impl Store {
                         Db::Postgres(pool) => {
                             sqlx::query_as(LINK_PG)
                                 .bind(&who.external_id)
-                                .bind(&who.email)
+                                .bind(who.email.as_str())
                                 .bind(now)
                                 .fetch_optional(pool)
                                 .await
@@ -322,7 +327,7 @@ impl Store {
                         Db::Sqlite(pool) => {
                             sqlx::query_as(LINK_LITE)
                                 .bind(&who.external_id)
-                                .bind(&who.email)
+                                .bind(who.email.as_str())
                                 .bind(now)
                                 .fetch_optional(pool)
                                 .await
@@ -337,8 +342,8 @@ impl Store {
                         self.count(1);
                         let role = who.role.unwrap_or(Role::User);
                         let inserted = with_pool!(self, pool => sqlx::query_as(INSERT)
-                            .bind(&who.email)
-                            .bind(&who.name)
+                            .bind(who.email.as_str())
+                            .bind(who.name.as_str())
                             .bind(&who.external_id)
                             .bind(role.as_str())
                             .bind(now)

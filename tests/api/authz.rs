@@ -8,7 +8,8 @@
 use serde_json::{Value, json};
 
 use crate::helpers::{Fixture, TestApp, admin_token, token_for};
-use folio::store::{CreateComment, CreatePost, Store};
+use folio::domain::{CommentBody, PostContent, Title};
+use folio::store::{CreateComment, NewPost, Store};
 
 /// Who asks.
 #[derive(Clone, Copy, Debug)]
@@ -36,19 +37,31 @@ struct Targets {
 
 impl Targets {
     async fn create(store: &Store, f: &Fixture) -> Self {
-        let new_post = |published: bool| CreatePost {
-            author_id: f.alice,
-            title: "Matrix target".into(),
-            content: "Content of a matrix target.".into(),
+        let new_post = |published: bool| NewPost {
+            title: Title::parse("Matrix target".into()).expect("title"),
+            content: PostContent::parse("Content of a matrix target.".into()).expect("content"),
             published,
         };
-        let post = store.create_post(&new_post(true)).await.expect("post").id;
-        let draft = store.create_post(&new_post(false)).await.expect("draft").id;
-        let draft_with_comment = store.create_post(&new_post(true)).await.expect("post").id;
+        let (published, unpublished) = (new_post(true), new_post(false));
+        let post = store
+            .create_post(f.alice, &published)
+            .await
+            .expect("post")
+            .id;
+        let draft = store
+            .create_post(f.alice, &unpublished)
+            .await
+            .expect("draft")
+            .id;
+        let draft_with_comment = store
+            .create_post(f.alice, &published)
+            .await
+            .expect("post")
+            .id;
         let comment = |post_id: i64| CreateComment {
             post_id,
             author_id: f.alice,
-            body: "A comment by the owner.".into(),
+            body: CommentBody::parse("A comment by the owner.".into()).expect("body"),
         };
         let c = store
             .add_comment(&comment(post))

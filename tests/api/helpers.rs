@@ -9,6 +9,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use folio::auth::OwnTokens;
 use folio::cache::{CacheConfig, CacheMode};
 use folio::config::{AuthConfig, EdgeConfig, Environment};
+use folio::domain::{DisplayName, Email};
 use folio::store::seed::{NewComment, NewPost, NewUser};
 use folio::store::{CreateAccount, Role, Store};
 use folio::{App, Config};
@@ -187,8 +188,8 @@ pub async fn new_admin(store: &Store) -> String {
     let tag = uuid::Uuid::new_v4().simple().to_string();
     let user = store
         .create_account(&CreateAccount {
-            email: format!("admin-{tag}@example.com"),
-            name: "Admin".into(),
+            email: Email::parse(format!("admin-{tag}@example.com")).expect("an email"),
+            name: DisplayName::parse("Admin".into()).expect("a name"),
             password_hash: "not-a-hash".into(),
         })
         .await

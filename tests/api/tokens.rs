@@ -21,6 +21,7 @@ use axum::response::IntoResponse;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use folio::config::ExternalIdp;
+use folio::domain::{DisplayName, Email};
 use folio::store::CreateAccount;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -640,8 +641,8 @@ async fn a_local_account_is_linked_only_by_a_verified_email() {
     let local = app
         .store
         .create_account(&CreateAccount {
-            email: "erin@example.com".into(),
-            name: "Erin".into(),
+            email: Email::parse("erin@example.com".into()).expect("email"),
+            name: DisplayName::parse("Erin".into()).expect("name"),
             password_hash: "x".into(),
         })
         .await

@@ -4,14 +4,13 @@
 use async_graphql::{Context, ID, Object};
 
 use super::Comment;
-use super::inputs::AddCommentInput;
+use super::inputs::{AddCommentInput, NewComment};
 use crate::cache::tags;
 use crate::error::AppError;
 use crate::graphql::context::ContextExt;
 use crate::graphql::guards::LoggedIn;
 use crate::graphql::ids;
 use crate::graphql::posts::visible_to;
-use crate::graphql::validation::check;
 use crate::store::CreateComment;
 
 #[derive(Default)]
@@ -29,10 +28,7 @@ impl CommentMutation {
     ) -> async_graphql::Result<Comment> {
         let viewer = ctx.viewer();
         let author_id = viewer.require_user()?;
-        let input = input.normalized();
-        // `postId` is checked with the other fields, so one answer lists every problem.
-        check(&input, "add the comment")?;
-        let post_id = ids::parse(&input.post_id, "postId")?;
+        let NewComment { post_id, body } = NewComment::try_from(input)?;
         let store = ctx.store()?;
         let missing = || AppError::NotFound(format!("No post with id {post_id}."));
         match store.posts_by_ids(&[post_id]).await?.into_iter().next() {
@@ -49,7 +45,7 @@ impl CommentMutation {
             .add_comment(&CreateComment {
                 post_id,
                 author_id,
-                body: input.body,
+                body,
             })
             .await?
             // Unpublished or deleted between the check and the insert.

@@ -1,54 +1,56 @@
-//! Inputs of the post mutations, with their validation rules. Values are trimmed before they are checked.
+//! Inputs of the post mutations, and the domain values they parse into (see `domain`).
 
 use async_graphql::InputObject;
-use validator::Validate;
 
-use crate::graphql::validation::trim;
+use crate::domain::{Fields, PostContent, Title};
+use crate::error::AppError;
+use crate::store::{NewPost, PostChanges};
 
-#[derive(InputObject, Validate)]
+#[derive(InputObject)]
 pub struct CreatePostInput {
-    #[validate(length(min = 5, max = 200, message = "must be between 5 and 200 characters"))]
     pub title: String,
-    #[validate(length(
-        min = 10,
-        max = 50000,
-        message = "must be between 10 and 50000 characters"
-    ))]
     pub content: String,
     /// Publish at once instead of saving a draft.
     #[graphql(default = false)]
     pub published: bool,
 }
 
-impl CreatePostInput {
-    pub fn normalized(mut self) -> Self {
-        trim(&mut self.title);
-        trim(&mut self.content);
-        self
+impl TryFrom<CreatePostInput> for NewPost {
+    type Error = AppError;
+    fn try_from(input: CreatePostInput) -> Result<Self, AppError> {
+        let mut fields = Fields::default();
+        let title = fields.take("title", Title::parse(input.title));
+        let content = fields.take("content", PostContent::parse(input.content));
+        fields.finish("create the post", || {
+            Some(NewPost {
+                title: title?,
+                content: content?,
+                published: input.published,
+            })
+        })
     }
 }
 
 /// The fields to change; omitted ones keep their value.
-#[derive(InputObject, Validate)]
+#[derive(InputObject)]
 pub struct UpdatePostInput {
-    #[validate(length(min = 5, max = 200, message = "must be between 5 and 200 characters"))]
     pub title: Option<String>,
-    #[validate(length(
-        min = 10,
-        max = 50000,
-        message = "must be between 10 and 50000 characters"
-    ))]
     pub content: Option<String>,
 }
 
-impl UpdatePostInput {
-    pub fn normalized(mut self) -> Self {
-        if let Some(t) = self.title.as_mut() {
-            trim(t);
-        }
-        if let Some(c) = self.content.as_mut() {
-            trim(c);
-        }
-        self
+impl TryFrom<UpdatePostInput> for PostChanges {
+    type Error = AppError;
+    fn try_from(input: UpdatePostInput) -> Result<Self, AppError> {
+        let mut fields = Fields::default();
+        let title = input.title.map(|t| fields.take("title", Title::parse(t)));
+        let content = input
+            .content
+            .map(|c| fields.take("content", PostContent::parse(c)));
+        fields.finish("update the post", || {
+            Some(PostChanges {
+                title: title.map(|t| t.ok_or(())).transpose().ok()?,
+                content: content.map(|c| c.ok_or(())).transpose().ok()?,
+            })
+        })
     }
 }

@@ -12,8 +12,7 @@ use crate::error::AppError;
 use crate::graphql::context::ContextExt;
 use crate::graphql::guards::LoggedIn;
 use crate::graphql::ids;
-use crate::graphql::validation::check;
-use crate::store::{CreatePost, PostChanges, PostRow, Store};
+use crate::store::{NewPost, PostChanges, PostRow, Store};
 
 #[derive(Default)]
 pub struct PostMutation;
@@ -28,17 +27,8 @@ impl PostMutation {
         input: CreatePostInput,
     ) -> async_graphql::Result<Post> {
         let author_id = ctx.viewer().require_user()?;
-        let input = input.normalized();
-        check(&input, "create the post")?;
-        let row = ctx
-            .store()?
-            .create_post(&CreatePost {
-                author_id,
-                title: input.title,
-                content: input.content,
-                published: input.published,
-            })
-            .await?;
+        let post = NewPost::try_from(input)?;
+        let row = ctx.store()?.create_post(author_id, &post).await?;
         ctx.purge_after_commit(vec![
             tags::post(row.id),
             tags::POST_LIST.to_owned(),
@@ -56,14 +46,9 @@ impl PostMutation {
         input: UpdatePostInput,
     ) -> async_graphql::Result<Post> {
         let id = ids::parse(&id, "id")?;
-        let input = input.normalized();
-        check(&input, "update the post")?;
+        let changes = PostChanges::try_from(input)?;
         let store = ctx.store()?;
         editable(store, ctx.viewer(), id).await?;
-        let changes = PostChanges {
-            title: input.title,
-            content: input.content,
-        };
         let row = store
             .update_post(id, &changes)
             .await?

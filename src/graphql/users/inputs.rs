@@ -1,62 +1,88 @@
-//! Inputs of the account mutations, with their validation rules.
-//!
-//! Passwords are the one field never trimmed: they are secrets, and silently changing one would lock its owner
-//! out the day a client stops trimming.
+//! Inputs of the account mutations, and the domain values they parse into (see `domain`).
 
 use async_graphql::InputObject;
-use validator::Validate;
 
-use crate::graphql::validation::trim;
+use crate::domain::{DisplayName, Email, Fields, Invalid, NewPassword};
+use crate::error::AppError;
 
-#[derive(InputObject, Validate)]
+#[derive(InputObject)]
 pub struct SignUpInput {
-    #[validate(
-        email(message = "must be a valid email address"),
-        length(max = 254, message = "must be at most 254 characters")
-    )]
     pub email: String,
-    #[validate(length(min = 1, max = 80, message = "must be between 1 and 80 characters"))]
     pub name: String,
-    #[validate(length(min = 12, max = 128, message = "must be between 12 and 128 characters"))]
     pub password: String,
 }
 
-impl SignUpInput {
-    /// Trimmed, with the email lower-cased (emails are stored and compared lower-case).
-    pub fn normalized(mut self) -> Self {
-        trim(&mut self.email);
-        self.email = self.email.to_lowercase();
-        trim(&mut self.name);
-        self
+/// A sign-up, parsed.
+pub struct SignUp {
+    pub email: Email,
+    pub name: DisplayName,
+    pub password: NewPassword,
+}
+
+impl TryFrom<SignUpInput> for SignUp {
+    type Error = AppError;
+    fn try_from(input: SignUpInput) -> Result<Self, AppError> {
+        let mut fields = Fields::default();
+        let email = fields.take_all("email", Email::parse(input.email));
+        let name = fields.take("name", DisplayName::parse(input.name));
+        let password = fields.take("password", NewPassword::parse(input.password));
+        fields.finish("sign up", || {
+            Some(SignUp {
+                email: email?,
+                name: name?,
+                password: password?,
+            })
+        })
     }
 }
 
-#[derive(InputObject, Validate)]
+#[derive(InputObject)]
 pub struct LoginInput {
-    #[validate(length(min = 1, max = 254, message = "must be between 1 and 254 characters"))]
     pub email: String,
     /// Only bounded here: whether it is right is the login's question, answered without saying why.
-    #[validate(length(min = 1, max = 128, message = "must be between 1 and 128 characters"))]
     pub password: String,
 }
 
-impl LoginInput {
-    pub fn normalized(mut self) -> Self {
-        trim(&mut self.email);
-        self.email = self.email.to_lowercase();
-        self
+/// A login attempt, parsed: the email trimmed and lower-cased (not checked for form: a malformed one simply
+/// matches no account), both bounded.
+pub struct Credentials {
+    pub email: String,
+    pub password: String,
+}
+
+impl TryFrom<LoginInput> for Credentials {
+    type Error = AppError;
+    fn try_from(input: LoginInput) -> Result<Self, AppError> {
+        let bounded = |value: String, max: u64| {
+            let count = value.chars().count() as u64;
+            if (1..=max).contains(&count) {
+                Ok(value)
+            } else {
+                Err(Invalid(format!("must be between 1 and {max} characters")))
+            }
+        };
+        let mut fields = Fields::default();
+        let email = fields.take("email", bounded(input.email.trim().to_lowercase(), 254));
+        let password = fields.take("password", bounded(input.password, 128));
+        fields.finish("log in", || {
+            Some(Credentials {
+                email: email?,
+                password: password?,
+            })
+        })
     }
 }
 
-#[derive(InputObject, Validate)]
+#[derive(InputObject)]
 pub struct UpdateProfileInput {
-    #[validate(length(min = 1, max = 80, message = "must be between 1 and 80 characters"))]
     pub name: String,
 }
 
-impl UpdateProfileInput {
-    pub fn normalized(mut self) -> Self {
-        trim(&mut self.name);
-        self
+impl TryFrom<UpdateProfileInput> for DisplayName {
+    type Error = AppError;
+    fn try_from(input: UpdateProfileInput) -> Result<Self, AppError> {
+        let mut fields = Fields::default();
+        let name = fields.take("name", DisplayName::parse(input.name));
+        fields.finish("update the profile", || name)
     }
 }

@@ -2,16 +2,16 @@
 
 use async_graphql::{Context, ID, Object, SimpleObject};
 
-use super::inputs::{LoginInput, SignUpInput, UpdateProfileInput};
+use super::inputs::{Credentials, LoginInput, SignUp, SignUpInput, UpdateProfileInput};
 use super::{Role, User};
 use crate::auth::password;
 use crate::cache::tags;
+use crate::domain::DisplayName;
 use crate::error::AppError;
 use crate::graphql::LoginLimits;
 use crate::graphql::context::{ClientAddr, ContextExt};
 use crate::graphql::guards::{AdminOnly, LoggedIn};
 use crate::graphql::ids;
-use crate::graphql::validation::check;
 use crate::ratelimit::Decision;
 use crate::store::CreateAccount;
 
@@ -55,9 +55,8 @@ impl UserMutation {
         ctx: &Context<'_>,
         input: SignUpInput,
     ) -> async_graphql::Result<AuthPayload> {
-        let input = input.normalized();
-        check(&input, "sign up")?;
-        let password_hash = password::hash(input.password).await?;
+        let input = SignUp::try_from(input)?;
+        let password_hash = password::hash(input.password.into_inner()).await?;
         let user = ctx
             .store()?
             .create_account(&CreateAccount {
@@ -81,8 +80,7 @@ impl UserMutation {
         ctx: &Context<'_>,
         input: LoginInput,
     ) -> async_graphql::Result<AuthPayload> {
-        let input = input.normalized();
-        check(&input, "log in")?;
+        let input = Credentials::try_from(input)?;
         throttle_login(ctx, &input.email).await?;
         let found = ctx.store()?.user_by_email(&input.email).await?;
         let (user, hash) = match found {
@@ -111,11 +109,10 @@ impl UserMutation {
         input: UpdateProfileInput,
     ) -> async_graphql::Result<User> {
         let id = ctx.viewer().require_user()?;
-        let input = input.normalized();
-        check(&input, "update the profile")?;
+        let name = DisplayName::try_from(input)?;
         let row = ctx
             .store()?
-            .update_user_name(id, &input.name)
+            .update_user_name(id, &name)
             .await?
             .ok_or_else(|| AppError::NotFound("Your account no longer exists.".into()))?;
         ctx.purge_after_commit(vec![tags::user(id)]);
