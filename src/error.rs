@@ -379,4 +379,15 @@ mod tests {
         assert_eq!(Code::Internal.as_str(), "INTERNAL_SERVER_ERROR");
         assert_eq!(Code::GraphqlParseFailed.as_str(), "GRAPHQL_PARSE_FAILED");
     }
+
+    #[test]
+    fn the_api_docs_list_every_code() {
+        let docs = include_str!("../docs/api.md");
+        for code in Code::iter() {
+            assert!(
+                docs.contains(&format!("`{}`", code.as_str())),
+                "docs/api.md does not list {code}"
+            );
+        }
+    }
 }

@@ -1,17 +1,22 @@
 //! Folio: the GraphQL API of a publishing product.
 //!
 //! Crate map, following a request inward:
-//! - `http`: axum routes and layers (request ids, logs, metrics); `/graphql`, `/healthz`, `/readyz`, `/metrics`,
-//!   `/api/cache/purge`, `/api/webhooks/stripe`.
+//! - `http`: HTTP only: axum routes and layers (request ids, logs, metrics, CORS, panics); GraphQL over HTTP
+//!   (media types, bodies, `Authorization` to viewer, rate limits, outcome to response); `/healthz`, `/readyz`,
+//!   `/metrics`, `/api/cache/purge`, `/api/webhooks/stripe`.
+//! - `operation`: the pipeline every transport calls to run one GraphQL operation: documents, limits, cache
+//!   lookup, single-flight, execution with batching, cache store, purges after mutations, the outcome.
 //! - `auth`: who is asking (`Viewer`): tokens, JWKS, passwords.
 //! - `billing`: Stripe webhook signatures and what each event means for a user's plan.
 //! - `cache`: the response cache (in-process or Redis), keyed by request and scope, purged by tag.
 //! - `graphql`: the async-graphql schema, one folder per domain, with per-request batched loaders; a Federation 2
 //!   subgraph whose entities (`User`, `Post`, `Comment`) resolve through the same loaders and rules.
+//! - `domain`: validated values (titles, bodies, names, emails): the only text the store's writes accept.
 //! - `store`: every SQL statement, for SQLite (embedded default) and PostgreSQL (production).
-//! - `error`: `AppError`, one error type with stable codes for GraphQL and HTTP.
+//! - `error`: the error vocabulary (`Code`, every code a client can see) and `AppError`.
 //! - `ratelimit`, `redis_conn`: per-caller token buckets, and the Redis connection they share with the cache.
-//! - `config`, `telemetry`, `app`, `cli`, `seed`: settings, logs and metrics, wiring, commands, demo data.
+//! - `config`: every setting, declared once; the only reader of the environment.
+//! - `telemetry`, `app`, `cli`, `seed`: logs and metrics, wiring, commands, demo data.
 
 pub mod app;
 pub mod auth;

@@ -1,8 +1,10 @@
 //! Cache keys: a SHA-256 of the normalised document, the operation name, the variables and the scope.
 //!
-//! Normalising lets `{ posts { id } }` and `{posts{id}}` share an entry without parsing the document (a hit must
-//! cost a hash and a lookup, not a parse): runs of whitespace, commas and comments outside string literals
-//! collapse to one space. String literals are kept byte for byte, so `"a  b"` and `"a b"` stay different.
+//! Normalising lets the same document written with other line breaks, indentation, commas or comments share an
+//! entry without parsing it (a hit must cost a hash and a lookup, not a parse): runs of whitespace, commas and
+//! comments outside string literals collapse to one space. It does not remove a space next to a punctuator, so
+//! `{ posts { id } }` and `{posts{id}}` are two entries. String literals are kept byte for byte, so `"a  b"`
+//! and `"a b"` stay different.
 
 use sha2::{Digest, Sha256};
 
@@ -44,7 +46,7 @@ pub struct KeyBase {
 }
 
 /// The document's part of a key: its normalised text, hashed. Kept with a recent document
-/// (`http/documents.rs`), so a repeated query is not normalised again.
+/// (`operation/documents.rs`), so a repeated query is not normalised again.
 #[derive(Clone)]
 pub struct DocumentHash(Sha256);
 

@@ -158,7 +158,7 @@ impl Tracker {
     }
 }
 
-/// Tags a mutation's committed writes affect, purged by the HTTP layer before the response goes out. Request data.
+/// Tags a mutation's committed writes affect, purged by the operation pipeline before the outcome is returned. Request data.
 #[derive(Default)]
 pub struct Purges {
     tags: Mutex<Vec<String>>,

@@ -1,6 +1,8 @@
 //! The GraphQL schema: one folder per domain (types, inputs, queries and mutations together), plus the shared
-//! pieces: typed context access, guards, input validation, batched loaders and prefetching, Relay connections, id parsing, and
-//! the federation entity resolvers (`entities.rs`).
+//! pieces: typed context access and request data (`context`), guards, batched loaders (`loaders`, `batch`) and
+//! prefetching, compiled feed plans (`compiled`), Relay connections, id parsing, and the federation entity
+//! resolvers (`entities`). It never sees the transport: what a resolver needs of the request is context data
+//! the operation pipeline puts there.
 
 pub mod batch;
 pub mod cache;
