@@ -166,6 +166,11 @@ impl App {
         &self.state.store
     }
 
+    /// The operation pipeline, which every transport calls (tests drive it without HTTP).
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.state.pipeline
+    }
+
     /// Serves until SIGTERM or Ctrl-C, then lets in-flight requests finish.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.run_until(shutdown_signal()).await

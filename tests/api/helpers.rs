@@ -3,6 +3,7 @@
 //! Backend: SQLite in a temporary directory by default; PostgreSQL when `FOLIO_TEST_DATABASE_URL` points at a
 //! server (any database on it: each test creates its own randomly named database there and drops it after).
 
+use folio::operation::Pipeline;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -214,6 +215,8 @@ pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     pub store: Store,
+    /// The app's operation pipeline, for tests that run operations without a transport.
+    pub pipeline: Option<Pipeline>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
     /// A `folio` process instead of an in-process server (`spawn_process`); killed on drop.
@@ -243,6 +246,7 @@ impl TestApp {
         let app = App::build(&config).await.expect("app builds");
         let base = format!("http://{}", app.addr());
         let store = app.store().clone();
+        let pipeline = Some(app.pipeline().clone());
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until(async {
             let _ = rx.await;
@@ -251,6 +255,7 @@ impl TestApp {
             base,
             client: reqwest::Client::new(),
             store,
+            pipeline,
             stop: Some(tx),
             server: Some(server),
             process: None,
@@ -582,6 +587,7 @@ pub async fn spawn_process(config: &Config) -> TestApp {
         base: format!("http://{addr}"),
         client: reqwest::Client::new(),
         store,
+        pipeline: None,
         stop: None,
         server: None,
         process: Some(child),
