@@ -66,6 +66,16 @@ pub struct SeedArgs {
     pub seed: u64,
 }
 
+impl Cli {
+    /// The command line and the environment, with every setting declared (see `config::declare`). Exits with
+    /// clap's message (code 2) when they do not parse, and prints help or the version when asked.
+    pub fn parse_declared() -> Self {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = crate::config::declare(Self::command()).get_matches();
+        Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+}
+
 /// Runs the parsed command with `config` (built from `cli.settings`).
 pub async fn run(command: Option<Command>, mut config: Config) -> anyhow::Result<()> {
     match command {

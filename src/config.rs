@@ -48,277 +48,221 @@ enum CacheChoice {
     Off,
 }
 
-/// Every setting as the command line and the environment give it. `value_name` is the variable's name, so an
-/// invalid value is reported under the name the operator set.
+/// Every setting as the command line and the environment give it, in groups (the headings of `folio --help`).
+/// `declare` makes each one global (accepted after any subcommand) and names its value after its variable, so
+/// an invalid value is reported under the name the operator set.
 #[derive(Args, Clone, Debug)]
 pub struct Settings {
-    // --- Server ---
+    #[command(flatten, next_help_heading = "Server")]
+    server: ServerSettings,
+    #[command(flatten, next_help_heading = "Database")]
+    database: DatabaseSettings,
+    #[command(flatten, next_help_heading = "Cache")]
+    cache: CacheSettings,
+    #[command(flatten, next_help_heading = "Limits")]
+    limits: LimitSettings,
+    #[command(flatten, next_help_heading = "Authentication")]
+    auth: AuthSettings,
+    #[command(flatten, next_help_heading = "Billing")]
+    billing: BillingSettings,
+}
+
+/// How the process serves and logs.
+#[derive(Args, Clone, Debug)]
+struct ServerSettings {
     /// `development` (friendly defaults) or `production` (secrets required, nothing permissive).
     #[arg(
         long = "env",
         env = "FOLIO_ENV",
-        value_name = "FOLIO_ENV",
-        global = true,
         default_value = "development",
-        ignore_case = true,
-        help_heading = "Server"
+        ignore_case = true
     )]
     env: Environment,
     /// Address `folio serve` listens on (`0.0.0.0:8000` in a container).
-    #[arg(long, env = "FOLIO_BIND", value_name = "FOLIO_BIND", global = true, default_value = "127.0.0.1:8000", value_parser = trimmed::<SocketAddr>, help_heading = "Server")]
+    #[arg(long, env = "FOLIO_BIND", default_value = "127.0.0.1:8000", value_parser = trimmed::<SocketAddr>)]
     bind: SocketAddr,
     /// Seed a small demo set into an empty embedded (SQLite) database at start.
-    #[arg(long, env = "FOLIO_DEMO_DATA", value_name = "FOLIO_DEMO_DATA", global = true, default_value = "true", value_parser = boolean, action = ArgAction::Set, help_heading = "Server")]
+    #[arg(long, env = "FOLIO_DEMO_DATA", default_value = "true", value_parser = boolean, action = ArgAction::Set)]
     demo_data: bool,
     /// Do not seed demo data (overrides FOLIO_DEMO_DATA).
-    #[arg(long, global = true, help_heading = "Server")]
+    #[arg(long)]
     no_demo: bool,
     /// Serve GraphiQL on `GET /graphql` to browsers [default: true in development, false in production].
-    #[arg(long, env = "FOLIO_GRAPHIQL", value_name = "FOLIO_GRAPHIQL", global = true, value_parser = boolean, action = ArgAction::Set, help_heading = "Server")]
+    #[arg(long, env = "FOLIO_GRAPHIQL", value_parser = boolean, action = ArgAction::Set)]
     graphiql: Option<bool>,
     /// Log filter in `tracing` EnvFilter syntax, e.g. `folio=debug,info`.
-    #[arg(
-        long,
-        env = "FOLIO_LOG",
-        value_name = "FOLIO_LOG",
-        global = true,
-        default_value = "info,sqlx=warn",
-        help_heading = "Server"
-    )]
+    #[arg(long, env = "FOLIO_LOG", default_value = "info,sqlx=warn")]
     log: String,
     /// `text` for people, `json` for log pipelines.
     #[arg(
         long,
         env = "FOLIO_LOG_FORMAT",
-        value_name = "FOLIO_LOG_FORMAT",
-        global = true,
         default_value = "text",
-        ignore_case = true,
-        help_heading = "Server"
+        ignore_case = true
     )]
     log_format: LogFormat,
+}
 
-    // --- Database ---
+/// The database.
+#[derive(Args, Clone, Debug)]
+struct DatabaseSettings {
     /// `sqlite://PATH` (created on first run) or `postgres://USER@HOST:PORT/DB`; picks the backend.
-    #[arg(long, env = "DATABASE_URL", value_name = "DATABASE_URL", global = true, default_value = DEFAULT_DATABASE_URL, hide_env_values = true, help_heading = "Database")]
+    #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL, hide_env_values = true)]
     database_url: String,
     /// Size of the connection pool.
-    #[arg(long, env = "FOLIO_DB_MAX_CONNECTIONS", value_name = "FOLIO_DB_MAX_CONNECTIONS", global = true, default_value = "16", value_parser = trimmed::<u32>, help_heading = "Database")]
+    #[arg(long, env = "FOLIO_DB_MAX_CONNECTIONS", default_value = "16", value_parser = trimmed::<u32>)]
     db_max_connections: u32,
     /// Longest a request waits for a pooled connection before it gets SERVICE_UNAVAILABLE.
-    #[arg(long, env = "FOLIO_DB_ACQUIRE_TIMEOUT_MS", value_name = "FOLIO_DB_ACQUIRE_TIMEOUT_MS", global = true, default_value = "3000", value_parser = trimmed::<u64>, help_heading = "Database")]
+    #[arg(long, env = "FOLIO_DB_ACQUIRE_TIMEOUT_MS", default_value = "3000", value_parser = trimmed::<u64>)]
     db_acquire_timeout_ms: u64,
     /// libpq's TLS mode, honoured by the PostgreSQL driver; any `PGSSL*` setting makes TLS explicit.
-    #[arg(
-        long,
-        env = "PGSSLMODE",
-        value_name = "PGSSLMODE",
-        global = true,
-        help_heading = "Database"
-    )]
+    #[arg(long, env = "PGSSLMODE")]
     pgsslmode: Option<String>,
     /// libpq's CA certificate file for verifying the server.
-    #[arg(
-        long,
-        env = "PGSSLROOTCERT",
-        value_name = "PGSSLROOTCERT",
-        global = true,
-        help_heading = "Database"
-    )]
+    #[arg(long, env = "PGSSLROOTCERT")]
     pgsslrootcert: Option<String>,
     /// libpq's client certificate file.
-    #[arg(
-        long,
-        env = "PGSSLCERT",
-        value_name = "PGSSLCERT",
-        global = true,
-        help_heading = "Database"
-    )]
+    #[arg(long, env = "PGSSLCERT")]
     pgsslcert: Option<String>,
     /// libpq's client key file.
-    #[arg(
-        long,
-        env = "PGSSLKEY",
-        value_name = "PGSSLKEY",
-        global = true,
-        hide_env_values = true,
-        help_heading = "Database"
-    )]
+    #[arg(long, env = "PGSSLKEY", hide_env_values = true)]
     pgsslkey: Option<String>,
+}
 
-    // --- Cache ---
+/// The response cache.
+#[derive(Args, Clone, Debug)]
+struct CacheSettings {
     /// The response cache: `memory`, `redis` or `off` [default: redis if REDIS_URL is set, memory otherwise].
-    #[arg(
-        long,
-        env = "FOLIO_CACHE",
-        value_name = "FOLIO_CACHE",
-        global = true,
-        ignore_case = true,
-        help_heading = "Cache"
-    )]
-    cache: Option<CacheChoice>,
+    #[arg(long = "cache", env = "FOLIO_CACHE", ignore_case = true)]
+    mode: Option<CacheChoice>,
     /// `redis://[:PASSWORD@]HOST:PORT[/DB]` (or `rediss://`); selects the Redis cache.
-    #[arg(
-        long,
-        env = "REDIS_URL",
-        value_name = "REDIS_URL",
-        global = true,
-        hide_env_values = true,
-        help_heading = "Cache"
-    )]
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     redis_url: Option<String>,
     /// The longest a response is cached; type and field hints may only shorten it.
-    #[arg(long, env = "FOLIO_CACHE_TTL_SECS", value_name = "FOLIO_CACHE_TTL_SECS", global = true, default_value = "60", value_parser = trimmed::<u64>, help_heading = "Cache")]
+    #[arg(long, env = "FOLIO_CACHE_TTL_SECS", default_value = "60", value_parser = trimmed::<u64>)]
     cache_ttl_secs: u64,
     /// Bound of the in-process cache in bytes.
-    #[arg(long, env = "FOLIO_CACHE_MAX_BYTES", value_name = "FOLIO_CACHE_MAX_BYTES", global = true, default_value = "67108864", value_parser = trimmed::<u64>, help_heading = "Cache")]
+    #[arg(long, env = "FOLIO_CACHE_MAX_BYTES", default_value = "67108864", value_parser = trimmed::<u64>)]
     cache_max_bytes: u64,
     /// Prefix of every Redis key, so several deployments can share one Redis.
-    #[arg(
-        long,
-        env = "FOLIO_CACHE_PREFIX",
-        value_name = "FOLIO_CACHE_PREFIX",
-        global = true,
-        default_value = "folio:",
-        help_heading = "Cache"
-    )]
+    #[arg(long, env = "FOLIO_CACHE_PREFIX", default_value = "folio:")]
     cache_prefix: String,
     /// Timeout of each Redis call (and of connecting); on timeout the database answers.
-    #[arg(long, env = "FOLIO_REDIS_TIMEOUT_MS", value_name = "FOLIO_REDIS_TIMEOUT_MS", global = true, default_value = "250", value_parser = trimmed::<u64>, help_heading = "Cache")]
+    #[arg(long, env = "FOLIO_REDIS_TIMEOUT_MS", default_value = "250", value_parser = trimmed::<u64>)]
     redis_timeout_ms: u64,
+}
 
-    // --- Limits ---
+/// What one request may ask for, and who may call.
+#[derive(Args, Clone, Debug)]
+struct LimitSettings {
     /// Largest request body (413 over it).
-    #[arg(long, env = "FOLIO_MAX_BODY_BYTES", value_name = "FOLIO_MAX_BODY_BYTES", global = true, default_value = "1048576", value_parser = trimmed::<usize>, help_heading = "Limits")]
+    #[arg(long, env = "FOLIO_MAX_BODY_BYTES", default_value = "1048576", value_parser = trimmed::<usize>)]
     max_body_bytes: usize,
     /// Largest GraphQL document.
-    #[arg(long, env = "FOLIO_MAX_DOCUMENT_BYTES", value_name = "FOLIO_MAX_DOCUMENT_BYTES", global = true, default_value = "65536", value_parser = trimmed::<usize>, help_heading = "Limits")]
+    #[arg(long, env = "FOLIO_MAX_DOCUMENT_BYTES", default_value = "65536", value_parser = trimmed::<usize>)]
     max_document_bytes: usize,
     /// Most lexical tokens in a document.
-    #[arg(long, env = "FOLIO_MAX_TOKENS", value_name = "FOLIO_MAX_TOKENS", global = true, default_value = "5000", value_parser = trimmed::<usize>, help_heading = "Limits")]
+    #[arg(long, env = "FOLIO_MAX_TOKENS", default_value = "5000", value_parser = trimmed::<usize>)]
     max_tokens: usize,
     /// Most aliased fields in a document.
-    #[arg(long, env = "FOLIO_MAX_ALIASES", value_name = "FOLIO_MAX_ALIASES", global = true, default_value = "30", value_parser = trimmed::<usize>, help_heading = "Limits")]
+    #[arg(long, env = "FOLIO_MAX_ALIASES", default_value = "30", value_parser = trimmed::<usize>)]
     max_aliases: usize,
     /// Most root fields in the operation.
-    #[arg(long, env = "FOLIO_MAX_ROOT_FIELDS", value_name = "FOLIO_MAX_ROOT_FIELDS", global = true, default_value = "20", value_parser = trimmed::<usize>, help_heading = "Limits")]
+    #[arg(long, env = "FOLIO_MAX_ROOT_FIELDS", default_value = "20", value_parser = trimmed::<usize>)]
     max_root_fields: usize,
     /// Most directives on one field.
-    #[arg(long, env = "FOLIO_MAX_DIRECTIVES", value_name = "FOLIO_MAX_DIRECTIVES", global = true, default_value = "5", value_parser = trimmed::<usize>, help_heading = "Limits")]
+    #[arg(long, env = "FOLIO_MAX_DIRECTIVES", default_value = "5", value_parser = trimmed::<usize>)]
     max_directives: usize,
     /// Deepest selection nesting an operation may have.
-    #[arg(long, env = "FOLIO_MAX_DEPTH", value_name = "FOLIO_MAX_DEPTH", global = true, default_value = "12", value_parser = trimmed::<usize>, help_heading = "Limits")]
+    #[arg(long, env = "FOLIO_MAX_DEPTH", default_value = "12", value_parser = trimmed::<usize>)]
     max_depth: usize,
     /// Highest complexity an operation may have (each field 1; a connection's subtree `first` times).
-    #[arg(long, env = "FOLIO_MAX_COMPLEXITY", value_name = "FOLIO_MAX_COMPLEXITY", global = true, default_value = "20000", value_parser = trimmed::<usize>, help_heading = "Limits")]
+    #[arg(long, env = "FOLIO_MAX_COMPLEXITY", default_value = "20000", value_parser = trimmed::<usize>)]
     max_complexity: usize,
     /// Longest a GraphQL execution may run (504 TIMEOUT after that).
-    #[arg(long, env = "FOLIO_REQUEST_TIMEOUT_MS", value_name = "FOLIO_REQUEST_TIMEOUT_MS", global = true, default_value = "10000", value_parser = trimmed::<u64>, help_heading = "Limits")]
+    #[arg(long, env = "FOLIO_REQUEST_TIMEOUT_MS", default_value = "10000", value_parser = trimmed::<u64>)]
     request_timeout_ms: u64,
     /// Browser origins allowed to call: a comma-separated list, `*` or `none` [default: any in development, none
     /// in production].
-    #[arg(
-        long,
-        env = "FOLIO_CORS_ORIGINS",
-        value_name = "FOLIO_CORS_ORIGINS",
-        global = true,
-        help_heading = "Limits"
-    )]
+    #[arg(long, env = "FOLIO_CORS_ORIGINS")]
     cors_origins: Option<String>,
     /// Serve `__schema` and `__type` [default: true in development, false in production].
-    #[arg(long, env = "FOLIO_INTROSPECTION", value_name = "FOLIO_INTROSPECTION", global = true, value_parser = boolean, action = ArgAction::Set, help_heading = "Limits")]
+    #[arg(long, env = "FOLIO_INTROSPECTION", value_parser = boolean, action = ArgAction::Set)]
     introspection: Option<bool>,
     /// Reverse proxies in front of Folio; the client address is read that far from the right of X-Forwarded-For.
-    #[arg(long, env = "FOLIO_TRUSTED_PROXIES", value_name = "FOLIO_TRUSTED_PROXIES", global = true, default_value = "0", value_parser = trimmed::<usize>, help_heading = "Limits")]
+    #[arg(long, env = "FOLIO_TRUSTED_PROXIES", default_value = "0", value_parser = trimmed::<usize>)]
     trusted_proxies: usize,
     /// GraphQL requests per minute per user or client address; 0 turns it off [default: 1200 in production, 0 in
     /// development].
-    #[arg(long, env = "FOLIO_RATE_LIMIT_PER_MIN", value_name = "FOLIO_RATE_LIMIT_PER_MIN", global = true, value_parser = trimmed::<u32>, help_heading = "Limits")]
+    #[arg(long, env = "FOLIO_RATE_LIMIT_PER_MIN", value_parser = trimmed::<u32>)]
     rate_limit_per_min: Option<u32>,
     /// Requests a caller may make at once before the rate applies.
-    #[arg(long, env = "FOLIO_RATE_LIMIT_BURST", value_name = "FOLIO_RATE_LIMIT_BURST", global = true, default_value = "120", value_parser = trimmed::<u32>, help_heading = "Limits")]
+    #[arg(long, env = "FOLIO_RATE_LIMIT_BURST", default_value = "120", value_parser = trimmed::<u32>)]
     rate_limit_burst: u32,
     /// `login` attempts per email (and 5x per client address) in 15 minutes.
-    #[arg(long, env = "FOLIO_LOGIN_ATTEMPTS_PER_15MIN", value_name = "FOLIO_LOGIN_ATTEMPTS_PER_15MIN", global = true, default_value = "10", value_parser = trimmed::<u32>, help_heading = "Limits")]
+    #[arg(long, env = "FOLIO_LOGIN_ATTEMPTS_PER_15MIN", default_value = "10", value_parser = trimmed::<u32>)]
     login_attempts_per_15min: u32,
+}
 
-    // --- Authentication ---
+/// Bearer tokens: Folio's own and an external identity provider's.
+#[derive(Args, Clone, Debug)]
+struct AuthSettings {
     /// HS256 key of Folio's own tokens, at least 32 bytes; required in production and on non-loopback addresses.
-    #[arg(long, env = "FOLIO_JWT_SECRET", value_name = "FOLIO_JWT_SECRET", global = true, hide_env_values = true, value_parser = secret, help_heading = "Authentication")]
+    #[arg(long, env = "FOLIO_JWT_SECRET", hide_env_values = true, value_parser = secret)]
     jwt_secret: Option<SecretString>,
     /// `iss` of Folio's own tokens.
-    #[arg(
-        long,
-        env = "FOLIO_TOKEN_ISSUER",
-        value_name = "FOLIO_TOKEN_ISSUER",
-        global = true,
-        default_value = "folio",
-        help_heading = "Authentication"
-    )]
+    #[arg(long, env = "FOLIO_TOKEN_ISSUER", default_value = "folio")]
     token_issuer: String,
     /// `aud` of Folio's own tokens.
-    #[arg(
-        long,
-        env = "FOLIO_TOKEN_AUDIENCE",
-        value_name = "FOLIO_TOKEN_AUDIENCE",
-        global = true,
-        default_value = "folio",
-        help_heading = "Authentication"
-    )]
+    #[arg(long, env = "FOLIO_TOKEN_AUDIENCE", default_value = "folio")]
     token_audience: String,
     /// Lifetime of the tokens `signUp`, `login` and `folio token` hand out.
-    #[arg(long, env = "FOLIO_TOKEN_TTL_SECS", value_name = "FOLIO_TOKEN_TTL_SECS", global = true, default_value = "3600", value_parser = trimmed::<u64>, help_heading = "Authentication")]
+    #[arg(long, env = "FOLIO_TOKEN_TTL_SECS", default_value = "3600", value_parser = trimmed::<u64>)]
     token_ttl_secs: u64,
     /// Clock skew tolerated on `exp` and `nbf`, at most 60.
-    #[arg(long, env = "FOLIO_JWT_LEEWAY_SECS", value_name = "FOLIO_JWT_LEEWAY_SECS", global = true, default_value = "30", value_parser = trimmed::<u64>, help_heading = "Authentication")]
+    #[arg(long, env = "FOLIO_JWT_LEEWAY_SECS", default_value = "30", value_parser = trimmed::<u64>)]
     jwt_leeway_secs: u64,
     /// An external identity provider's JWKS URL (with FOLIO_JWT_ISSUER and FOLIO_JWT_AUDIENCE).
-    #[arg(
-        long,
-        env = "FOLIO_JWKS_URL",
-        value_name = "FOLIO_JWKS_URL",
-        global = true,
-        help_heading = "Authentication"
-    )]
+    #[arg(long, env = "FOLIO_JWKS_URL")]
     jwks_url: Option<String>,
     /// The external provider's `iss`, exactly as in its tokens.
-    #[arg(
-        long,
-        env = "FOLIO_JWT_ISSUER",
-        value_name = "FOLIO_JWT_ISSUER",
-        global = true,
-        help_heading = "Authentication"
-    )]
+    #[arg(long, env = "FOLIO_JWT_ISSUER")]
     jwt_issuer: Option<String>,
     /// The `aud` the external provider's tokens must carry for Folio.
-    #[arg(
-        long,
-        env = "FOLIO_JWT_AUDIENCE",
-        value_name = "FOLIO_JWT_AUDIENCE",
-        global = true,
-        help_heading = "Authentication"
-    )]
+    #[arg(long, env = "FOLIO_JWT_AUDIENCE")]
     jwt_audience: Option<String>,
     /// A claim of the external tokens whose value (USER/ADMIN) sets the user's role; unset: roles live in Folio.
-    #[arg(
-        long,
-        env = "FOLIO_JWT_ROLE_CLAIM",
-        value_name = "FOLIO_JWT_ROLE_CLAIM",
-        global = true,
-        help_heading = "Authentication"
-    )]
+    #[arg(long, env = "FOLIO_JWT_ROLE_CLAIM")]
     jwt_role_claim: Option<String>,
     /// Least time between two JWKS fetches triggered by unknown `kid`s.
-    #[arg(long, env = "FOLIO_JWKS_MIN_REFRESH_SECS", value_name = "FOLIO_JWKS_MIN_REFRESH_SECS", global = true, default_value = "30", value_parser = trimmed::<u64>, help_heading = "Authentication")]
+    #[arg(long, env = "FOLIO_JWKS_MIN_REFRESH_SECS", default_value = "30", value_parser = trimmed::<u64>)]
     jwks_min_refresh_secs: u64,
+}
 
-    // --- Billing ---
+/// The Stripe webhook.
+#[derive(Args, Clone, Debug)]
+struct BillingSettings {
     /// The Stripe webhook endpoint's signing secrets (`whsec_...`), comma-separated; unset: the webhook answers 503.
-    #[arg(long, env = "STRIPE_WEBHOOK_SECRET", value_name = "STRIPE_WEBHOOK_SECRET", global = true, hide_env_values = true, value_parser = secret, help_heading = "Billing")]
+    #[arg(long, env = "STRIPE_WEBHOOK_SECRET", hide_env_values = true, value_parser = secret)]
     stripe_webhook_secret: Option<SecretString>,
     /// How far a webhook signature's timestamp may be from the server's clock; must be positive.
-    #[arg(long, env = "STRIPE_WEBHOOK_TOLERANCE_SECS", value_name = "STRIPE_WEBHOOK_TOLERANCE_SECS", global = true, default_value = "300", value_parser = trimmed::<u64>, help_heading = "Billing")]
+    #[arg(long, env = "STRIPE_WEBHOOK_TOLERANCE_SECS", default_value = "300", value_parser = trimmed::<u64>)]
     stripe_webhook_tolerance_secs: u64,
+}
+
+/// Completes the declarations of `command` (a command with `Settings` flattened in): every setting global, and
+/// its value named after its environment variable.
+pub fn declare(command: clap::Command) -> clap::Command {
+    command.mut_args(|arg| {
+        let named = match arg.get_env() {
+            Some(env) => {
+                let name = env.to_string_lossy().into_owned();
+                arg.value_name(name)
+            }
+            None => arg,
+        };
+        named.global(true)
+    })
 }
 
 /// A value with surrounding whitespace trimmed, parsed as `T`.
@@ -505,24 +449,29 @@ impl Config {
 
     /// Checks and types `settings`.
     pub fn from_settings(s: Settings) -> anyhow::Result<Self> {
-        let production = s.env == Environment::Production;
+        let production = s.server.env == Environment::Production;
         Ok(Self {
-            env: s.env,
-            bind: s.bind,
-            database_url: non_empty(Some(s.database_url.clone()))
+            env: s.server.env,
+            bind: s.server.bind,
+            database_url: non_empty(Some(s.database.database_url.clone()))
                 .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
-            db_max_connections: s.db_max_connections,
-            db_acquire_timeout: Duration::from_millis(s.db_acquire_timeout_ms),
-            pg_tls_from_env: [&s.pgsslmode, &s.pgsslrootcert, &s.pgsslcert, &s.pgsslkey]
-                .iter()
-                .any(|v| v.is_some()),
-            demo_data: s.demo_data && !s.no_demo,
-            max_depth: s.max_depth,
-            max_complexity: s.max_complexity,
+            db_max_connections: s.database.db_max_connections,
+            db_acquire_timeout: Duration::from_millis(s.database.db_acquire_timeout_ms),
+            pg_tls_from_env: [
+                &s.database.pgsslmode,
+                &s.database.pgsslrootcert,
+                &s.database.pgsslcert,
+                &s.database.pgsslkey,
+            ]
+            .iter()
+            .any(|v| v.is_some()),
+            demo_data: s.server.demo_data && !s.server.no_demo,
+            max_depth: s.limits.max_depth,
+            max_complexity: s.limits.max_complexity,
             // Production serves no playground unless asked to.
-            graphiql: s.graphiql.unwrap_or(!production),
-            log_filter: s.log.clone(),
-            log_format: s.log_format,
+            graphiql: s.server.graphiql.unwrap_or(!production),
+            log_filter: s.server.log.clone(),
+            log_format: s.server.log_format,
             auth: auth_from(&s)?,
             cache: cache_from(&s)?,
             edge: edge_from(&s, production)?,
@@ -569,7 +518,7 @@ impl Config {
 
 /// The declared settings as a clap command (for `from_lookup`, `--help` and the README check).
 pub fn settings_command() -> clap::Command {
-    Settings::augment_args(clap::Command::new("folio"))
+    declare(Settings::augment_args(clap::Command::new("folio")))
 }
 
 /// The environment variables the settings are read from, in declaration order.
@@ -597,7 +546,7 @@ pub fn database_kind(url: &str) -> anyhow::Result<DatabaseKind> {
 }
 
 fn edge_from(s: &Settings, production: bool) -> anyhow::Result<EdgeConfig> {
-    let cors_origins = match non_empty(s.cors_origins.clone()) {
+    let cors_origins = match non_empty(s.limits.cors_origins.clone()) {
         Some(v) if v.eq_ignore_ascii_case("none") => Vec::new(),
         Some(v) => v
             .split(',')
@@ -613,28 +562,29 @@ fn edge_from(s: &Settings, production: bool) -> anyhow::Result<EdgeConfig> {
         }
     }
     Ok(EdgeConfig {
-        max_body_bytes: s.max_body_bytes,
-        max_document_bytes: s.max_document_bytes,
-        max_tokens: s.max_tokens,
-        max_aliases: s.max_aliases,
-        max_root_fields: s.max_root_fields,
-        max_directives: s.max_directives,
-        request_timeout: Duration::from_millis(s.request_timeout_ms),
+        max_body_bytes: s.limits.max_body_bytes,
+        max_document_bytes: s.limits.max_document_bytes,
+        max_tokens: s.limits.max_tokens,
+        max_aliases: s.limits.max_aliases,
+        max_root_fields: s.limits.max_root_fields,
+        max_directives: s.limits.max_directives,
+        request_timeout: Duration::from_millis(s.limits.request_timeout_ms),
         cors_origins,
-        introspection: s.introspection.unwrap_or(!production),
-        trusted_proxies: s.trusted_proxies,
+        introspection: s.limits.introspection.unwrap_or(!production),
+        trusted_proxies: s.limits.trusted_proxies,
         // On by default in production only: in development one address (a laptop, a load test) is everyone.
         rate_per_min: s
+            .limits
             .rate_limit_per_min
             .unwrap_or(if production { 1_200 } else { 0 }),
-        rate_burst: s.rate_limit_burst.max(1),
-        login_attempts: s.login_attempts_per_15min.max(1),
+        rate_burst: s.limits.rate_limit_burst.max(1),
+        login_attempts: s.limits.login_attempts_per_15min.max(1),
     })
 }
 
 fn cache_from(s: &Settings) -> anyhow::Result<CacheConfig> {
-    let redis_url = non_empty(s.redis_url.clone());
-    let mode = match s.cache {
+    let redis_url = non_empty(s.cache.redis_url.clone());
+    let mode = match s.cache.mode {
         None if redis_url.is_some() => CacheMode::Redis,
         None | Some(CacheChoice::Memory) => CacheMode::Memory,
         Some(CacheChoice::Redis) => CacheMode::Redis,
@@ -646,16 +596,17 @@ fn cache_from(s: &Settings) -> anyhow::Result<CacheConfig> {
     Ok(CacheConfig {
         mode,
         redis_url: redis_url.map(SecretString::from),
-        max_bytes: s.cache_max_bytes,
-        prefix: s.cache_prefix.clone(),
-        redis_timeout: Duration::from_millis(s.redis_timeout_ms.max(1)),
-        ttl: Duration::from_secs(s.cache_ttl_secs),
+        max_bytes: s.cache.cache_max_bytes,
+        prefix: s.cache.cache_prefix.clone(),
+        redis_timeout: Duration::from_millis(s.cache.redis_timeout_ms.max(1)),
+        ttl: Duration::from_secs(s.cache.cache_ttl_secs),
     })
 }
 
 fn auth_from(s: &Settings) -> anyhow::Result<AuthConfig> {
     use secrecy::ExposeSecret;
     let jwt_secret = s
+        .auth
         .jwt_secret
         .clone()
         .filter(|secret| !secret.expose_secret().is_empty());
@@ -667,27 +618,27 @@ fn auth_from(s: &Settings) -> anyhow::Result<AuthConfig> {
             secret.expose_secret().len()
         )
     }
-    if s.jwt_leeway_secs > MAX_LEEWAY_SECS {
+    if s.auth.jwt_leeway_secs > MAX_LEEWAY_SECS {
         bail!(
             "FOLIO_JWT_LEEWAY_SECS may be at most {MAX_LEEWAY_SECS}, not {}",
-            s.jwt_leeway_secs
+            s.auth.jwt_leeway_secs
         );
     }
-    if s.token_ttl_secs == 0 {
+    if s.auth.token_ttl_secs == 0 {
         bail!("FOLIO_TOKEN_TTL_SECS must be positive");
     }
     let external = match (
-        non_empty(s.jwks_url.clone()),
-        non_empty(s.jwt_issuer.clone()),
-        non_empty(s.jwt_audience.clone()),
+        non_empty(s.auth.jwks_url.clone()),
+        non_empty(s.auth.jwt_issuer.clone()),
+        non_empty(s.auth.jwt_audience.clone()),
     ) {
         (None, None, None) => None,
         (Some(jwks_url), Some(issuer), Some(audience)) => Some(ExternalIdp {
             jwks_url,
             issuer,
             audience,
-            role_claim: non_empty(s.jwt_role_claim.clone()),
-            min_refresh: Duration::from_secs(s.jwks_min_refresh_secs),
+            role_claim: non_empty(s.auth.jwt_role_claim.clone()),
+            min_refresh: Duration::from_secs(s.auth.jwks_min_refresh_secs),
         }),
         (url, iss, aud) => {
             let missing: Vec<&str> = [
@@ -707,10 +658,10 @@ fn auth_from(s: &Settings) -> anyhow::Result<AuthConfig> {
     };
     Ok(AuthConfig {
         jwt_secret,
-        token_issuer: s.token_issuer.clone(),
-        token_audience: s.token_audience.clone(),
-        token_ttl: Duration::from_secs(s.token_ttl_secs),
-        leeway_secs: s.jwt_leeway_secs,
+        token_issuer: s.auth.token_issuer.clone(),
+        token_audience: s.auth.token_audience.clone(),
+        token_ttl: Duration::from_secs(s.auth.token_ttl_secs),
+        leeway_secs: s.auth.jwt_leeway_secs,
         external,
     })
 }
@@ -718,6 +669,7 @@ fn auth_from(s: &Settings) -> anyhow::Result<AuthConfig> {
 fn stripe_from(s: &Settings) -> anyhow::Result<StripeConfig> {
     use secrecy::ExposeSecret;
     let webhook_secrets = s
+        .billing
         .stripe_webhook_secret
         .as_ref()
         .map(|raw| {
@@ -729,13 +681,13 @@ fn stripe_from(s: &Settings) -> anyhow::Result<StripeConfig> {
                 .collect()
         })
         .unwrap_or_default();
-    if s.stripe_webhook_tolerance_secs == 0 {
+    if s.billing.stripe_webhook_tolerance_secs == 0 {
         // Zero would refuse nearly every delivery (network latency alone exceeds it), silently.
         bail!("STRIPE_WEBHOOK_TOLERANCE_SECS must be positive");
     }
     Ok(StripeConfig {
         webhook_secrets,
-        tolerance_secs: s.stripe_webhook_tolerance_secs,
+        tolerance_secs: s.billing.stripe_webhook_tolerance_secs,
     })
 }
 

@@ -1,7 +1,5 @@
 //! The `folio` binary: parse the command line, read the configuration, start logging, run the command.
 
-use clap::Parser;
-
 /// mimalloc instead of the system allocator: a GraphQL response is built from many small allocations on
 /// several threads, where glibc's malloc spent a fifth of the CPU, much of it on arena locks.
 #[global_allocator]
@@ -11,7 +9,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> std::process::ExitCode {
     // A missing .env is normal; a malformed one is reported by the settings it fails to provide.
     let _ = dotenvy::dotenv();
-    let cli = folio::cli::Cli::parse();
+    let cli = folio::cli::Cli::parse_declared();
     let config = match folio::Config::from_settings(cli.settings) {
         Ok(c) => c,
         Err(e) => {

@@ -1,5 +1,6 @@
 //! The real binary's auth commands and start-up rules: `folio token` mints a working token (and, with `--role`,
-//! sets the role), and production refuses both `folio token` and serving without a secret.
+//! sets the role), production refuses both `folio token` and serving without a secret, and `folio --help`
+//! lists every setting.
 
 use std::process::{Command, Output};
 
@@ -91,4 +92,31 @@ async fn production_refuses_dev_tokens_and_serving_without_a_secret() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("FOLIO_JWT_SECRET"));
+}
+
+#[test]
+fn help_lists_every_setting_and_a_bad_value_names_its_variable() {
+    let out = folio(&["--help"], "sqlite::memory:", &[]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for name in folio::config::setting_variables() {
+        assert!(
+            help.contains(&format!("env: {name}")),
+            "{name} missing from --help"
+        );
+    }
+    // After a subcommand too, and an invalid value is reported under the variable's name.
+    let out = folio(
+        &["schema"],
+        "sqlite::memory:",
+        &[("FOLIO_DB_MAX_CONNECTIONS", "many")],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("FOLIO_DB_MAX_CONNECTIONS"));
+    let out = folio(&["schema", "--max-depth", "7"], "sqlite::memory:", &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
