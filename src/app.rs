@@ -15,6 +15,7 @@ use crate::config::{Config, DatabaseKind, Environment};
 use crate::graphql::LoginLimits;
 use crate::graphql::{Limits, SchemaData, build_schema, sdl_of};
 use crate::http::{AppState, Shared, router};
+use crate::operation::persisted::{Manifest, Persisted, Registry};
 use crate::operation::{Pipeline, PipelineParts};
 use crate::ratelimit::{Rate, RateLimiter};
 use crate::redis_conn::RedisConn;
@@ -77,6 +78,24 @@ impl App {
             redis.clone(),
             metrics.cache.clone(),
         )?);
+        let manifest = Manifest::load(&config.documents.manifests)?;
+        if !manifest.is_empty() {
+            tracing::info!(
+                documents = manifest.len(),
+                mode = ?config.documents.mode,
+                "trusted documents loaded"
+            );
+        }
+        let persisted = Persisted::new(
+            config.documents.mode,
+            manifest,
+            Registry::new(
+                redis.clone(),
+                &config.cache.prefix,
+                metrics.persisted_errors.clone(),
+            ),
+            metrics.documents_unknown.clone(),
+        );
         let limiter = Arc::new(RateLimiter::new(
             redis,
             &config.cache.prefix,
@@ -126,6 +145,7 @@ impl App {
             cache: cache.clone(),
             limits: edge.clone(),
             max_complexity: config.max_complexity,
+            persisted,
             metrics: metrics.clone(),
         });
         let state = AppState::new(Shared {

@@ -63,6 +63,8 @@ pub struct Settings {
     limits: LimitSettings,
     #[command(flatten, next_help_heading = "Authentication")]
     auth: AuthSettings,
+    #[command(flatten, next_help_heading = "Persisted documents")]
+    documents: DocumentSettings,
     #[command(flatten, next_help_heading = "Billing")]
     billing: BillingSettings,
 }
@@ -134,7 +136,7 @@ struct DatabaseSettings {
 struct CacheSettings {
     /// The response cache: `memory`, `redis` or `off` [default: redis if REDIS_URL is set, memory otherwise].
     #[arg(long = "cache", env = "FOLIO_CACHE", ignore_case = true)]
-    mode: Option<CacheChoice>,
+    cache_mode: Option<CacheChoice>,
     /// `redis://[:PASSWORD@]HOST:PORT[/DB]` (or `rediss://`); selects the Redis cache.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     redis_url: Option<String>,
@@ -237,6 +239,34 @@ struct AuthSettings {
     /// Least time between two JWKS fetches triggered by unknown `kid`s.
     #[arg(long, env = "FOLIO_JWKS_MIN_REFRESH_SECS", default_value = "30", value_parser = trimmed::<u64>)]
     jwks_min_refresh_secs: u64,
+}
+
+/// Persisted documents.
+#[derive(Args, Clone, Debug)]
+struct DocumentSettings {
+    /// Which documents run: `open` (any; APQ registers them), `apq` (APQ and manifest documents), `safelist` (manifest documents only) or `log` (any, unknown ones counted and logged) [default: safelist in production with a manifest, open otherwise].
+    #[arg(long = "documents", env = "FOLIO_DOCUMENTS", ignore_case = true)]
+    documents_mode: Option<DocumentMode>,
+    /// Trusted-document manifests, comma-separated: Apollo's persisted-query-manifest.json, graphql-codegen's persisted-documents.json or Relay's persisted_queries.json.
+    #[arg(long = "documents-manifest", env = "FOLIO_DOCUMENTS_MANIFEST")]
+    documents_manifest: Option<String>,
+}
+
+/// `FOLIO_DOCUMENTS`: which documents may run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DocumentMode {
+    Open,
+    Apq,
+    Safelist,
+    Log,
+}
+
+/// Persisted documents (see `operation::persisted`).
+#[derive(Clone, Debug)]
+pub struct DocumentConfig {
+    pub mode: DocumentMode,
+    /// Manifest files to load at start.
+    pub manifests: Vec<std::path::PathBuf>,
 }
 
 /// The Stripe webhook.
@@ -382,6 +412,7 @@ pub struct Config {
     pub cache: CacheConfig,
     pub edge: EdgeConfig,
     pub stripe: StripeConfig,
+    pub documents: DocumentConfig,
 }
 
 /// How to open the database pool (see `Store::connect`).
@@ -476,6 +507,7 @@ impl Config {
             cache: cache_from(&s)?,
             edge: edge_from(&s, production)?,
             stripe: stripe_from(&s)?,
+            documents: documents_from(&s, production)?,
         })
     }
 
@@ -584,7 +616,7 @@ fn edge_from(s: &Settings, production: bool) -> anyhow::Result<EdgeConfig> {
 
 fn cache_from(s: &Settings) -> anyhow::Result<CacheConfig> {
     let redis_url = non_empty(s.cache.redis_url.clone());
-    let mode = match s.cache.mode {
+    let mode = match s.cache.cache_mode {
         None if redis_url.is_some() => CacheMode::Redis,
         None | Some(CacheChoice::Memory) => CacheMode::Memory,
         Some(CacheChoice::Redis) => CacheMode::Redis,
@@ -664,6 +696,28 @@ fn auth_from(s: &Settings) -> anyhow::Result<AuthConfig> {
         leeway_secs: s.auth.jwt_leeway_secs,
         external,
     })
+}
+
+fn documents_from(s: &Settings, production: bool) -> anyhow::Result<DocumentConfig> {
+    let d = &s.documents;
+    let manifests: Vec<std::path::PathBuf> = non_empty(d.documents_manifest.clone())
+        .map(|list| {
+            list.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(std::path::PathBuf::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    let mode = match d.documents_mode {
+        Some(mode) => mode,
+        None if production && !manifests.is_empty() => DocumentMode::Safelist,
+        None => DocumentMode::Open,
+    };
+    if mode == DocumentMode::Safelist && manifests.is_empty() {
+        bail!("FOLIO_DOCUMENTS=safelist needs FOLIO_DOCUMENTS_MANIFEST (the documents it allows)");
+    }
+    Ok(DocumentConfig { mode, manifests })
 }
 
 fn stripe_from(s: &Settings) -> anyhow::Result<StripeConfig> {

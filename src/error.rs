@@ -53,6 +53,11 @@ pub enum Code {
     TooManyRootFields,
     TooManyFields,
     IntrospectionDisabled,
+    // Persisted documents.
+    PersistedQueryNotFound,
+    PersistedQueryNotAllowed,
+    PersistedQueryHashMismatch,
+    PersistedQueryNotSupported,
     // GraphQL over HTTP.
     BadRequest,
     BatchNotSupported,

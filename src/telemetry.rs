@@ -52,6 +52,10 @@ pub struct Metrics {
     /// `folio_graphql_compiled_total`: queries answered by a compiled plan (see `graphql/compiled`) rather
     /// than by the executor.
     pub compiled: IntCounter,
+    /// `folio_documents_unknown_total`: documents outside the manifests that ran (`FOLIO_DOCUMENTS=log`).
+    pub documents_unknown: IntCounter,
+    /// `folio_persisted_query_errors_total`: APQ registry calls that could not reach Redis.
+    pub persisted_errors: IntCounter,
 }
 
 impl Metrics {
@@ -112,6 +116,14 @@ impl Metrics {
             "folio_graphql_compiled_total",
             "Queries answered by a compiled plan instead of the general executor",
         )?;
+        let documents_unknown = counter(
+            "folio_documents_unknown_total",
+            "Documents outside the trusted manifests that ran (FOLIO_DOCUMENTS=log)",
+        )?;
+        let persisted_errors = counter(
+            "folio_persisted_query_errors_total",
+            "Persisted-query registry calls that failed (Redis unreachable)",
+        )?;
         registry.register(Box::new(db_statements.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
@@ -124,6 +136,8 @@ impl Metrics {
             rate_limited,
             rate_limit_errors,
             compiled,
+            documents_unknown,
+            persisted_errors,
         })
     }
 

@@ -7,6 +7,8 @@
 //! - `POST` takes `application/json` bodies only (415 otherwise). That is also the CSRF rule: a browser cannot
 //!   send such a request cross-site without a CORS preflight, and `text/plain`, form and multipart bodies never
 //!   execute. `GET` runs queries only: a mutation over GET is 405 with `Allow: POST`.
+//! - A request names its document by `query` (text), `documentId` (a trusted document) or
+//!   `extensions.persistedQuery` (APQ); see `operation::persisted`.
 //! - A body that is not JSON, not an object (batches are refused), or has a non-string `query` or non-object
 //!   `variables` answers 400 with a GraphQL-shaped error, never a 500.
 //!
@@ -87,10 +89,21 @@ struct HttpContext {
 /// The parts of a GraphQL request an HTTP body or query string carries.
 #[derive(Default)]
 struct Params {
-    query: String,
+    query: Option<String>,
+    /// A trusted document's id (the GraphQL-over-HTTP persisted-documents proposal).
+    document_id: Option<String>,
     operation_name: Option<String>,
     variables: async_graphql::Variables,
     extensions: async_graphql::Extensions,
+}
+
+impl Params {
+    /// The text, a trusted document's id, or an APQ hash.
+    fn names_a_document(&self) -> bool {
+        self.query.is_some()
+            || self.document_id.is_some()
+            || self.extensions.contains_key("persistedQuery")
+    }
 }
 
 /// Runs one GraphQL request for this HTTP request, as the viewer its `Authorization` header names. A header
@@ -118,6 +131,7 @@ async fn execute(
     }
     let request = Request {
         document: params.query,
+        document_id: params.document_id,
         operation_name: params.operation_name,
         variables: params.variables,
         extensions: params.extensions,
@@ -232,15 +246,17 @@ pub async fn post(
             );
         }
     };
-    let query = match object.remove("query") {
-        Some(Json::String(query)) => query,
-        None | Some(Json::Null) => return bad(Code::BadRequest, "The body has no `query`."),
+    let mut request = Params::default();
+    match object.remove("query") {
+        Some(Json::String(query)) => request.query = Some(query),
+        None | Some(Json::Null) => {}
         Some(_) => return bad(Code::BadRequest, "`query` must be a string."),
-    };
-    let mut request = Params {
-        query,
-        ..Params::default()
-    };
+    }
+    match object.remove("documentId") {
+        Some(Json::String(id)) => request.document_id = Some(id),
+        None | Some(Json::Null) => {}
+        Some(_) => return bad(Code::BadRequest, "`documentId` must be a string."),
+    }
     match object.remove("operationName") {
         None | Some(Json::Null) => {}
         Some(Json::String(name)) => request.operation_name = Some(name),
@@ -260,6 +276,9 @@ pub async fn post(
             Err(_) => return bad(Code::BadRequest, "`extensions` must be an object."),
         },
         Some(_) => return bad(Code::BadRequest, "`extensions` must be an object."),
+    }
+    if !request.names_a_document() {
+        return bad(Code::BadRequest, "The body has no `query`.");
     }
     let http = HttpContext {
         accepts: Accepts::Any,
@@ -294,6 +313,7 @@ fn is_json(headers: &HeaderMap) -> bool {
 #[serde(rename_all = "camelCase")]
 pub struct GetParams {
     query: Option<String>,
+    document_id: Option<String>,
     operation_name: Option<String>,
     /// JSON text.
     variables: Option<String>,
@@ -312,7 +332,9 @@ pub async fn get(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|accept| accept.contains("text/html"));
-    let has_query = params.as_ref().is_ok_and(|Query(p)| p.query.is_some());
+    let has_query = params.as_ref().is_ok_and(|Query(p)| {
+        p.query.is_some() || p.document_id.is_some() || p.extensions.is_some()
+    });
     if wants_html && !has_query && state.graphiql {
         let page = GraphiQLSource::build()
             .endpoint("/graphql")
@@ -329,11 +351,9 @@ pub async fn get(
     let Ok(Query(params)) = params else {
         return bad("The query string is malformed.");
     };
-    let Some(query) = params.query else {
-        return bad("GET /graphql needs a `query` parameter.");
-    };
     let mut request = Params {
-        query,
+        query: params.query,
+        document_id: params.document_id.filter(|id| !id.is_empty()),
         ..Params::default()
     };
     if let Some(name) = params.operation_name.filter(|n| !n.is_empty()) {
@@ -352,6 +372,9 @@ pub async fn get(
             Ok(ext) => request.extensions = ext,
             Err(_) => return bad("`extensions` must be a JSON object."),
         }
+    }
+    if !request.names_a_document() {
+        return bad("GET /graphql needs a `query` parameter.");
     }
     let http = HttpContext {
         accepts: Accepts::QueriesOnly,

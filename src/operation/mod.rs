@@ -1,8 +1,10 @@
 //! The operation pipeline: running one GraphQL operation for a viewer, whatever transport carried it.
 //!
-//! `Pipeline::run` takes a plain `Request` (document text, operation name, variables, viewer, client address,
-//! deadline) and returns an `Outcome` (body, cache policy, status class, tags read) that knows nothing about
-//! HTTP. In order:
+//! `Pipeline::run` takes a plain `Request` (document text or persisted id, operation name, variables, viewer,
+//! client address, deadline) and returns an `Outcome` (body, cache policy, status class, tags read) that knows
+//! nothing about HTTP. In order:
+//! - which document runs: the text sent, or the one an APQ hash or a trusted-document id names, if the
+//!   `FOLIO_DOCUMENTS` mode runs it (`persisted`);
 //! - the document: found among recent ones (`documents`) or parsed once, its size and token count checked
 //!   before anything else (`limits`);
 //! - a query is looked up in the response cache before it is parsed; a hit is answered from the stored bytes;
@@ -20,6 +22,7 @@ mod documents;
 mod execute;
 mod limits;
 mod outcome;
+pub mod persisted;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -43,8 +46,10 @@ pub use outcome::{CacheStatus, Outcome, Status};
 
 /// One operation to run, as a transport hands it over.
 pub struct Request {
-    /// The document's text.
-    pub document: String,
+    /// The document's text (absent when the request names a persisted document).
+    pub document: Option<String>,
+    /// A trusted document's id (`documentId`, see `persisted`).
+    pub document_id: Option<String>,
     pub operation_name: Option<String>,
     pub variables: async_graphql::Variables,
     pub extensions: async_graphql::Extensions,
@@ -76,6 +81,8 @@ pub struct PipelineParts {
     pub limits: Arc<EdgeConfig>,
     /// The schema's complexity limit, which compiled plans check themselves (`graphql/compiled`).
     pub max_complexity: usize,
+    /// Persisted documents: APQ, trusted manifests and the mode that says which documents run.
+    pub persisted: persisted::Persisted,
     pub metrics: Metrics,
 }
 
@@ -128,6 +135,7 @@ impl Pipeline {
     pub async fn run(&self, request: Request) -> Outcome {
         let Request {
             document,
+            document_id,
             operation_name,
             variables,
             extensions,
@@ -138,6 +146,15 @@ impl Pipeline {
             deadline,
         } = request;
         let deadline = deadline.unwrap_or_else(|| Instant::now() + self.limits.request_timeout);
+        let sent = persisted::Sent {
+            text: document,
+            document_id: document_id.as_deref(),
+            extensions: &extensions,
+        };
+        let document = match self.persisted.resolve(sent).await {
+            Ok(document) => document,
+            Err(refused) => return Outcome::request_error(refused.code, &refused.message),
+        };
         // A recent document has passed the limits, and its key hash is known: a repeated query (a cache hit above
         // all) neither scans nor normalises its text again.
         let known = self.0.documents.get(&document);

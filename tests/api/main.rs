@@ -14,6 +14,7 @@ mod lifecycle;
 mod loaders;
 mod mutations;
 mod pagination;
+mod persisted;
 mod pipeline;
 mod queries;
 mod schema_sync;

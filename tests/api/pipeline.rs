@@ -12,7 +12,8 @@ use folio::store::Role;
 
 fn request(document: &str, variables: Value, viewer: Viewer, accepts: Accepts) -> Request {
     Request {
-        document: document.to_owned(),
+        document: Some(document.to_owned()),
+        document_id: None,
         operation_name: None,
         variables: async_graphql::Variables::from_json(variables),
         extensions: Default::default(),
