@@ -146,8 +146,10 @@ impl App {
             limits: edge.clone(),
             max_complexity: config.max_complexity,
             persisted,
+            max_cost: config.documents.max_cost,
+            cost_extension: config.documents.cost_extension,
             metrics: metrics.clone(),
-        });
+        })?;
         let state = AppState::new(Shared {
             pipeline,
             store,

@@ -250,6 +250,12 @@ struct DocumentSettings {
     /// Trusted-document manifests, comma-separated: Apollo's persisted-query-manifest.json, graphql-codegen's persisted-documents.json or Relay's persisted_queries.json.
     #[arg(long = "documents-manifest", env = "FOLIO_DOCUMENTS_MANIFEST")]
     documents_manifest: Option<String>,
+    /// Largest estimated cost (from the schema's @cost and @listSize) an operation may have; 0: no limit.
+    #[arg(long, env = "FOLIO_MAX_COST", default_value = "0", value_parser = trimmed::<u64>)]
+    max_cost: u64,
+    /// Put `extensions.cost.estimated` in every response [default: true in development, false in production].
+    #[arg(long, env = "FOLIO_COST_EXTENSION", value_parser = boolean, action = ArgAction::Set)]
+    cost_extension: Option<bool>,
 }
 
 /// `FOLIO_DOCUMENTS`: which documents may run.
@@ -261,12 +267,16 @@ pub enum DocumentMode {
     Log,
 }
 
-/// Persisted documents (see `operation::persisted`).
+/// Persisted documents and cost (see `operation::persisted` and `operation::cost`).
 #[derive(Clone, Debug)]
 pub struct DocumentConfig {
     pub mode: DocumentMode,
     /// Manifest files to load at start.
     pub manifests: Vec<std::path::PathBuf>,
+    /// The largest estimated cost an operation may have; `None`: no limit.
+    pub max_cost: Option<u64>,
+    /// Every response carries `extensions.cost.estimated`.
+    pub cost_extension: bool,
 }
 
 /// The Stripe webhook.
@@ -717,7 +727,12 @@ fn documents_from(s: &Settings, production: bool) -> anyhow::Result<DocumentConf
     if mode == DocumentMode::Safelist && manifests.is_empty() {
         bail!("FOLIO_DOCUMENTS=safelist needs FOLIO_DOCUMENTS_MANIFEST (the documents it allows)");
     }
-    Ok(DocumentConfig { mode, manifests })
+    Ok(DocumentConfig {
+        mode,
+        manifests,
+        max_cost: (d.max_cost > 0).then_some(d.max_cost),
+        cost_extension: d.cost_extension.unwrap_or(!production),
+    })
 }
 
 fn stripe_from(s: &Settings) -> anyhow::Result<StripeConfig> {

@@ -53,6 +53,7 @@ pub enum Code {
     TooManyRootFields,
     TooManyFields,
     IntrospectionDisabled,
+    CostLimitExceeded,
     // Persisted documents.
     PersistedQueryNotFound,
     PersistedQueryNotAllowed,

@@ -10,6 +10,7 @@ pub mod comments;
 pub mod compiled;
 pub mod connection;
 pub mod context;
+pub mod cost;
 pub mod entities;
 pub mod guards;
 pub mod ids;

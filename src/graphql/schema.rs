@@ -94,14 +94,18 @@ pub fn build_schema(data: Option<SchemaData>, limits: Limits) -> FolioSchema {
 /// `graphql-js`'s `buildSchema`) do not, and reject an undefined directive; with the definitions appended the file
 /// is a complete schema for them, and still composes (the definitions are the spec's own).
 pub fn sdl() -> String {
-    let limits = Limits {
+    sdl_of(&build_schema(None, unlimited()))
+}
+
+/// No limits (for printing the schema and checking documents against it).
+pub fn unlimited() -> Limits {
+    Limits {
         max_depth: usize::MAX,
         max_complexity: usize::MAX,
         max_directives: usize::MAX,
         introspection: true,
         suggestions: true,
-    };
-    sdl_of(&build_schema(None, limits))
+    }
 }
 
 /// `sdl()` of a built schema (the server serves its own at `GET /schema.graphql`).
@@ -111,16 +115,92 @@ pub fn sdl_of(schema: &FolioSchema) -> String {
     sdl
 }
 
-/// The SDL a federation gateway reads from `_service { sdl }`: printed with the options async-graphql's
-/// `_service` resolver uses, so the two cannot differ.
+/// The SDL a federation gateway reads from `_service { sdl }` (see `ServiceSdl`).
 pub fn subgraph_sdl_of(schema: &FolioSchema) -> String {
+    linked_sdl(&printed_sdl(schema))
+}
+
+/// The subgraph SDL as async-graphql prints it, with the options its `_service` resolver uses.
+fn printed_sdl(schema: &FolioSchema) -> String {
     schema.sdl_with_options(SDLExportOptions::new().federation().compose_directive())
 }
 
+/// The Federation version the subgraph links: 2.9, the first whose spec has `@cost` and `@listSize`.
+pub const FEDERATION_URL: &str = "https://specs.apollo.dev/federation/v2.9";
+
+/// The directives Folio imports from the federation spec beyond the ones async-graphql imports itself.
+const COST_DIRECTIVES: [&str; 2] = ["cost", "listSize"];
+
+/// async-graphql's federation SDL links Federation v2.5 and prints the definition of every directive it knows.
+/// The demand-control directives (`graphql/cost.rs`) belong to Federation v2.9: this raises the link, imports
+/// them, and leaves their definitions to the spec, so composition carries them into the supergraph for the
+/// gateway's demand control (a subgraph-local `@cost` would be dropped there).
+fn linked_sdl(printed: &str) -> String {
+    let mut out = String::with_capacity(printed.len() + 64);
+    for line in printed.lines() {
+        let defines_cost = COST_DIRECTIVES.iter().any(|name| {
+            line.strip_prefix("directive @")
+                .and_then(|rest| rest.strip_prefix(name))
+                .is_some_and(|rest| rest.starts_with('(') || rest.starts_with(' '))
+        });
+        if defines_cost {
+            continue;
+        }
+        if line.contains("url: \"https://specs.apollo.dev/federation/v2.") {
+            out.push_str(&format!("\turl: \"{FEDERATION_URL}\","));
+        } else if line.trim_start().starts_with("import: [\"@key\"") {
+            let imports: String = COST_DIRECTIVES
+                .iter()
+                .map(|d| format!(", \"@{d}\""))
+                .collect();
+            out.push_str(&line.replacen(']', &format!("{imports}]"), 1));
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// async-graphql answers `_service { sdl }` itself, with the SDL as it prints it; the operation pipeline puts
+/// the linked SDL (`subgraph_sdl_of`) in its place, so gateways read what `schema.graphql` holds.
+pub struct ServiceSdl {
+    printed: String,
+    linked: String,
+}
+
+impl ServiceSdl {
+    pub fn of(schema: &FolioSchema) -> Self {
+        let printed = printed_sdl(schema);
+        let linked = linked_sdl(&printed);
+        Self { printed, linked }
+    }
+
+    /// Replaces the printed SDL wherever a root field's object holds it (`_service { sdl }`, under any alias).
+    /// A length check first: nothing else in a response is this string.
+    pub fn fix(&self, data: &mut async_graphql::Value) {
+        let async_graphql::Value::Object(root) = data else {
+            return;
+        };
+        for value in root.values_mut() {
+            if let async_graphql::Value::Object(fields) = value {
+                for field in fields.values_mut() {
+                    if let async_graphql::Value::String(s) = field
+                        && s.len() == self.printed.len()
+                        && *s == self.printed
+                    {
+                        *s = self.linked.clone();
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The definitions of `@link` and of every directive the subgraph SDL imports from the federation spec (with the
-/// scalars and enum they use), as Federation v2.5 declares them. A test checks that each imported directive is
+/// scalars and enum they use), as Federation v2.9 declares them. A test checks that each imported directive is
 /// defined here.
-pub const FEDERATION_DEFINITIONS: &str = r#"# Federation 2 directive definitions (https://specs.apollo.dev/federation/v2.5), for tools that read this SDL
+pub const FEDERATION_DEFINITIONS: &str = r#"# Federation 2 directive definitions (https://specs.apollo.dev/federation/v2.9), for tools that read this SDL
 # as a plain GraphQL schema. Gateways and composition know them already; `_service { sdl }` leaves them out.
 directive @link(url: String, as: String, for: link__Purpose, import: [link__Import]) repeatable on SCHEMA
 directive @key(fields: federation__FieldSet!, resolvable: Boolean = true) repeatable on OBJECT | INTERFACE
@@ -134,6 +214,8 @@ directive @requires(fields: federation__FieldSet!) on FIELD_DEFINITION
 directive @composeDirective(name: String) repeatable on SCHEMA
 directive @interfaceObject on OBJECT
 directive @requiresScopes(scopes: [[federation__Scope!]!]!) on FIELD_DEFINITION | OBJECT | INTERFACE | SCALAR | ENUM
+directive @cost(weight: Int!) on ARGUMENT_DEFINITION | ENUM | FIELD_DEFINITION | INPUT_FIELD_DEFINITION | OBJECT | SCALAR
+directive @listSize(assumedSize: Int, slicingArguments: [String!], sizedFields: [String!], requireOneSlicingArgument: Boolean = true) on FIELD_DEFINITION
 scalar link__Import
 enum link__Purpose {
 	SECURITY

@@ -4,7 +4,6 @@
 
 use async_graphql::{ErrorExtensionValues, ServerError, Value};
 use sha2::{Digest, Sha256};
-use tokio::time::Instant;
 
 use super::documents::Kept;
 use super::{Pipeline, Status};
@@ -67,12 +66,12 @@ impl Pipeline {
     pub(super) async fn execute(
         &self,
         request: async_graphql::Request,
-        request_id: &str,
-        deadline: Instant,
+        who: &super::Run,
         parse_failed: bool,
         kept: Option<&Kept>,
         tracker: Option<&Tracker>,
     ) -> Option<Executed> {
+        let (request_id, deadline, cost) = (who.request_id.as_str(), who.deadline, who.cost);
         let operation = request.operation_name.clone();
         if let Some(plan) = kept.and_then(|k| k.plan(operation.as_deref())) {
             let run = plan.run(
@@ -82,8 +81,11 @@ impl Pipeline {
                 tracker,
             );
             match tokio::time::timeout_at(deadline, run).await {
-                Ok(Some(output)) => {
+                Ok(Some(mut output)) => {
                     self.metrics.compiled.inc();
+                    if let Some(estimated) = cost {
+                        add_cost(&mut output.body, estimated);
+                    }
                     return Some(Executed::Compiled(output, plan.cache_control()));
                 }
                 // Not for this request's values: the executor answers it.
@@ -104,6 +106,14 @@ impl Pipeline {
         match tokio::time::timeout_at(deadline, run).await {
             Ok(mut response) => {
                 finish_errors(&mut response, request_id, parse_failed);
+                self.0.service_sdl.fix(&mut response.data);
+                if let Some(estimated) = cost {
+                    response.extensions.insert(
+                        "cost".to_owned(),
+                        Value::from_json(serde_json::json!({ "estimated": estimated }))
+                            .unwrap_or_default(),
+                    );
+                }
                 if let (true, Some(kept)) = (response.errors.is_empty(), kept) {
                     kept.executed(operation.as_deref(), response.cache_control);
                 }
@@ -120,6 +130,17 @@ impl Pipeline {
         tracing::warn!(
             timeout_ms = self.limits.request_timeout.as_millis() as u64,
             "GraphQL execution timed out and was stopped"
+        );
+    }
+}
+
+/// Appends `"extensions": {"cost": {"estimated": n}}` to a compiled response's JSON object (which has no
+/// `extensions` of its own).
+fn add_cost(body: &mut Vec<u8>, estimated: u64) {
+    if body.last() == Some(&b'}') {
+        body.pop();
+        body.extend_from_slice(
+            format!(r#","extensions":{{"cost":{{"estimated":{estimated}}}}}}}"#).as_bytes(),
         );
     }
 }

@@ -18,6 +18,7 @@
 //!
 //! Transports (`http`, and later WebSocket and SSE) turn the outcome into their own framing.
 
+pub mod cost;
 mod documents;
 mod execute;
 mod limits;
@@ -83,6 +84,9 @@ pub struct PipelineParts {
     pub max_complexity: usize,
     /// Persisted documents: APQ, trusted manifests and the mode that says which documents run.
     pub persisted: persisted::Persisted,
+    /// The largest estimated cost an operation may have (`None`: no limit), and whether responses carry it.
+    pub max_cost: Option<u64>,
+    pub cost_extension: bool,
     pub metrics: Metrics,
 }
 
@@ -92,6 +96,10 @@ pub struct Pipeline(Arc<Inner>);
 
 struct Inner {
     parts: PipelineParts,
+    /// Puts the linked subgraph SDL into `_service { sdl }` answers.
+    service_sdl: crate::graphql::schema::ServiceSdl,
+    /// Prices operations from the schema's `@cost`/`@listSize` (read from the SDL the gateways see).
+    costs: cost::CostModel,
     /// Queries executing right now, by cache key (single-flight).
     flights: SingleFlight<Key, Arc<Computed>>,
     /// Parsed documents of recent operations.
@@ -123,12 +131,16 @@ struct Operation {
 }
 
 impl Pipeline {
-    pub fn new(parts: PipelineParts) -> Self {
-        Self(Arc::new(Inner {
+    pub fn new(parts: PipelineParts) -> anyhow::Result<Self> {
+        let costs =
+            cost::CostModel::from_sdl(&crate::graphql::schema::subgraph_sdl_of(&parts.schema))?;
+        Ok(Self(Arc::new(Inner {
+            service_sdl: crate::graphql::schema::ServiceSdl::of(&parts.schema),
+            costs,
             parts,
             flights: SingleFlight::default(),
             documents: Documents::default(),
-        }))
+        })))
     }
 
     /// Runs `request` and returns what to answer.
@@ -190,6 +202,7 @@ impl Pipeline {
             Some(kept) => Ok(Parsed::Kept(kept)),
             None => self.0.documents.parse(&document),
         };
+        let mut cost = None;
         let kind = match parsed {
             Ok(parsed) => {
                 let checked = limits::check_document(
@@ -201,6 +214,18 @@ impl Pipeline {
                     Ok(kind) => kind,
                     Err(e) => return Outcome::request_error(e.code, &e.message),
                 };
+                if self.max_cost.is_some() || self.cost_extension {
+                    cost = self.0.costs.estimate(
+                        parsed.document(),
+                        operation_name.as_deref(),
+                        &variables,
+                    );
+                }
+                if let (Some(estimated), Some(max)) = (cost, self.max_cost)
+                    && estimated > max
+                {
+                    return Outcome::too_costly(estimated, max);
+                }
                 // The executor gets its copy in `execute`, if it runs.
                 kept = Some(match parsed {
                     Parsed::Kept(kept) => kept,
@@ -229,6 +254,7 @@ impl Pipeline {
             request_id,
             deadline,
             parse_failed,
+            cost: cost.filter(|_| self.cost_extension),
         };
         if kind != Some(OperationType::Query) {
             if accepts == Accepts::QueriesOnly && kind.is_some() {
@@ -324,15 +350,8 @@ impl Pipeline {
             });
         }
         let tracker = Arc::new(Tracker::default());
-        let request = request.data(run.viewer).data(Arc::clone(&tracker));
-        let executed = self.execute(
-            request,
-            &run.request_id,
-            run.deadline,
-            false,
-            kept.as_deref(),
-            Some(&tracker),
-        );
+        let request = request.data(run.viewer.clone()).data(Arc::clone(&tracker));
+        let executed = self.execute(request, &run, false, kept.as_deref(), Some(&tracker));
         let Some(response) = executed.await else {
             return Arc::new(self.timed_out());
         };
@@ -381,18 +400,11 @@ impl Pipeline {
     ) -> Outcome {
         let purges = Arc::new(Purges::default());
         let request = request
-            .data(run.viewer)
+            .data(run.viewer.clone())
             .data(ClientAddr(run.client))
             .data(Arc::clone(&purges));
         let response = self
-            .execute(
-                request,
-                &run.request_id,
-                run.deadline,
-                run.parse_failed,
-                kept.as_deref(),
-                None,
-            )
+            .execute(request, &run, run.parse_failed, kept.as_deref(), None)
             .await;
         // Purged even after a timeout: a mutation may have committed before the clock ran out.
         let tags = purges.take();
@@ -441,6 +453,8 @@ struct Run {
     deadline: Instant,
     /// The document did not parse: the executor's error is a parse error.
     parse_failed: bool,
+    /// The estimated cost to report in `extensions.cost` (`FOLIO_COST_EXTENSION`).
+    cost: Option<u64>,
 }
 
 impl Computed {

@@ -70,6 +70,32 @@ impl Outcome {
         Self::refused(Status::RequestError, code, message)
     }
 
+    /// An operation over the cost limit: the error carries both figures in `extensions.cost`.
+    pub(super) fn too_costly(estimated: u64, max: u64) -> Self {
+        let body = serde_json::json!({ "errors": [{
+            "message": format!(
+                "The operation's estimated cost is {estimated}; at most {max} is allowed (FOLIO_MAX_COST)."
+            ),
+            "extensions": {
+                "code": Code::CostLimitExceeded.as_str(),
+                "cost": { "estimated": estimated, "max": max },
+            },
+        }]});
+        Self {
+            entry: Entry {
+                body: body.to_string().into_bytes().into(),
+                etag: String::new(),
+                max_age: 0,
+                public: false,
+                stored_at: unix_now(),
+            },
+            cacheable: false,
+            status: Status::RequestError,
+            cache: CacheStatus::Bypass,
+            tags: Vec::new(),
+        }
+    }
+
     pub(super) fn not_allowed() -> Self {
         Self::refused(
             Status::NotAllowed,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use folio::auth::OwnTokens;
 use folio::cache::{CacheConfig, CacheMode};
-use folio::config::{AuthConfig, EdgeConfig, Environment};
+use folio::config::{AuthConfig, DocumentConfig, EdgeConfig, Environment};
 use folio::domain::{DisplayName, Email};
 use folio::store::seed::{NewComment, NewPost, NewUser};
 use folio::store::{CreateAccount, Role, Store};
@@ -151,6 +151,11 @@ pub fn test_config(db: &TestDb) -> Config {
         edge: EdgeConfig {
             rate_per_min: 0,
             ..Config::default().edge
+        },
+        // Tests compare whole response bodies; the cost tests turn `extensions.cost` back on.
+        documents: DocumentConfig {
+            cost_extension: false,
+            ..Config::default().documents
         },
         ..Config::default()
     }

@@ -9,7 +9,7 @@ use sha2::Digest;
 use crate::helpers::{
     Fixture, TestApp, TestDb, first_code, spawn_instance, test_config, uses_redis,
 };
-use folio::config::{DocumentConfig, DocumentMode};
+use folio::config::{Config, DocumentConfig, DocumentMode};
 
 const FEED: &str = "query Feed { posts(first: 2) { nodes { id title } } }";
 const ME: &str = "query Me { me { id } }";
@@ -44,7 +44,11 @@ fn documents(
             path
         })
         .collect();
-    DocumentConfig { mode, manifests }
+    DocumentConfig {
+        mode,
+        manifests,
+        ..Config::default().documents
+    }
 }
 
 async fn post(app: &TestApp, body: Value) -> (StatusCode, Value) {
@@ -291,4 +295,90 @@ async fn apq_registrations_are_shared_by_instances_over_redis() {
     let (status, on_b) = post(&b, json!({ "extensions": apq(&hash) })).await;
     assert_eq!(status, 200, "{on_b}");
     assert_eq!(on_b, json!({ "data": { "me": null } }));
+}
+
+/// An app whose responses carry `extensions.cost`, with `max_cost` as the limit.
+async fn spawn_priced(max_cost: Option<u64>) -> TestApp {
+    let db = TestDb::create().await;
+    let mut config = test_config(&db);
+    config.documents.cost_extension = true;
+    config.documents.max_cost = max_cost;
+    TestApp::spawn_with(db, config).await
+}
+
+const PRICED: &str = "query($n: Int!) { posts(first: $n) { edges { node { id author { name } } } pageInfo { hasNextPage } } }";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_response_carries_its_estimated_cost() {
+    let app = spawn_priced(None).await;
+    Fixture::create(&app.store).await;
+    // posts 1 + n × (edge 1 + node 1 + author 1) + pageInfo 1.
+    for n in [1, 10] {
+        let body = app.gql(PRICED, json!({ "n": n })).await;
+        assert_eq!(
+            body["extensions"]["cost"]["estimated"],
+            json!(2 + 3 * n),
+            "{body}"
+        );
+        assert!(body["data"]["posts"]["edges"].is_array());
+    }
+    // A cached answer carries it too, and so does a repeated feed query (which may take the compiled path).
+    let feed = "{ posts(first: 3) { nodes { id title } } }";
+    for _ in 0..3 {
+        let body = app.gql(feed, json!({})).await;
+        assert_eq!(
+            body["extensions"]["cost"]["estimated"],
+            json!(1 + 3),
+            "{body}"
+        );
+    }
+    let mutation = "mutation { updateProfile(input: { name: \"X\" }) { id } }";
+    let res = app.gql(mutation, json!({})).await;
+    assert_eq!(res["extensions"]["cost"]["estimated"], json!(10), "{res}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cost_limit_holds_at_its_boundary() {
+    // 2 + 3n ≤ 32 ⇔ n ≤ 10.
+    let app = spawn_priced(Some(32)).await;
+    Fixture::create(&app.store).await;
+    let at = app.gql(PRICED, json!({ "n": 10 })).await;
+    assert!(at.get("errors").is_none(), "{at}");
+    let res = app
+        .post_graphql_as(None, json!({ "query": PRICED, "variables": { "n": 11 } }))
+        .await;
+    let over: Value = res.json().await.expect("JSON");
+    assert_eq!(first_code(&over), "COST_LIMIT_EXCEEDED", "{over}");
+    assert_eq!(
+        over["errors"][0]["extensions"]["cost"],
+        json!({ "estimated": 35, "max": 32 })
+    );
+    assert!(over.get("data").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdl_declares_the_cost_gateways_read() {
+    let app = TestApp::spawn().await;
+    let service = app.gql("{ _service { sdl } }", json!({})).await;
+    let service = service["data"]["_service"]["sdl"]
+        .as_str()
+        .expect("an SDL")
+        .to_owned();
+    assert!(
+        service.contains(folio::graphql::schema::FEDERATION_URL),
+        "{service}"
+    );
+    assert!(service.contains("\"@cost\", \"@listSize\"]"));
+    assert!(service.contains(
+        "posts(first: Int! = 20, after: String, filter: PostFilter): PostConnection! @listSize(slicingArguments: [\"first\"], sizedFields: [\"edges\", \"nodes\"])"
+    ));
+    assert!(service.contains("login(input: LoginInput!): AuthPayload! @cost(weight: 100)"));
+    // Under an alias too, and the file is the same SDL plus the definitions.
+    let aliased = app.gql("{ s: _service { text: sdl } }", json!({})).await;
+    assert_eq!(
+        aliased["data"]["s"]["text"].as_str(),
+        Some(service.as_str())
+    );
+    let file = app.get("/schema.graphql").await.text().await.expect("text");
+    assert!(file.starts_with(&service));
 }

@@ -92,7 +92,14 @@ impl PostQuery {
     }
 
     /// Published posts, newest first (with `filter.drafts`, also the drafts the viewer may see).
-    #[graphql(complexity = "connection::complexity(first, child_complexity)")]
+    #[graphql(
+        complexity = "connection::complexity(first, child_complexity)",
+        directive = crate::graphql::cost::list_size::apply(
+            None,
+            Some(vec!["first".to_owned()]),
+            Some(vec!["edges".to_owned(), "nodes".to_owned()])
+        )
+    )]
     async fn posts(
         &self,
         ctx: &Context<'_>,

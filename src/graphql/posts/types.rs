@@ -94,7 +94,14 @@ impl Post {
     }
 
     /// Comments on this post, oldest first.
-    #[graphql(complexity = "connection::complexity(first, child_complexity)")]
+    #[graphql(
+        complexity = "connection::complexity(first, child_complexity)",
+        directive = crate::graphql::cost::list_size::apply(
+            None,
+            Some(vec!["first".to_owned()]),
+            Some(vec!["edges".to_owned(), "nodes".to_owned()])
+        )
+    )]
     async fn comments(
         &self,
         ctx: &Context<'_>,

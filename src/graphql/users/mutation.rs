@@ -50,6 +50,7 @@ async fn throttle_login(ctx: &Context<'_>, email: &str) -> Result<(), AppError> 
 #[Object]
 impl UserMutation {
     /// Creates an account and signs it in. A taken email → `CONFLICT` with `fieldErrors.email`.
+    #[graphql(directive = crate::graphql::cost::cost::apply(crate::graphql::cost::PASSWORD_WEIGHT))]
     async fn sign_up(
         &self,
         ctx: &Context<'_>,
@@ -75,6 +76,7 @@ impl UserMutation {
     }
 
     /// Signs in with email and password. An unknown email and a wrong password get the same answer.
+    #[graphql(directive = crate::graphql::cost::cost::apply(crate::graphql::cost::PASSWORD_WEIGHT))]
     async fn login(
         &self,
         ctx: &Context<'_>,

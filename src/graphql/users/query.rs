@@ -37,7 +37,12 @@ impl UserQuery {
     /// Every user, by id. Admins only.
     #[graphql(
         guard = "AdminOnly",
-        complexity = "connection::complexity(first, child_complexity)"
+        complexity = "connection::complexity(first, child_complexity)",
+        directive = crate::graphql::cost::list_size::apply(
+            None,
+            Some(vec!["first".to_owned()]),
+            Some(vec!["edges".to_owned(), "nodes".to_owned()])
+        )
     )]
     async fn users(
         &self,

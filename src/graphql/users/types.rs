@@ -83,7 +83,14 @@ impl User {
     }
 
     /// This user's posts, newest first: published ones, plus drafts when the viewer is this user or an admin.
-    #[graphql(complexity = "connection::complexity(first, child_complexity)")]
+    #[graphql(
+        complexity = "connection::complexity(first, child_complexity)",
+        directive = crate::graphql::cost::list_size::apply(
+            None,
+            Some(vec!["first".to_owned()]),
+            Some(vec!["edges".to_owned(), "nodes".to_owned()])
+        )
+    )]
     async fn posts(
         &self,
         ctx: &Context<'_>,
