@@ -1,9 +1,11 @@
-//! The `folio` command line: `serve` (default), `migrate`, `schema`, `seed`, `token`.
+//! The `folio` command line: `serve` (default), `migrate`, `schema`, `seed`, `token`, `documents check`.
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::auth::OwnTokens;
 use crate::config::{Config, Environment, Settings};
+use crate::operation::check;
+use crate::operation::persisted::Manifest;
 use crate::seed::{self, SeedPlan};
 use crate::store::{Role, Store};
 use crate::telemetry::Metrics;
@@ -30,9 +32,30 @@ pub enum Command {
     Schema,
     /// Insert deterministic demo data.
     Seed(SeedArgs),
+    /// Check persisted documents before they deploy (see `folio documents check --help`).
+    #[command(subcommand)]
+    Documents(DocumentsCommand),
     /// Print a bearer token for an existing user (development only; refused when FOLIO_ENV=production). The
     /// token is the last line of the output.
     Token(TokenArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DocumentsCommand {
+    /// Validate every document of the manifests against the schema, price it, and hold it against this
+    /// configuration's limits; prints a table and exits non-zero if any document is invalid or would be refused.
+    Check(CheckArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// The schema to check against (e.g. the `schema.graphql` about to ship); default: this build's.
+    #[arg(long = "schema", value_name = "FILE")]
+    pub schema_file: Option<std::path::PathBuf>,
+    /// Manifests: Apollo's persisted-query-manifest.json, graphql-codegen's persisted-documents.json or Relay's
+    /// persisted_queries.json.
+    #[arg(required = true, value_name = "MANIFEST")]
+    pub manifests: Vec<std::path::PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -87,6 +110,7 @@ pub async fn run(command: Option<Command>, mut config: Config) -> anyhow::Result
             Ok(())
         }
         Some(Command::Token(args)) => token(args, &config).await,
+        Some(Command::Documents(DocumentsCommand::Check(args))) => check_documents(args, &config),
         Some(Command::Schema) => {
             print!("{}", graphql::schema::sdl());
             Ok(())
@@ -113,6 +137,27 @@ pub async fn run(command: Option<Command>, mut config: Config) -> anyhow::Result
             Ok(())
         }
     }
+}
+
+/// `folio documents check`.
+fn check_documents(args: CheckArgs, config: &Config) -> anyhow::Result<()> {
+    let manifest = Manifest::load(&args.manifests)?;
+    let sdl = match &args.schema_file {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?,
+        None => graphql::schema::sdl(),
+    };
+    let checked = check::check(&manifest, &sdl, config)?;
+    print!("{}", check::table(&checked));
+    let refused = checked.iter().filter(|c| !c.problems.is_empty()).count();
+    if refused > 0 {
+        anyhow::bail!(
+            "{refused} of {} documents are invalid or would be refused",
+            checked.len()
+        );
+    }
+    println!("{} documents checked: all valid, all within the limits", checked.len());
+    Ok(())
 }
 
 /// `folio token`: looks the user up, optionally sets their role, and prints a token signed like `login`'s.

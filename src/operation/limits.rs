@@ -17,7 +17,7 @@ pub struct Exceeded {
 }
 
 /// Size and token count, checked on the raw text before anything else (even a cache lookup).
-pub(super) fn check_text(document: &str, edge: &EdgeConfig) -> Result<(), Exceeded> {
+pub(crate) fn check_text(document: &str, edge: &EdgeConfig) -> Result<(), Exceeded> {
     if document.len() > edge.max_document_bytes {
         return Err(Exceeded {
             code: Code::DocumentTooLarge,
@@ -41,7 +41,7 @@ pub(super) fn check_text(document: &str, edge: &EdgeConfig) -> Result<(), Exceed
 
 /// Aliases in the whole document and root fields of the operation to run, checked on the parsed document.
 /// Returns the operation's type (`None` if the document names no such operation; execution reports that).
-pub(super) fn check_document(
+pub(crate) fn check_document(
     doc: &ExecutableDocument,
     operation_name: Option<&str>,
     edge: &EdgeConfig,

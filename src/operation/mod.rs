@@ -18,6 +18,7 @@
 //!
 //! Transports (`http`, and later WebSocket and SSE) turn the outcome into their own framing.
 
+pub mod check;
 pub mod cost;
 mod documents;
 mod execute;

@@ -15,7 +15,7 @@ import { startStandaloneServer } from '@apollo/server/standalone';
 import { buildSchema, parse } from 'graphql';
 
 import { followerCount, startAnalytics, viewCount } from './analytics.js';
-import { Folio } from './folio.js';
+import { Folio } from '../support/folio.js';
 
 const PASSWORD = 'correct horse battery staple';
 

@@ -1,4 +1,4 @@
-// A real Folio for the federation suite: the binary cargo builds, on a free port, with a fresh SQLite file in a
+// A real Folio for the Node suites (federation, persisted documents, examples): the binary cargo builds, on a free port, with a fresh SQLite file in a
 // temporary directory. Nothing here knows GraphQL beyond posting a document.
 
 import { spawn, spawnSync } from 'node:child_process';
@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 /** The signing secret of the test Folio's own tokens. */
-export const JWT_SECRET = 'federation-test-secret-0123456789-abcdef';
+export const JWT_SECRET = 'node-suite-test-secret-0123456789-abcdef';
 
 /**
  * The Folio binary: `FOLIO_BIN` when set, otherwise whatever `cargo build` produces (a no-op when CI has built it
@@ -77,7 +77,7 @@ export class Folio {
    */
   static async start(extraEnv = {}) {
     const bin = folioBinary();
-    const dir = mkdtempSync(join(tmpdir(), 'folio-federation-'));
+    const dir = mkdtempSync(join(tmpdir(), 'folio-node-'));
     const port = await freePort();
     const env = {
       PATH: process.env.PATH ?? '',
