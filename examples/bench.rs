@@ -7,8 +7,9 @@
 //! ```
 //!
 //! Operations: `nested` (the reference query: 20 posts with author, comment count and 5 comments with their
-//! authors), `post` (one `post(id)` with its comments), `user` (`user(id) { posts }`), `search` (a title/content
-//! search), `mutation` (`createPost` as a freshly signed-up user). Statements per request come from the server's
+//! authors), `post` (one `post(id)` with its comments), `post-apq` (the same operation sent as an automatic
+//! persisted query: the hash and the variables, no text), `user` (`user(id) { posts }`), `search` (a
+//! title/content search), `mutation` (`createPost` as a freshly signed-up user). Statements per request come from the server's
 //! `folio_db_statements_total`, so run it against an otherwise idle server. With the response cache on, repeated
 //! reads are hits; start Folio with `FOLIO_CACHE=off` to measure executions.
 
@@ -30,8 +31,8 @@ struct Args {
     /// Concurrent connections.
     #[arg(long, default_value_t = 32)]
     conns: usize,
-    /// Comma-separated operations: nested, post, user, search, mutation.
-    #[arg(long, default_value = "nested,post,user,search,mutation")]
+    /// Comma-separated operations: nested, post, post-apq, user, search, mutation.
+    #[arg(long, default_value = "nested,post,post-apq,user,search,mutation")]
     ops: String,
     /// Posts per page in the nested query.
     #[arg(long, default_value_t = 20)]
@@ -62,6 +63,12 @@ async fn main() -> anyhow::Result<()> {
         .build()?;
     let endpoint = format!("{}/graphql", args.url.trim_end_matches('/'));
     let sample = prepare(&client, &endpoint, args.ops.contains("mutation")).await?;
+    // Registered once, as a client's first request would; from then on `post-apq` sends the hash only.
+    client
+        .post(&endpoint)
+        .json(&json!({ "query": POST, "variables": { "id": sample.ids[0] }, "extensions": apq(POST) }))
+        .send()
+        .await?;
     println!(
         "{:<9} {:>9} {:>9} {:>9} {:>8} {:>9}",
         "operation", "req/s", "p50", "p99", "errors", "SQL/req"
@@ -144,6 +151,13 @@ async fn prepare(
     })
 }
 
+/// `extensions.persistedQuery` for `query`.
+fn apq(query: &str) -> Value {
+    use sha2::Digest;
+    let hash = hex::encode(sha2::Sha256::digest(query.as_bytes()));
+    json!({ "persistedQuery": { "version": 1, "sha256Hash": hash } })
+}
+
 async fn gql(
     client: &reqwest::Client,
     endpoint: &str,
@@ -211,7 +225,7 @@ async fn run(
                     i += 1;
                     let (query, vars, auth) = match op.as_str() {
                         "nested" => (NESTED, json!({ "n": posts }), None),
-                        "post" => (POST, json!({ "id": ids[i % ids.len()] }), None),
+                        "post" | "post-apq" => (POST, json!({ "id": ids[i % ids.len()] }), None),
                         "user" => (USER, json!({ "id": authors[i % authors.len()] }), None),
                         "search" => {
                             const TERMS: [&str; 4] = ["synergy", "cloud", "market", "design"];
@@ -228,7 +242,12 @@ async fn run(
                         }
                     };
                     let t = Instant::now();
-                    let mut req = client.post(&endpoint).json(&json!({ "query": query, "variables": vars }));
+                    let body = if op == "post-apq" {
+                        json!({ "extensions": apq(query), "variables": vars })
+                    } else {
+                        json!({ "query": query, "variables": vars })
+                    };
+                    let mut req = client.post(&endpoint).json(&body);
                     if let Some(token) = auth {
                         req = req.bearer_auth(token);
                     }

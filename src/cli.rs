@@ -156,7 +156,10 @@ fn check_documents(args: CheckArgs, config: &Config) -> anyhow::Result<()> {
             checked.len()
         );
     }
-    println!("{} documents checked: all valid, all within the limits", checked.len());
+    println!(
+        "{} documents checked: all valid, all within the limits",
+        checked.len()
+    );
     Ok(())
 }
 

@@ -10,9 +10,9 @@ use std::collections::HashSet;
 
 use apollo_compiler::validation::Valid;
 use apollo_compiler::{ExecutableDocument, Schema};
+use async_graphql::Positioned;
 use async_graphql::Variables;
 use async_graphql::parser::types::{ExecutableDocument as Parsed, Selection, SelectionSet};
-use async_graphql::Positioned;
 
 use super::cost::CostModel;
 use super::limits;
@@ -83,7 +83,9 @@ fn check_one(
     if let (Some(cost), Some(max)) = (cost, config.documents.max_cost)
         && cost > max
     {
-        problems.push(format!("refused: estimated cost {cost} is over {max} (FOLIO_MAX_COST)"));
+        problems.push(format!(
+            "refused: estimated cost {cost} is over {max} (FOLIO_MAX_COST)"
+        ));
     }
     let depth = parsed
         .operations
@@ -151,7 +153,11 @@ pub fn table(checked: &[Checked]) -> String {
         };
         out.push_str(&format!(
             "{:<28} {:<18} {:>8} {:>6}  {}\n",
-            if c.name.is_empty() { "(anonymous)" } else { &c.name },
+            if c.name.is_empty() {
+                "(anonymous)"
+            } else {
+                &c.name
+            },
             id,
             cost,
             c.depth,
@@ -169,7 +175,12 @@ mod tests {
         let json: serde_json::Map<String, serde_json::Value> = docs
             .iter()
             .enumerate()
-            .map(|(i, d)| (format!("doc-{i}"), serde_json::Value::String((*d).to_owned())))
+            .map(|(i, d)| {
+                (
+                    format!("doc-{i}"),
+                    serde_json::Value::String((*d).to_owned()),
+                )
+            })
             .collect();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.json");
@@ -196,13 +207,24 @@ mod tests {
         assert!(by_name("Feed").problems.is_empty(), "{:?}", by_name("Feed"));
         assert_eq!(by_name("Feed").cost, Some(1 + 10 * 2));
         assert_eq!(by_name("Feed").depth, 4);
-        assert!(by_name("Broken").problems[0].starts_with("invalid:"), "{:?}", by_name("Broken"));
+        assert!(
+            by_name("Broken").problems[0].starts_with("invalid:"),
+            "{:?}",
+            by_name("Broken")
+        );
         assert!(by_name("Big").problems[0].contains("FOLIO_MAX_COST"));
         // A schema without `Post.author`: the feed document breaks.
         let changed = sdl.replace("\tauthor: User!\n", "");
-        let checked = check(&manifest(&["query Feed { posts { nodes { author { name } } } }"]), &changed, &config)
-            .unwrap();
-        assert!(checked[0].problems[0].starts_with("invalid:"), "{checked:?}");
+        let checked = check(
+            &manifest(&["query Feed { posts { nodes { author { name } } } }"]),
+            &changed,
+            &config,
+        )
+        .unwrap();
+        assert!(
+            checked[0].problems[0].starts_with("invalid:"),
+            "{checked:?}"
+        );
         assert!(table(&checked).contains("Feed"));
     }
 }

@@ -10,8 +10,8 @@
 //! - **Trusted documents** (`documentId`, also as `sha256:<hex>`): a manifest's document by its id.
 //! - **Manifests** (`FOLIO_DOCUMENTS_MANIFEST`): Apollo's `persisted-query-manifest.json`, and the
 //!   `{"<id>": "<document>"}` maps that graphql-codegen's client preset and Relay write. An id that is an MD5,
-//!   SHA-1 or SHA-256 in hex (Relay's and codegen's defaults) must be that digest of its text, or the manifest
-//!   refuses to load, naming the entry; other ids are taken as given. Every manifest document is also reachable
+//!   SHA-1 or SHA-256 in hex, bare or as `sha256:<hex>` (Relay's and codegen's forms), must be that digest of its
+//!   text, or the manifest refuses to load, naming the entry; other ids are taken as given. Every manifest document is also reachable
 //!   by its SHA-256, so an APQ hash finds it.
 //! - **Modes**: `open` runs anything; `apq` runs APQ requests and manifest documents, not bare unknown text;
 //!   `safelist` runs manifest documents only (by id, hash or identical text); `log` runs anything and counts and
@@ -159,8 +159,8 @@ pub fn parse_manifest(text: &str) -> anyhow::Result<Vec<(String, String)>> {
         }
     }
     for (id, body) in &entries {
-        if let Some((algorithm, digest)) = digest_of(id, body)
-            && !digest.eq_ignore_ascii_case(id)
+        if let Some((algorithm, claimed, digest)) = digest_of(id, body)
+            && !digest.eq_ignore_ascii_case(&claimed)
         {
             bail!("the entry `{id}` is not the {algorithm} of its document (that is {digest})");
         }
@@ -168,18 +168,24 @@ pub fn parse_manifest(text: &str) -> anyhow::Result<Vec<(String, String)>> {
     Ok(entries)
 }
 
-/// The digest an id of this length would be, if it looks like one (hex of MD5, SHA-1 or SHA-256).
-fn digest_of(id: &str, body: &str) -> Option<(&'static str, String)> {
-    if !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+/// The digest an id claims to be, and what that digest of `body` is: `sha256:<hex>` (graphql-codegen's form),
+/// `sha1:`, `md5:`, or bare hex of one of those lengths. `None` for an id that is no digest.
+fn digest_of(id: &str, body: &str) -> Option<(&'static str, String, String)> {
+    let (algorithm, hex) = match id.split_once(':') {
+        Some((algorithm, hex)) => (Some(algorithm.to_ascii_lowercase()), hex),
+        None => (None, id),
+    };
+    if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let bytes = body.as_bytes();
-    match id.len() {
-        32 => Some(("MD5", hex::encode(md5::Md5::digest(bytes)))),
-        40 => Some(("SHA-1", hex::encode(sha1::Sha1::digest(bytes)))),
-        64 => Some(("SHA-256", hex::encode(sha2::Sha256::digest(bytes)))),
-        _ => None,
-    }
+    let (name, digest) = match (algorithm.as_deref(), hex.len()) {
+        (Some("md5") | None, 32) => ("MD5", hex::encode(md5::Md5::digest(bytes))),
+        (Some("sha1") | None, 40) => ("SHA-1", hex::encode(sha1::Sha1::digest(bytes))),
+        (Some("sha256") | None, 64) => ("SHA-256", hex::encode(sha2::Sha256::digest(bytes))),
+        _ => return None,
+    };
+    Some((name, hex.to_owned(), digest))
 }
 
 /// APQ registrations: Redis (shared) behind a bounded in-process cache.
@@ -429,6 +435,12 @@ mod tests {
         let md5 = hex::encode(md5::Md5::digest(doc.as_bytes()));
         let relay = serde_json::json!({ md5: doc, "my-custom-id": doc });
         assert_eq!(parse_manifest(&relay.to_string()).unwrap().len(), 2);
+
+        // graphql-codegen writes `sha256:<hex>` keys.
+        let prefixed = serde_json::json!({ format!("sha256:{}", sha256(doc)): doc });
+        assert_eq!(parse_manifest(&prefixed.to_string()).unwrap().len(), 1);
+        let bad = serde_json::json!({ format!("sha256:{}", sha256("{ x }")): doc });
+        assert!(parse_manifest(&bad.to_string()).is_err());
 
         let wrong = serde_json::json!({ sha1.clone(): "query Other { me { id } }" });
         let err = format!("{:#}", parse_manifest(&wrong.to_string()).unwrap_err());
