@@ -897,6 +897,26 @@ mod tests {
     }
 
     #[test]
+    fn production_with_a_manifest_runs_a_safelist() {
+        assert_eq!(with(&[]).unwrap().documents.mode, DocumentMode::Open);
+        let p = with(&[("FOLIO_ENV", "production")]).unwrap();
+        assert_eq!(p.documents.mode, DocumentMode::Open);
+        assert!(!p.documents.cost_extension && p.documents.max_cost.is_none());
+        let p = with(&[
+            ("FOLIO_ENV", "production"),
+            ("FOLIO_DOCUMENTS_MANIFEST", "a.json, b.json"),
+        ])
+        .unwrap();
+        assert_eq!(p.documents.mode, DocumentMode::Safelist);
+        assert_eq!(p.documents.manifests.len(), 2);
+        let err = with(&[("FOLIO_DOCUMENTS", "safelist")]).unwrap_err();
+        assert!(format!("{err:#}").contains("FOLIO_DOCUMENTS_MANIFEST"));
+        let c = with(&[("FOLIO_DOCUMENTS", "LOG"), ("FOLIO_MAX_COST", "500")]).unwrap();
+        assert_eq!(c.documents.mode, DocumentMode::Log);
+        assert_eq!(c.documents.max_cost, Some(500));
+    }
+
+    #[test]
     fn a_pgssl_variable_makes_tls_explicit() {
         assert!(!with(&[]).unwrap().pg_tls_from_env);
         assert!(with(&[("PGSSLMODE", "require")]).unwrap().pg_tls_from_env);
