@@ -7,8 +7,8 @@
 //! declaration, every reader.
 //!
 //! What is declared: every connection's size is its `first` argument, applied to its `edges` and `nodes`
-//! (`@listSize(slicingArguments: ["first"], sizedFields: ["edges", "nodes"])`, written out on each connection
-//! field because async-graphql takes only a literal `apply` call there); `signUp` and `login` hash a password with Argon2 and weigh `PASSWORD_WEIGHT`. Everything
+//! (`@listSize(slicingArguments: ["first"], sizedFields: ["edges", "nodes"])`, applied on each connection field
+//! as `list_size::apply(None, by_first(), edges_and_nodes())`: async-graphql takes only an `apply` call there); `signUp` and `login` hash a password with Argon2 and weigh `PASSWORD_WEIGHT`. Everything
 //! else has the specification's default weight: 1 for an object, 0 for a scalar or an enum, 10 for a mutation.
 
 use async_graphql::TypeDirective;
@@ -28,3 +28,13 @@ pub fn list_size(
 
 /// A password hash (Argon2, tens of milliseconds of CPU) costs as much as this many objects.
 pub const PASSWORD_WEIGHT: i32 = 100;
+
+/// A connection's slicing argument.
+pub fn by_first() -> Option<Vec<String>> {
+    Some(vec!["first".to_owned()])
+}
+
+/// A connection's sized fields.
+pub fn edges_and_nodes() -> Option<Vec<String>> {
+    Some(vec!["edges".to_owned(), "nodes".to_owned()])
+}

@@ -164,7 +164,7 @@ impl Pipeline {
             document_id: document_id.as_deref(),
             extensions: &extensions,
         };
-        let document = match self.persisted.resolve(sent).await {
+        let document = match self.persisted.resolve(sent, &self.limits).await {
             Ok(document) => document,
             Err(refused) => return Outcome::request_error(refused.code, &refused.message),
         };

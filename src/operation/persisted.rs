@@ -27,7 +27,7 @@ use async_graphql::Value;
 use prometheus::IntCounter;
 use sha2::Digest;
 
-use crate::config::DocumentMode;
+use crate::config::{DocumentMode, EdgeConfig};
 use crate::error::Code;
 use crate::redis_conn::RedisConn;
 
@@ -289,8 +289,9 @@ impl Persisted {
         }
     }
 
-    /// The text the request runs, or why it may not.
-    pub async fn resolve(&self, sent: Sent<'_>) -> Result<String, Refused> {
+    /// The text the request runs, or why it may not. `limits` bound what APQ may register: a document the edge
+    /// would refuse is never stored.
+    pub async fn resolve(&self, sent: Sent<'_>, limits: &EdgeConfig) -> Result<String, Refused> {
         if let Some(id) = sent.document_id {
             let id = id.strip_prefix("sha256:").unwrap_or(id);
             return match self.manifest.get(id) {
@@ -302,7 +303,7 @@ impl Persisted {
             };
         }
         if let Some(hash) = apq_hash(sent.extensions)? {
-            return self.resolve_apq(hash, sent.text).await;
+            return self.resolve_apq(hash, sent.text, limits).await;
         }
         let Some(text) = sent.text else {
             return Err(refused(Code::BadRequest, "The request has no document."));
@@ -310,7 +311,12 @@ impl Persisted {
         self.admit(text)
     }
 
-    async fn resolve_apq(&self, hash: String, text: Option<String>) -> Result<String, Refused> {
+    async fn resolve_apq(
+        &self,
+        hash: String,
+        text: Option<String>,
+        limits: &EdgeConfig,
+    ) -> Result<String, Refused> {
         let hash = hash.to_ascii_lowercase();
         if let Some(known) = self.manifest.get(&hash) {
             return match text {
@@ -332,6 +338,9 @@ impl Persisted {
             Some(text) => {
                 if hex::encode(sha2::Sha256::digest(text.as_bytes())) != hash {
                     return Err(mismatch());
+                }
+                if let Err(e) = super::limits::check_text(&text, limits) {
+                    return Err(refused(e.code, e.message));
                 }
                 let text = if self.mode == DocumentMode::Log {
                     self.admit(text)?
@@ -451,6 +460,7 @@ mod tests {
     #[tokio::test]
     async fn modes_decide_what_runs() {
         let doc = "{ me { id } }";
+        let edge = crate::Config::default().edge;
         let counter = IntCounter::new("u", "u").unwrap();
         let docs = |mode| {
             let mut m = Manifest::default();
@@ -469,10 +479,10 @@ mod tests {
             extensions: &none,
         };
         let safelist = docs(DocumentMode::Safelist);
-        assert_eq!(safelist.resolve(text(doc)).await.unwrap(), doc);
+        assert_eq!(safelist.resolve(text(doc), &edge).await.unwrap(), doc);
         assert_eq!(
             safelist
-                .resolve(text("{ posts { totalCount } }"))
+                .resolve(text("{ posts { totalCount } }"), &edge)
                 .await
                 .unwrap_err()
                 .code,
@@ -483,20 +493,24 @@ mod tests {
             document_id: Some("doc-1"),
             extensions: &none,
         };
-        assert_eq!(safelist.resolve(by_id).await.unwrap(), doc);
+        assert_eq!(safelist.resolve(by_id, &edge).await.unwrap(), doc);
         let by_sha = format!("sha256:{}", sha256(doc));
         let by_sha = Sent {
             text: None,
             document_id: Some(&by_sha),
             extensions: &none,
         };
-        assert_eq!(safelist.resolve(by_sha).await.unwrap(), doc);
+        assert_eq!(safelist.resolve(by_sha, &edge).await.unwrap(), doc);
 
         let log = docs(DocumentMode::Log);
         let before = counter.get();
-        assert!(log.resolve(text("{ posts { totalCount } }")).await.is_ok());
+        assert!(
+            log.resolve(text("{ posts { totalCount } }"), &edge)
+                .await
+                .is_ok()
+        );
         assert_eq!(counter.get(), before + 1);
-        assert!(log.resolve(text(doc)).await.is_ok());
+        assert!(log.resolve(text(doc), &edge).await.is_ok());
         assert_eq!(
             counter.get(),
             before + 1,
@@ -505,7 +519,7 @@ mod tests {
 
         let apq = docs(DocumentMode::Apq);
         assert_eq!(
-            apq.resolve(text("{ posts { totalCount } }"))
+            apq.resolve(text("{ posts { totalCount } }"), &edge)
                 .await
                 .unwrap_err()
                 .code,

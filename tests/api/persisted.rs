@@ -116,6 +116,17 @@ async fn apq_miss_then_register_then_hash_only_over_post_and_get() {
     assert_eq!(first_code(&mismatch), "PERSISTED_QUERY_HASH_MISMATCH");
     let (_, still_missing) = post(&app, json!({ "extensions": apq(&wrong) })).await;
     assert_eq!(first_code(&still_missing), "PERSISTED_QUERY_NOT_FOUND");
+    // A document over the edge's limits is refused and never registered.
+    let huge = format!("{{ {} }}", "__typename ".repeat(8_000));
+    let huge_hash = sha256(&huge);
+    let (_, too_large) = post(
+        &app,
+        json!({ "query": huge, "extensions": apq(&huge_hash) }),
+    )
+    .await;
+    assert_eq!(first_code(&too_large), "DOCUMENT_TOO_LARGE");
+    let (_, not_kept) = post(&app, json!({ "extensions": apq(&huge_hash) })).await;
+    assert_eq!(first_code(&not_kept), "PERSISTED_QUERY_NOT_FOUND");
     // Only version 1 of the protocol.
     let (_, v2) = post(
         &app,

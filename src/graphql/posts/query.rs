@@ -6,6 +6,7 @@ use crate::auth::Viewer;
 use crate::error::AppError;
 use crate::graphql::connection::{self, Conn, CountOf};
 use crate::graphql::context::ContextExt;
+use crate::graphql::cost;
 use crate::graphql::ids;
 use crate::graphql::loaders::PostId;
 use crate::graphql::prefetch::PostPlan;
@@ -94,11 +95,7 @@ impl PostQuery {
     /// Published posts, newest first (with `filter.drafts`, also the drafts the viewer may see).
     #[graphql(
         complexity = "connection::complexity(first, child_complexity)",
-        directive = crate::graphql::cost::list_size::apply(
-            None,
-            Some(vec!["first".to_owned()]),
-            Some(vec!["edges".to_owned(), "nodes".to_owned()])
-        )
+        directive = cost::list_size::apply(None, cost::by_first(), cost::edges_and_nodes())
     )]
     async fn posts(
         &self,

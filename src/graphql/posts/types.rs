@@ -9,6 +9,7 @@ use crate::error::AppError;
 use crate::graphql::comments::Comment;
 use crate::graphql::connection::{self, Conn, CountOf};
 use crate::graphql::context::ContextExt;
+use crate::graphql::cost;
 use crate::graphql::ids;
 use crate::graphql::loaders::{CommentCount, PostComments, UserId};
 use crate::graphql::users::User;
@@ -96,11 +97,7 @@ impl Post {
     /// Comments on this post, oldest first.
     #[graphql(
         complexity = "connection::complexity(first, child_complexity)",
-        directive = crate::graphql::cost::list_size::apply(
-            None,
-            Some(vec!["first".to_owned()]),
-            Some(vec!["edges".to_owned(), "nodes".to_owned()])
-        )
+        directive = cost::list_size::apply(None, cost::by_first(), cost::edges_and_nodes())
     )]
     async fn comments(
         &self,

@@ -5,6 +5,7 @@ use async_graphql::{Context, ID, Object};
 use crate::cache::tags;
 use crate::graphql::connection::{self, Conn, CountOf};
 use crate::graphql::context::ContextExt;
+use crate::graphql::cost;
 use crate::graphql::guards::AdminOnly;
 use crate::graphql::ids;
 use crate::graphql::loaders::UserId;
@@ -38,11 +39,7 @@ impl UserQuery {
     #[graphql(
         guard = "AdminOnly",
         complexity = "connection::complexity(first, child_complexity)",
-        directive = crate::graphql::cost::list_size::apply(
-            None,
-            Some(vec!["first".to_owned()]),
-            Some(vec!["edges".to_owned(), "nodes".to_owned()])
-        )
+        directive = cost::list_size::apply(None, cost::by_first(), cost::edges_and_nodes())
     )]
     async fn users(
         &self,

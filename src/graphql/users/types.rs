@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use crate::cache::tags;
 use crate::graphql::connection::{self, Conn, CountOf};
 use crate::graphql::context::ContextExt;
+use crate::graphql::cost;
 use crate::graphql::ids;
 use crate::graphql::loaders::{AuthorPostCount, AuthorPosts};
 use crate::graphql::posts::Post;
@@ -85,11 +86,7 @@ impl User {
     /// This user's posts, newest first: published ones, plus drafts when the viewer is this user or an admin.
     #[graphql(
         complexity = "connection::complexity(first, child_complexity)",
-        directive = crate::graphql::cost::list_size::apply(
-            None,
-            Some(vec!["first".to_owned()]),
-            Some(vec!["edges".to_owned(), "nodes".to_owned()])
-        )
+        directive = cost::list_size::apply(None, cost::by_first(), cost::edges_and_nodes())
     )]
     async fn posts(
         &self,
