@@ -40,8 +40,8 @@ pub fn check(manifest: &Manifest, sdl: &str, config: &Config) -> anyhow::Result<
     let costs = CostModel::from_sdl(sdl)?;
     Ok(manifest
         .documents()
-        .into_iter()
-        .map(|(id, text)| check_one(&schema, &costs, config, id, &text))
+        .iter()
+        .map(|(id, text)| check_one(&schema, &costs, config, id.clone(), text))
         .collect())
 }
 

@@ -59,6 +59,8 @@ pub struct Manifest {
     /// By every id it is known under: the manifest's own, and its SHA-256 in hex.
     by_id: HashMap<String, Arc<str>>,
     texts: HashSet<Arc<str>>,
+    /// The entries as the manifests list them (for `folio documents check`).
+    entries: Vec<(String, Arc<str>)>,
 }
 
 impl Manifest {
@@ -84,8 +86,9 @@ impl Manifest {
             hex::encode(sha2::Sha256::digest(body.as_bytes())),
             body.clone(),
         );
-        self.by_id.insert(id, body.clone());
-        self.texts.insert(body);
+        self.by_id.insert(id.clone(), body.clone());
+        self.texts.insert(body.clone());
+        self.entries.push((id, body));
     }
 
     pub fn len(&self) -> usize {
@@ -105,25 +108,9 @@ impl Manifest {
         self.texts.contains(text)
     }
 
-    /// Every document, with the ids it is known under (for `folio documents check`).
-    pub fn documents(&self) -> Vec<(String, Arc<str>)> {
-        let mut out: Vec<(String, Arc<str>)> = self
-            .by_id
-            .iter()
-            .filter(|(id, body)| **id != hex::encode(sha2::Sha256::digest(body.as_bytes())))
-            .map(|(id, body)| (id.clone(), body.clone()))
-            .collect();
-        // Documents known only by their SHA-256 (Apollo's manifests use it as the id).
-        for text in &self.texts {
-            if !out.iter().any(|(_, b)| b == text) {
-                out.push((
-                    hex::encode(sha2::Sha256::digest(text.as_bytes())),
-                    text.clone(),
-                ));
-            }
-        }
-        out.sort();
-        out
+    /// Every entry of the manifests, with its manifest id, in the order they were loaded.
+    pub fn documents(&self) -> &[(String, Arc<str>)] {
+        &self.entries
     }
 }
 
