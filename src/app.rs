@@ -15,6 +15,7 @@ use crate::config::{Config, DatabaseKind, Environment};
 use crate::graphql::LoginLimits;
 use crate::graphql::{Limits, SchemaData, build_schema, sdl_of};
 use crate::http::{AppState, Shared, router};
+use crate::live::{self, Bus};
 use crate::operation::persisted::{Manifest, Persisted, Registry};
 use crate::operation::{Pipeline, PipelineParts};
 use crate::ratelimit::{Rate, RateLimiter};
@@ -30,6 +31,8 @@ pub struct App {
     listener: TcpListener,
     addr: SocketAddr,
     state: AppState,
+    /// Tells live connections the server is shutting down.
+    shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 impl App {
@@ -73,10 +76,22 @@ impl App {
             }
             None => None,
         };
+        let bus = Arc::new(Bus::new(
+            redis.clone(),
+            &config.cache.prefix,
+            metrics.live.bus_errors.clone(),
+        ));
+        bus.start();
+        let live = Arc::new(live::Registry::new(
+            config.live.max_subscriptions,
+            metrics.live.clone(),
+        ));
+        live.start(&bus);
         let cache = Arc::new(Cache::new(
             &config.cache,
             redis.clone(),
             metrics.cache.clone(),
+            bus.clone(),
         )?);
         let manifest = Manifest::load(&config.documents.manifests)?;
         if !manifest.is_empty() {
@@ -149,7 +164,9 @@ impl App {
             max_cost: config.documents.max_cost,
             cost_extension: config.documents.cost_extension,
             metrics: metrics.clone(),
+            live,
         })?;
+        let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
         let state = AppState::new(Shared {
             pipeline,
             store,
@@ -162,6 +179,8 @@ impl App {
             graphiql: config.graphiql,
             edge,
             stripe,
+            live: Arc::new(config.live.clone()),
+            shutdown: shutdown_rx,
         });
         let listener = TcpListener::bind(config.bind).await.with_context(|| {
             format!("could not listen on {} (FOLIO_BIND / --bind)", config.bind)
@@ -171,6 +190,7 @@ impl App {
             listener,
             addr,
             state,
+            shutdown,
         })
     }
 
@@ -205,11 +225,23 @@ impl App {
     ) -> anyhow::Result<()> {
         tracing::info!(addr = %self.addr, "folio listening; GraphiQL at http://{}/graphql", self.addr);
         let store = self.state.store.clone();
+        let live = self.state.metrics.live.connections.clone();
         let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        let shutdown = self.shutdown;
+        let stop = async move {
+            stop.await;
+            // WebSockets (which the server no longer tracks once upgraded) close with 1001; event streams end.
+            let _ = shutdown.send(true);
+        };
         axum::serve(self.listener, app)
             .with_graceful_shutdown(stop)
             .await
             .context("server error")?;
+        // Let the live connections send their close frames.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while live.get() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         store.close().await;
         tracing::info!("folio stopped");
         Ok(())

@@ -22,6 +22,15 @@ pub struct Cli {
     pub settings: Settings,
 }
 
+/// `folio schema`.
+#[derive(clap::Args, Debug)]
+pub struct SchemaArgs {
+    /// Print what WebSocket and SSE serve besides the subgraph schema (the `Subscription` type and `@live`);
+    /// `subscriptions.graphql` is exactly this output.
+    #[arg(long)]
+    pub subscriptions: bool,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Serve the API (the default).
@@ -29,7 +38,7 @@ pub enum Command {
     /// Apply pending database migrations and exit.
     Migrate,
     /// Print the GraphQL schema (SDL); `schema.graphql` is exactly this output.
-    Schema,
+    Schema(SchemaArgs),
     /// Insert deterministic demo data.
     Seed(SeedArgs),
     /// Check persisted documents before they deploy (see `folio documents check --help`).
@@ -111,8 +120,12 @@ pub async fn run(command: Option<Command>, mut config: Config) -> anyhow::Result
         }
         Some(Command::Token(args)) => token(args, &config).await,
         Some(Command::Documents(DocumentsCommand::Check(args))) => check_documents(args, &config),
-        Some(Command::Schema) => {
-            print!("{}", graphql::schema::sdl());
+        Some(Command::Schema(args)) => {
+            if args.subscriptions {
+                print!("{}", graphql::schema::subscriptions_sdl());
+            } else {
+                print!("{}", graphql::schema::sdl());
+            }
             Ok(())
         }
         Some(Command::Seed(args)) => {

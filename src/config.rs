@@ -67,6 +67,8 @@ pub struct Settings {
     documents: DocumentSettings,
     #[command(flatten, next_help_heading = "Billing")]
     billing: BillingSettings,
+    #[command(flatten, next_help_heading = "Live data")]
+    live: LiveSettings,
 }
 
 /// How the process serves and logs.
@@ -290,6 +292,37 @@ struct BillingSettings {
     stripe_webhook_tolerance_secs: u64,
 }
 
+/// Subscriptions and live queries over WebSocket and server-sent events.
+#[derive(Args, Clone, Debug)]
+struct LiveSettings {
+    /// How long a WebSocket may wait before sending `connection_init`; then it is closed with 4408.
+    #[arg(long, env = "FOLIO_WS_INIT_TIMEOUT_MS", default_value = "3000", value_parser = trimmed::<u64>)]
+    ws_init_timeout_ms: u64,
+    /// Subscriptions and live queries one WebSocket may run at once; past it a subscribe gets `TOO_MANY_SUBSCRIPTIONS`.
+    #[arg(long, env = "FOLIO_WS_MAX_SUBSCRIPTIONS", default_value = "100", value_parser = trimmed::<usize>)]
+    ws_max_subscriptions: usize,
+    /// Subscriptions and live queries one instance runs at once, over every transport.
+    #[arg(long, env = "FOLIO_LIVE_MAX_SUBSCRIPTIONS", default_value = "50000", value_parser = trimmed::<usize>)]
+    live_max_subscriptions: usize,
+    /// Messages waiting to be written to one WebSocket or event stream; a client that falls further behind is disconnected (4500).
+    #[arg(long, env = "FOLIO_LIVE_QUEUE", default_value = "256", value_parser = trimmed::<usize>)]
+    live_queue: usize,
+    /// Load GraphiQL's scripts and styles from this CDN base URL instead of Folio's own copy (e.g. `https://unpkg.com`).
+    #[arg(long, env = "FOLIO_GRAPHIQL_CDN")]
+    graphiql_cdn: Option<String>,
+}
+
+/// Live data (see `live` and `http::live`).
+#[derive(Clone, Debug)]
+pub struct LiveConfig {
+    pub ws_init_timeout: Duration,
+    pub ws_max_subscriptions: usize,
+    pub max_subscriptions: usize,
+    pub queue: usize,
+    /// Where GraphiQL's assets come from: `None` for Folio's own copy.
+    pub graphiql_cdn: Option<String>,
+}
+
 /// Completes the declarations of `command` (a command with `Settings` flattened in): every setting global, and
 /// its value named after its environment variable.
 pub fn declare(command: clap::Command) -> clap::Command {
@@ -423,6 +456,7 @@ pub struct Config {
     pub edge: EdgeConfig,
     pub stripe: StripeConfig,
     pub documents: DocumentConfig,
+    pub live: LiveConfig,
 }
 
 /// How to open the database pool (see `Store::connect`).
@@ -518,6 +552,7 @@ impl Config {
             edge: edge_from(&s, production)?,
             stripe: stripe_from(&s)?,
             documents: documents_from(&s, production)?,
+            live: live_from(&s)?,
         })
     }
 
@@ -732,6 +767,29 @@ fn documents_from(s: &Settings, production: bool) -> anyhow::Result<DocumentConf
         manifests,
         max_cost: (d.max_cost > 0).then_some(d.max_cost),
         cost_extension: d.cost_extension.unwrap_or(!production),
+    })
+}
+
+fn live_from(s: &Settings) -> anyhow::Result<LiveConfig> {
+    let l = &s.live;
+    if l.ws_max_subscriptions == 0 || l.live_max_subscriptions == 0 || l.live_queue == 0 {
+        bail!(
+            "FOLIO_WS_MAX_SUBSCRIPTIONS, FOLIO_LIVE_MAX_SUBSCRIPTIONS and FOLIO_LIVE_QUEUE must be at least 1"
+        );
+    }
+    let graphiql_cdn =
+        non_empty(l.graphiql_cdn.clone()).map(|u| u.trim_end_matches('/').to_owned());
+    if let Some(url) = &graphiql_cdn
+        && !(url.starts_with("https://") || url.starts_with("http://"))
+    {
+        bail!("FOLIO_GRAPHIQL_CDN must be an http(s) URL (got `{url}`)");
+    }
+    Ok(LiveConfig {
+        ws_init_timeout: Duration::from_millis(l.ws_init_timeout_ms.max(1)),
+        ws_max_subscriptions: l.ws_max_subscriptions,
+        max_subscriptions: l.live_max_subscriptions,
+        queue: l.live_queue,
+        graphiql_cdn,
     })
 }
 

@@ -54,6 +54,8 @@ pub enum Code {
     TooManyFields,
     IntrospectionDisabled,
     CostLimitExceeded,
+    /// A subscribe past `FOLIO_WS_MAX_SUBSCRIPTIONS` (per connection) or `FOLIO_LIVE_MAX_SUBSCRIPTIONS` (per instance).
+    TooManySubscriptions,
     // Persisted documents.
     PersistedQueryNotFound,
     PersistedQueryNotAllowed,

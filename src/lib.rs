@@ -6,6 +6,8 @@
 //!   `/metrics`, `/api/cache/purge`, `/api/webhooks/stripe`.
 //! - `operation`: the pipeline every transport calls to run one GraphQL operation: documents, limits, cache
 //!   lookup, single-flight, execution with batching, cache store, purges after mutations, the outcome.
+//! - `live`: live data: what a committed write announces (`Change`), the bus that carries it to every instance
+//!   (in-process or Redis pub/sub), and the registry of running subscriptions and live queries it wakes.
 //! - `auth`: who is asking (`Viewer`): tokens, JWKS, passwords.
 //! - `billing`: Stripe webhook signatures and what each event means for a user's plan.
 //! - `cache`: the response cache (in-process or Redis), keyed by request and scope, purged by tag.
@@ -28,6 +30,7 @@ pub mod domain;
 pub mod error;
 pub mod graphql;
 pub mod http;
+pub mod live;
 pub mod operation;
 pub mod ratelimit;
 pub mod redis_conn;

@@ -37,6 +37,16 @@ impl RedisConn {
         })
     }
 
+    /// The client, for connections of their own (the live-data pub/sub listener).
+    pub fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    /// The timeout of one call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Connects now, so an unreachable Redis is reported at start (it is not fatal).
     pub async fn warm_up(&self) {
         if let Err(err) = self.connection().await {

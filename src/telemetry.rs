@@ -56,6 +56,8 @@ pub struct Metrics {
     pub documents_unknown: IntCounter,
     /// `folio_persisted_query_errors_total`: APQ registry calls that could not reach Redis.
     pub persisted_errors: IntCounter,
+    /// `folio_live_*`: connections, subscriptions, live queries, events, re-executions, slow consumers, bus errors.
+    pub live: crate::live::LiveMetrics,
 }
 
 impl Metrics {
@@ -124,6 +126,35 @@ impl Metrics {
             "folio_persisted_query_errors_total",
             "Persisted-query registry calls that failed (Redis unreachable)",
         )?;
+        let gauge = |name: &str, help: &str| -> anyhow::Result<prometheus::IntGauge> {
+            let g = prometheus::IntGauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let live = crate::live::LiveMetrics {
+            connections: gauge(
+                "folio_live_connections",
+                "Open WebSocket connections and SSE streams",
+            )?,
+            subscriptions: gauge("folio_live_subscriptions", "Running subscriptions")?,
+            live_queries: gauge("folio_live_queries", "Running @live queries")?,
+            events_sent: counter(
+                "folio_live_events_sent_total",
+                "Results sent by subscriptions and live queries",
+            )?,
+            reexecutions: counter(
+                "folio_live_reexecutions_total",
+                "Executions of subscriptions and live queries woken by a change",
+            )?,
+            slow_consumers: counter(
+                "folio_live_slow_consumers_total",
+                "Connections closed because their outgoing queue overflowed",
+            )?,
+            bus_errors: counter(
+                "folio_live_bus_errors_total",
+                "Changes that could not be published to or received from Redis pub/sub",
+            )?,
+        };
         registry.register(Box::new(db_statements.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
@@ -138,6 +169,7 @@ impl Metrics {
             compiled,
             documents_unknown,
             persisted_errors,
+            live,
         })
     }
 

@@ -43,6 +43,12 @@ struct External {
     leeway_secs: u64,
 }
 
+/// A verified token's expiry.
+#[derive(Deserialize)]
+struct Expiry {
+    exp: Option<u64>,
+}
+
 /// The claims Folio reads from an external provider's token (beyond those `Validation` checks).
 #[derive(Deserialize)]
 struct ExternalClaims {
@@ -87,15 +93,31 @@ impl Authenticator {
 
     /// The viewer for a request's `Authorization` header value (`None`: no header).
     pub async fn viewer(&self, authorization: Option<&[u8]>) -> Result<Viewer, AppError> {
+        Ok(self.session(authorization).await?.0)
+    }
+
+    /// The viewer and, for a token, when it expires (Unix seconds): a long-lived connection (a WebSocket) is
+    /// closed then rather than left running on a dead credential.
+    pub async fn session(
+        &self,
+        authorization: Option<&[u8]>,
+    ) -> Result<(Viewer, Option<u64>), AppError> {
         let Some(raw) = authorization else {
-            return Ok(Viewer::Anonymous);
+            return Ok((Viewer::Anonymous, None));
         };
         let token = bearer_token(raw)?;
         let user = self.user_for(token).await?;
-        Ok(Viewer::User {
-            id: user.id,
-            role: user.role,
-        })
+        // Read after the token verified: its claims are the issuer's.
+        let expires = jsonwebtoken::dangerous::insecure_decode_claims::<Expiry>(token)
+            .ok()
+            .and_then(|claims| claims.exp);
+        Ok((
+            Viewer::User {
+                id: user.id,
+                role: user.role,
+            },
+            expires,
+        ))
     }
 
     async fn user_for(&self, token: &str) -> Result<UserRow, AppError> {

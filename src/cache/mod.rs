@@ -11,6 +11,8 @@
 //!   execution notes the sequence number when it *starts* (`begin`); storing its result is refused, atomically
 //!   with the write, if any of its tags was purged since. A slow query that began before a mutation can never
 //!   store what it read.
+//! - **Announced**: every purge is also a `live::Change` published on the bus (`commit`), so live queries and
+//!   subscriptions on every instance learn of it; the cache is the one place writes report what they changed.
 //! - **Backends**: in-process (`memory.rs`, moka, bounded by bytes) or Redis (`redis.rs`, shared by all
 //!   instances). Redis trouble never fails a request: it is answered from the database (`BYPASS`) and counted.
 
@@ -29,6 +31,7 @@ use prometheus::IntCounter;
 pub use key::{DocumentHash, Key, KeyBase, Scope};
 
 use crate::error::AppError;
+use crate::live::{Bus, Change, Event};
 use crate::redis_conn::RedisConn;
 
 /// The longest any entry lives, whatever its hints say.
@@ -158,25 +161,36 @@ impl Tracker {
     }
 }
 
-/// Tags a mutation's committed writes affect, purged by the operation pipeline before the outcome is returned. Request data.
+/// What a mutation's committed writes changed (tags to purge, rows to announce), committed by the operation
+/// pipeline before the outcome is returned. Request data.
 #[derive(Default)]
 pub struct Purges {
-    tags: Mutex<Vec<String>>,
+    change: Mutex<Change>,
 }
 
 impl Purges {
     pub fn add(&self, tags: impl IntoIterator<Item = String>) {
-        self.tags
+        self.change
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .tags
             .extend(tags);
     }
 
-    pub fn take(&self) -> Vec<String> {
-        let mut tags = std::mem::take(&mut *self.tags.lock().unwrap_or_else(|p| p.into_inner()));
-        tags.sort();
-        tags.dedup();
-        tags
+    pub fn announce(&self, event: Event) {
+        self.change
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .events
+            .push(event);
+    }
+
+    pub fn take(&self) -> Change {
+        let mut change =
+            std::mem::take(&mut *self.change.lock().unwrap_or_else(|p| p.into_inner()));
+        change.tags.sort();
+        change.tags.dedup();
+        change
     }
 }
 
@@ -221,14 +235,18 @@ pub struct Cache {
     backend: Option<Backend>,
     metrics: CacheMetrics,
     ttl: u32,
+    /// Where purges are announced.
+    bus: std::sync::Arc<Bus>,
 }
 
 impl Cache {
-    /// The cache `config` asks for; `redis` is the shared connection when `REDIS_URL` is set.
+    /// The cache `config` asks for; `redis` is the shared connection when `REDIS_URL` is set; purges are
+    /// announced on `bus`.
     pub fn new(
         config: &CacheConfig,
         redis: Option<std::sync::Arc<RedisConn>>,
         metrics: CacheMetrics,
+        bus: std::sync::Arc<Bus>,
     ) -> anyhow::Result<Self> {
         let backend = match config.mode {
             CacheMode::Off => None,
@@ -248,6 +266,7 @@ impl Cache {
             backend,
             metrics,
             ttl,
+            bus,
         })
     }
 
@@ -314,21 +333,36 @@ impl Cache {
         }
     }
 
-    /// Drops every entry under `tags`, and makes sure no execution that started before now stores under them.
-    /// Returns how many entries were dropped. With Redis unreachable the purge is kept and retried, nothing is
-    /// served from Redis until it has been delivered, and the error is returned (and counted).
+    /// `commit` of a change that announces no rows.
     pub async fn purge(&self, tags: &[String]) -> Result<u64, AppError> {
-        if tags.is_empty() {
+        self.commit(Change {
+            tags: tags.to_vec(),
+            events: Vec::new(),
+        })
+        .await
+    }
+
+    /// Drops every entry under the change's tags, makes sure no execution that started before now stores under
+    /// them, then announces the change on the bus (live queries and subscriptions, on every instance). Returns
+    /// how many entries were dropped. With Redis unreachable the purge is kept and retried, nothing is served
+    /// from Redis until it has been delivered, and the error is returned (and counted); the change is announced
+    /// all the same.
+    pub async fn commit(&self, change: Change) -> Result<u64, AppError> {
+        if change.is_empty() {
             return Ok(0);
         }
         let dropped = match &self.backend {
-            None => return Ok(0),
-            Some(Backend::Memory(m)) => m.purge(tags),
-            Some(Backend::Redis(r)) => r.purge(tags).await?,
+            _ if change.tags.is_empty() => Ok(0),
+            None => Ok(0),
+            Some(Backend::Memory(m)) => Ok(m.purge(&change.tags)),
+            Some(Backend::Redis(r)) => r.purge(&change.tags).await,
         };
-        self.metrics.purged.inc_by(dropped);
-        tracing::debug!(?tags, dropped, "cache purged");
-        Ok(dropped)
+        if let Ok(dropped) = &dropped {
+            self.metrics.purged.inc_by(*dropped);
+            tracing::debug!(tags = ?change.tags, dropped, "cache purged");
+        }
+        self.bus.publish(change).await;
+        dropped
     }
 }
 

@@ -13,6 +13,7 @@ use crate::auth::{Authenticator, Viewer};
 use crate::cache::{Cache, Purges, Tracker};
 use crate::error::AppError;
 use crate::graphql::loaders::Loaders;
+use crate::live::Event;
 use crate::store::Store;
 
 /// The client's address as the transport saw it, for per-address limits inside resolvers (`login`). Request
@@ -32,6 +33,8 @@ pub(crate) trait ContextExt {
     fn tag(&self, tag: String);
     /// Tags to purge once this mutation's transaction has committed (the operation pipeline purges before answering).
     fn purge_after_commit(&self, tags: Vec<String>);
+    /// A row subscription fields announce, once this mutation's transaction has committed.
+    fn announce_after_commit(&self, event: Event);
 }
 
 impl ContextExt for Context<'_> {
@@ -76,6 +79,12 @@ impl ContextExt for Context<'_> {
     fn purge_after_commit(&self, tags: Vec<String>) {
         if let Some(purges) = self.data_opt::<Arc<Purges>>() {
             purges.add(tags);
+        }
+    }
+
+    fn announce_after_commit(&self, event: Event) {
+        if let Some(purges) = self.data_opt::<Arc<Purges>>() {
+            purges.announce(event);
         }
     }
 }

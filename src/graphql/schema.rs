@@ -1,15 +1,22 @@
-//! Builds the schema: merged query and mutation roots, limits, and the SDL that `schema.graphql` mirrors.
+//! Builds the schema: merged query, mutation and subscription roots, the `@live` directive, limits, and the SDL
+//! that `schema.graphql` (the subgraph) and `subscriptions.graphql` (what only WebSocket and SSE serve) mirror.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
-use async_graphql::{EmptySubscription, MergedObject, SDLExportOptions, Schema};
+use async_graphql::parser::types::Directive;
+use async_graphql::registry::{MetaDirective, MetaInputValue, Registry};
+use async_graphql::{
+    ContextDirective, CustomDirective, CustomDirectiveFactory, MergedObject, MergedSubscription,
+    SDLExportOptions, Schema, ServerResult,
+};
 
 use crate::auth::Authenticator;
 use crate::cache::Cache;
 use crate::graphql::cache::CacheMutation;
-use crate::graphql::comments::CommentMutation;
+use crate::graphql::comments::{CommentMutation, CommentSubscription};
 use crate::graphql::entities::EntityQuery;
-use crate::graphql::posts::{PostMutation, PostQuery};
+use crate::graphql::posts::{PostMutation, PostQuery, PostSubscription};
 use crate::graphql::users::{UserMutation, UserQuery};
 use crate::ratelimit::{Rate, RateLimiter};
 use crate::store::Store;
@@ -25,7 +32,68 @@ pub struct QueryRoot(UserQuery, PostQuery, EntityQuery);
 #[graphql(name = "Mutation")]
 pub struct MutationRoot(UserMutation, PostMutation, CommentMutation, CacheMutation);
 
-pub type FolioSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+/// Every subscription, merged from the domain folders. Served over WebSocket and SSE only (`http::live`), and not
+/// part of the subgraph SDL: federation gateways route subscriptions separately.
+#[derive(MergedSubscription, Default)]
+#[graphql(name = "Subscription")]
+pub struct SubscriptionRoot(PostSubscription, CommentSubscription);
+
+pub type FolioSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
+
+/// `directive @live(if: Boolean = true) on QUERY`: the graphql-live-query convention. A query operation marked
+/// `@live` over WebSocket or SSE is kept running (see `operation::live`); the executor itself ignores it, so
+/// declaring it is all the schema does.
+struct LiveDirective;
+
+/// Never created: the executor applies custom directives to fields only, and `@live` is allowed on queries only.
+struct LiveNoop;
+
+impl CustomDirective for LiveNoop {}
+
+impl CustomDirectiveFactory for LiveDirective {
+    fn name(&self) -> Cow<'static, str> {
+        Cow::Borrowed("live")
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        let mut args = async_graphql::indexmap::IndexMap::new();
+        args.insert(
+            "if".to_owned(),
+            MetaInputValue {
+                name: "if".to_owned(),
+                description: Some("Keep the query live; `false` runs it once.".to_owned()),
+                ty: "Boolean".to_owned(),
+                deprecation: async_graphql::registry::Deprecation::NoDeprecated,
+                default_value: Some("true".to_owned()),
+                visible: None,
+                inaccessible: false,
+                tags: Vec::new(),
+                is_secret: false,
+                directive_invocations: Vec::new(),
+            },
+        );
+        registry.add_directive(MetaDirective {
+            name: "live".to_owned(),
+            description: Some(
+                "Keeps a query running over WebSocket or SSE: its result is sent again whenever it changes."
+                    .to_owned(),
+            ),
+            locations: vec![async_graphql::registry::__DirectiveLocation::QUERY],
+            args,
+            is_repeatable: false,
+            visible: None,
+            composable: None,
+        });
+    }
+
+    fn create(
+        &self,
+        _ctx: &ContextDirective<'_>,
+        _directive: &Directive,
+    ) -> ServerResult<Box<dyn CustomDirective>> {
+        Ok(Box::new(LiveNoop))
+    }
+}
 
 /// What resolvers reach through the schema: the store, the token issuer and the cache. Absent only for printing
 /// the SDL.
@@ -62,8 +130,9 @@ pub fn build_schema(data: Option<SchemaData>, limits: Limits) -> FolioSchema {
     let mut builder = Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
-        EmptySubscription,
+        SubscriptionRoot::default(),
     )
+    .directive(LiveDirective)
     .limit_depth(limits.max_depth)
     .limit_complexity(limits.max_complexity)
     .limit_directives(limits.max_directives)
@@ -95,6 +164,33 @@ pub fn build_schema(data: Option<SchemaData>, limits: Limits) -> FolioSchema {
 /// is a complete schema for them, and still composes (the definitions are the spec's own).
 pub fn sdl() -> String {
     sdl_of(&build_schema(None, unlimited()))
+}
+
+/// `subscriptions.graphql`: what clients reach over WebSocket and SSE besides the subgraph schema: the
+/// `Subscription` type (`@live` is declared in the subgraph schema itself, which executes it as a plain query).
+/// Code generators read it together with `schema.graphql`.
+pub fn subscriptions_sdl() -> String {
+    let full = build_schema(None, unlimited()).sdl_with_options(SDLExportOptions::new());
+    let mut out = String::from(
+        "# Subscriptions, served over WebSocket (graphql-transport-ws) and SSE (graphql-sse) at /graphql. Not part\n\
+         # of the subgraph schema (schema.graphql), since federation gateways route subscriptions separately.\n\
+         # Read both files together for code generation.\n",
+    );
+    let mut keep = false;
+    for line in full.lines() {
+        if line.starts_with("type Subscription ") {
+            keep = true;
+            out.push('\n');
+        }
+        if keep {
+            out.push_str(line);
+            out.push('\n');
+            if line == "}" {
+                keep = false;
+            }
+        }
+    }
+    out
 }
 
 /// No limits (for printing the schema and checking documents against it).

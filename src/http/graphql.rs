@@ -17,7 +17,8 @@
 
 use async_graphql::http::GraphiQLSource;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, FromRequestParts, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response as HttpResponse};
 use serde::Deserialize;
@@ -25,6 +26,7 @@ use serde_json::Value as Json;
 
 use std::net::IpAddr;
 
+use super::live;
 use super::response::{MediaType, rate_limited, request_error, respond};
 use super::state::AppState;
 use crate::auth::Viewer;
@@ -107,27 +109,22 @@ impl Params {
 }
 
 /// Runs one GraphQL request for this HTTP request, as the viewer its `Authorization` header names. A header
-/// that does not verify ends the request here with 401: it never runs as anonymous.
+/// that does not verify ends the request here with 401: it never runs as anonymous. With `Accept:
+/// text/event-stream` the operation streams its results as server-sent events (`live::sse`).
 async fn execute(
     state: &AppState,
     headers: &HeaderMap,
     params: Params,
     http: HttpContext,
+    stream: bool,
 ) -> HttpResponse {
     let authorization = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
     let viewer = match state.auth.viewer(authorization).await {
         Ok(viewer) => viewer,
         Err(err) => return unauthenticated(err, &http.request_id),
     };
-    if let Some(rate) = state.rate {
-        let key = match &viewer {
-            Viewer::User { id, .. } => format!("user:{id}"),
-            Viewer::Anonymous => format!("ip:{}", http.client),
-        };
-        if let Decision::Limited(wait) = state.limiter.check(&key, rate).await {
-            state.metrics.rate_limited.inc();
-            return rate_limited(wait, http.media);
-        }
+    if let Some(wait) = rate_check(state, &viewer, http.client).await {
+        return rate_limited(wait, http.media);
     }
     let request = Request {
         document: params.query,
@@ -141,8 +138,44 @@ async fn execute(
         accepts: http.accepts,
         deadline: None,
     };
+    if stream {
+        return live::sse(state.clone(), request).await;
+    }
     let outcome = state.pipeline.run(request).await;
     respond(headers, outcome, http.media)
+}
+
+/// The rate limit for one operation of `viewer` from `client` (per user, or per address when anonymous): how
+/// long to wait, if it is over. Every transport asks this before the pipeline runs.
+pub(super) async fn rate_check(
+    state: &AppState,
+    viewer: &Viewer,
+    client: IpAddr,
+) -> Option<std::time::Duration> {
+    let rate = state.rate?;
+    let key = match viewer {
+        Viewer::User { id, .. } => format!("user:{id}"),
+        Viewer::Anonymous => format!("ip:{client}"),
+    };
+    match state.limiter.check(&key, rate).await {
+        Decision::Limited(wait) => {
+            state.metrics.rate_limited.inc();
+            Some(wait)
+        }
+        _ => None,
+    }
+}
+
+/// `Accept: text/event-stream`: the client wants GraphQL over server-sent events.
+fn wants_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| {
+            accept
+                .split(',')
+                .any(|range| range.split(';').next().unwrap_or("").trim() == "text/event-stream")
+        })
 }
 
 /// The client's address: the connection's peer, or, behind `trusted` reverse proxies, the address the
@@ -199,8 +232,10 @@ pub async fn post(
     headers: HeaderMap,
     body: Body,
 ) -> HttpResponse {
+    let stream = wants_event_stream(&headers);
     let media = match negotiate(&headers) {
         Ok(media) => media,
+        Err(_) if stream => MediaType::GraphqlResponse,
         Err(response) => return *response,
     };
     let bad =
@@ -286,7 +321,7 @@ pub async fn post(
         client: client_address(&headers, peer.ip(), state.edge.trusted_proxies),
         request_id: request_id(&headers),
     };
-    execute(&state, &headers, request, http).await
+    execute(&state, &headers, request, http, stream).await
 }
 
 /// `Content-Type: application/json` (any `charset` must be UTF-8).
@@ -321,13 +356,29 @@ pub struct GetParams {
     extensions: Option<String>,
 }
 
-/// `GET /graphql`: GraphiQL for a browser that asks for HTML without a query, the query otherwise.
+/// `GET /graphql`: a WebSocket upgrade (`live`), GraphiQL for a browser that asks for HTML without a query,
+/// server-sent events for `Accept: text/event-stream`, the query otherwise.
 pub async fn get(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
-    params: Result<Query<GetParams>, axum::extract::rejection::QueryRejection>,
+    request: axum::extract::Request,
 ) -> HttpResponse {
+    let (mut parts, _) = request.into_parts();
+    let headers = parts.headers.clone();
+    let upgrade = headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if upgrade {
+        let client = client_address(&headers, peer.ip(), state.edge.trusted_proxies);
+        let id = request_id(&headers);
+        return match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
+            Ok(ws) => live::upgrade(state, ws, client, id),
+            Err(rejection) => rejection.into_response(),
+        };
+    }
+    let params = Query::<GetParams>::try_from_uri(&parts.uri);
+    let stream = wants_event_stream(&headers);
     let wants_html = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -344,6 +395,7 @@ pub async fn get(
     }
     let media = match negotiate(&headers) {
         Ok(media) => media,
+        Err(_) if stream => MediaType::GraphqlResponse,
         Err(response) => return *response,
     };
     let bad =
@@ -377,12 +429,17 @@ pub async fn get(
         return bad("GET /graphql needs a `query` parameter.");
     }
     let http = HttpContext {
-        accepts: Accepts::QueriesOnly,
+        // Over SSE a GET may subscribe too; a mutation never runs on GET.
+        accepts: if stream {
+            Accepts::NoMutations
+        } else {
+            Accepts::QueriesOnly
+        },
         media,
         client: client_address(&headers, peer.ip(), state.edge.trusted_proxies),
         request_id: request_id(&headers),
     };
-    execute(&state, &headers, request, http).await
+    execute(&state, &headers, request, http, stream).await
 }
 
 /// `GET /schema.graphql`: the SDL, for code generators.

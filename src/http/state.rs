@@ -5,7 +5,7 @@ use std::sync::Arc;
 use crate::auth::Authenticator;
 use crate::billing::Verifier;
 use crate::cache::Cache;
-use crate::config::EdgeConfig;
+use crate::config::{EdgeConfig, LiveConfig};
 use crate::operation::Pipeline;
 use crate::ratelimit::{Rate, RateLimiter};
 use crate::store::Store;
@@ -49,4 +49,8 @@ pub struct Shared {
     pub edge: Arc<EdgeConfig>,
     /// Checks Stripe webhook signatures; `None` when no secret is configured (the webhook answers 503).
     pub stripe: Option<Arc<Verifier>>,
+    /// WebSocket and SSE limits, and where GraphiQL's assets come from.
+    pub live: Arc<LiveConfig>,
+    /// Becomes `true` when the server begins to shut down: live connections close (1001) and streams end.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }

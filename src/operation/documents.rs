@@ -46,6 +46,11 @@ impl Kept {
         self.document.clone()
     }
 
+    /// The document itself, to inspect.
+    pub fn document_ref(&self) -> &ExecutableDocument {
+        &self.document
+    }
+
     /// The document's part of a response-cache key.
     pub fn hash(&self) -> &DocumentHash {
         &self.hash

@@ -126,6 +126,42 @@ impl Pipeline {
         }
     }
 
+    /// Executes a subscription for one trigger on the executor: the subscription's resolvers yield a finite
+    /// stream for it (see `graphql::posts::subscription`), collected here with the request's batched loaders.
+    /// `None` when it ran out of time.
+    pub(super) async fn execute_stream(
+        &self,
+        request: async_graphql::Request,
+        who: &super::Run,
+        kept: &Kept,
+    ) -> Option<Vec<Executed>> {
+        use futures_util::StreamExt;
+        let mut request = request;
+        request.set_parsed_query(kept.document());
+        let (loaders, dispatcher) = Loaders::new(self.store.clone());
+        let request = request.data(loaders);
+        let collect = self
+            .schema
+            .execute_stream(request)
+            .collect::<Vec<async_graphql::Response>>();
+        let run = Batched::new(dispatcher, collect);
+        match tokio::time::timeout_at(who.deadline, run).await {
+            Ok(responses) => Some(
+                responses
+                    .into_iter()
+                    .map(|mut response| {
+                        finish_errors(&mut response, &who.request_id, false);
+                        Executed::Graphql(response)
+                    })
+                    .collect(),
+            ),
+            Err(_) => {
+                self.timeout_warning();
+                None
+            }
+        }
+    }
+
     fn timeout_warning(&self) {
         tracing::warn!(
             timeout_ms = self.limits.request_timeout.as_millis() as u64,

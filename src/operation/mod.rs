@@ -16,13 +16,17 @@
 //! - execution runs through the document's compiled plan when it has one, otherwise on the executor with the
 //!   request's batched loaders (`execute`).
 //!
-//! Transports (`http`, and later WebSocket and SSE) turn the outcome into their own framing.
+//! Subscriptions and `@live` queries go through `Pipeline::open` (`live`): the same resolution, limits and
+//! cost, then a stream of results instead of one outcome.
+//!
+//! Transports (`http`: POST/GET, WebSocket, SSE) turn the outcome into their own framing.
 
 pub mod check;
 pub mod cost;
 mod documents;
 mod execute;
 mod limits;
+mod live;
 mod outcome;
 pub mod persisted;
 
@@ -44,6 +48,7 @@ use crate::telemetry::Metrics;
 
 use documents::{Documents, Kept, Parsed};
 pub use limits::MAX_EXPANDED_FIELDS;
+pub use live::{LiveStream, Opened};
 pub use outcome::{CacheStatus, Outcome, Status};
 
 /// One operation to run, as a transport hands it over.
@@ -73,6 +78,8 @@ pub enum Accepts {
     Any,
     /// Queries only: anything else answers `Status::NotAllowed` (`GET` in GraphQL over HTTP).
     QueriesOnly,
+    /// Queries and subscriptions, no mutations (`GET` with `Accept: text/event-stream`: GraphQL over SSE).
+    NoMutations,
 }
 
 /// What the pipeline needs, built once by `App`.
@@ -89,6 +96,8 @@ pub struct PipelineParts {
     pub max_cost: Option<u64>,
     pub cost_extension: bool,
     pub metrics: Metrics,
+    /// Running subscriptions and live queries (`live`).
+    pub live: Arc<crate::live::Registry>,
 }
 
 /// Runs operations. Cheap to clone: every transport holds one.
@@ -146,6 +155,14 @@ impl Pipeline {
 
     /// Runs `request` and returns what to answer.
     pub async fn run(&self, request: Request) -> Outcome {
+        match self.resolve(request).await {
+            Ok((document, resolved)) => self.run_resolved(document, resolved).await,
+            Err(outcome) => outcome,
+        }
+    }
+
+    /// Which document runs: the text sent, or the persisted one the request names (if the mode runs it).
+    async fn resolve(&self, request: Request) -> Result<(String, Resolved), Outcome> {
         let Request {
             document,
             document_id,
@@ -158,7 +175,6 @@ impl Pipeline {
             accepts,
             deadline,
         } = request;
-        let deadline = deadline.unwrap_or_else(|| Instant::now() + self.limits.request_timeout);
         let sent = persisted::Sent {
             text: document,
             document_id: document_id.as_deref(),
@@ -166,8 +182,57 @@ impl Pipeline {
         };
         let document = match self.persisted.resolve(sent, &self.limits).await {
             Ok(document) => document,
-            Err(refused) => return Outcome::request_error(refused.code, &refused.message),
+            Err(refused) => return Err(Outcome::request_error(refused.code, &refused.message)),
         };
+        let deadline = deadline.unwrap_or_else(|| Instant::now() + self.limits.request_timeout);
+        Ok((
+            document,
+            Resolved {
+                operation_name,
+                variables,
+                extensions,
+                viewer,
+                client,
+                request_id,
+                accepts,
+                deadline,
+            },
+        ))
+    }
+
+    /// The operation's type and estimated cost, if the document is within the limits and the cost budget.
+    fn admit(
+        &self,
+        document: &async_graphql::parser::types::ExecutableDocument,
+        operation_name: Option<&str>,
+        variables: &async_graphql::Variables,
+    ) -> Result<(Option<OperationType>, Option<u64>), Outcome> {
+        let kind = limits::check_document(document, operation_name, &self.limits)
+            .map_err(|e| Outcome::request_error(e.code, &e.message))?;
+        let mut cost = None;
+        if self.max_cost.is_some() || self.cost_extension {
+            cost = self.0.costs.estimate(document, operation_name, variables);
+        }
+        if let (Some(estimated), Some(max)) = (cost, self.max_cost)
+            && estimated > max
+        {
+            return Err(Outcome::too_costly(estimated, max));
+        }
+        Ok((kind, cost))
+    }
+
+    /// `run` once the document is known.
+    async fn run_resolved(&self, document: String, resolved: Resolved) -> Outcome {
+        let Resolved {
+            operation_name,
+            variables,
+            extensions,
+            viewer,
+            client,
+            request_id,
+            accepts,
+            deadline,
+        } = resolved;
         // A recent document has passed the limits, and its key hash is known: a repeated query (a cache hit above
         // all) neither scans nor normalises its text again.
         let known = self.0.documents.get(&document);
@@ -206,27 +271,12 @@ impl Pipeline {
         let mut cost = None;
         let kind = match parsed {
             Ok(parsed) => {
-                let checked = limits::check_document(
-                    parsed.document(),
-                    operation_name.as_deref(),
-                    &self.limits,
-                );
-                let kind = match checked {
-                    Ok(kind) => kind,
-                    Err(e) => return Outcome::request_error(e.code, &e.message),
-                };
-                if self.max_cost.is_some() || self.cost_extension {
-                    cost = self.0.costs.estimate(
-                        parsed.document(),
-                        operation_name.as_deref(),
-                        &variables,
-                    );
-                }
-                if let (Some(estimated), Some(max)) = (cost, self.max_cost)
-                    && estimated > max
-                {
-                    return Outcome::too_costly(estimated, max);
-                }
+                let (kind, estimated) =
+                    match self.admit(parsed.document(), operation_name.as_deref(), &variables) {
+                        Ok(admitted) => admitted,
+                        Err(outcome) => return outcome,
+                    };
+                cost = estimated;
                 // The executor gets its copy in `execute`, if it runs.
                 kept = Some(match parsed {
                     Parsed::Kept(kept) => kept,
@@ -258,7 +308,7 @@ impl Pipeline {
             cost: cost.filter(|_| self.cost_extension),
         };
         if kind != Some(OperationType::Query) {
-            if accepts == Accepts::QueriesOnly && kind.is_some() {
+            if accepts != Accepts::Any && kind.is_some() {
                 return Outcome::not_allowed();
             }
             return self.uncached(graphql, kept, run).await;
@@ -407,11 +457,11 @@ impl Pipeline {
         let response = self
             .execute(request, &run, run.parse_failed, kept.as_deref(), None)
             .await;
-        // Purged even after a timeout: a mutation may have committed before the clock ran out.
-        let tags = purges.take();
-        if !tags.is_empty() {
+        // Committed even after a timeout: a mutation may have committed before the clock ran out.
+        let change = purges.take();
+        if !change.is_empty() {
             // A failed purge is logged, counted and retried by the cache; the write itself has succeeded.
-            let _ = self.cache.purge(&tags).await;
+            let _ = self.cache.commit(change).await;
         }
         self.cache.metrics().bypass.inc();
         let computed = match response {
@@ -443,6 +493,18 @@ impl Pipeline {
             tags: Vec::new(),
         }
     }
+}
+
+/// A request whose document is known (see `Pipeline::resolve`).
+struct Resolved {
+    operation_name: Option<String>,
+    variables: async_graphql::Variables,
+    extensions: async_graphql::Extensions,
+    viewer: Viewer,
+    client: IpAddr,
+    request_id: String,
+    accepts: Accepts,
+    deadline: Instant,
 }
 
 /// Who runs an operation, and until when.

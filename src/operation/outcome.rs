@@ -96,6 +96,23 @@ impl Outcome {
         }
     }
 
+    /// An executed body outside the cache (a subscription's or live query's result).
+    pub(super) fn of_body(body: bytes::Bytes, status: Status) -> Self {
+        Self {
+            entry: Entry {
+                body,
+                etag: String::new(),
+                max_age: 0,
+                public: false,
+                stored_at: unix_now(),
+            },
+            cacheable: false,
+            status,
+            cache: CacheStatus::Bypass,
+            tags: Vec::new(),
+        }
+    }
+
     pub(super) fn not_allowed() -> Self {
         Self::refused(
             Status::NotAllowed,

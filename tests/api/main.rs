@@ -11,6 +11,7 @@ mod edge;
 mod federation;
 mod http;
 mod lifecycle;
+mod live;
 mod loaders;
 mod mutations;
 mod pagination;

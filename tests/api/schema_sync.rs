@@ -33,3 +33,22 @@ async fn the_server_serves_the_same_sdl() {
     assert_eq!(res.status(), 200);
     assert_eq!(res.text().await.unwrap(), folio::graphql::schema::sdl());
 }
+
+#[test]
+fn subscriptions_file_matches_the_built_schema() {
+    let on_disk = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/subscriptions.graphql"
+    ))
+    .expect("subscriptions.graphql");
+    let built = folio::graphql::schema::subscriptions_sdl();
+    assert!(
+        on_disk == built,
+        "subscriptions.graphql is out of date: run `cargo run -- schema --subscriptions > subscriptions.graphql`"
+    );
+    // Every subscription field is there, and nothing of it leaks into the subgraph schema.
+    for field in ["postPublished", "postUpdated(", "commentAdded("] {
+        assert!(built.contains(field), "{field}");
+        assert!(!folio::graphql::schema::sdl().contains(field), "{field}");
+    }
+}

@@ -1,8 +1,10 @@
-//! The comment domain of the schema: the `Comment` type and the comment mutations.
+//! The comment domain of the schema: the `Comment` type, the comment mutations and subscriptions.
 
 mod inputs;
 mod mutation;
+mod subscription;
 mod types;
 
 pub use mutation::CommentMutation;
+pub use subscription::CommentSubscription;
 pub use types::Comment;

@@ -11,6 +11,7 @@ use crate::graphql::context::ContextExt;
 use crate::graphql::guards::LoggedIn;
 use crate::graphql::ids;
 use crate::graphql::posts::visible_to;
+use crate::live::Event;
 use crate::store::CreateComment;
 
 #[derive(Default)]
@@ -51,6 +52,10 @@ impl CommentMutation {
             // Unpublished or deleted between the check and the insert.
             .ok_or_else(missing)?;
         ctx.purge_after_commit(vec![tags::comment(row.id), tags::post_comments(post_id)]);
+        ctx.announce_after_commit(Event::CommentAdded {
+            post_id,
+            comment_id: row.id,
+        });
         Ok(Comment(row))
     }
 

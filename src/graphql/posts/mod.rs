@@ -1,10 +1,13 @@
-//! The post domain of the schema: the `Post` type, the post queries and the post mutations.
+//! The post domain of the schema: the `Post` type, the post queries, mutations and subscriptions.
 
 mod inputs;
 mod mutation;
 mod query;
+mod subscription;
 mod types;
 
 pub use mutation::PostMutation;
 pub use query::PostQuery;
+pub use subscription::PostSubscription;
+pub(crate) use subscription::trigger;
 pub use types::{Post, visible_in, visible_to};

@@ -12,6 +12,7 @@ use crate::error::AppError;
 use crate::graphql::context::ContextExt;
 use crate::graphql::guards::LoggedIn;
 use crate::graphql::ids;
+use crate::live::Event;
 use crate::store::{NewPost, PostChanges, PostRow, Store};
 
 #[derive(Default)]
@@ -34,6 +35,9 @@ impl PostMutation {
             tags::POST_LIST.to_owned(),
             tags::user_posts(row.author_id),
         ]);
+        if row.published {
+            ctx.announce_after_commit(Event::PostPublished { post_id: row.id });
+        }
         Ok(Post(row))
     }
 
@@ -92,7 +96,7 @@ impl PostMutation {
 async fn set_published(ctx: &Context<'_>, id: &ID, published: bool) -> async_graphql::Result<Post> {
     let id = ids::parse(id, "id")?;
     let store = ctx.store()?;
-    editable(store, ctx.viewer(), id).await?;
+    let before = editable(store, ctx.viewer(), id).await?;
     let row = store
         .set_published(id, published)
         .await?
@@ -102,6 +106,9 @@ async fn set_published(ctx: &Context<'_>, id: &ID, published: bool) -> async_gra
         tags::POST_LIST.to_owned(),
         tags::user_posts(row.author_id),
     ]);
+    if row.published && !before.published {
+        ctx.announce_after_commit(Event::PostPublished { post_id: id });
+    }
     Ok(Post(row))
 }
 
