@@ -15,12 +15,11 @@
 //! The operation itself runs in the pipeline (`operation`); this module only turns HTTP into an
 //! `operation::Request` and the outcome back into a response (`response`).
 
-use async_graphql::http::GraphiQLSource;
 use axum::body::Body;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, FromRequestParts, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response as HttpResponse};
+use axum::response::{IntoResponse, Response as HttpResponse};
 use serde::Deserialize;
 use serde_json::Value as Json;
 
@@ -387,11 +386,7 @@ pub async fn get(
         p.query.is_some() || p.document_id.is_some() || p.extensions.is_some()
     });
     if wants_html && !has_query && state.graphiql {
-        let page = GraphiQLSource::build()
-            .endpoint("/graphql")
-            .title("Folio GraphiQL")
-            .finish();
-        return Html(page).into_response();
+        return super::graphiql::page(state.live.graphiql_cdn.as_deref()).into_response();
     }
     let media = match negotiate(&headers) {
         Ok(media) => media,

@@ -5,6 +5,7 @@
 //! (`health`). It knows nothing of the executor's internals.
 
 pub mod cache;
+pub mod graphiql;
 pub mod graphql;
 pub mod health;
 pub mod live;

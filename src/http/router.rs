@@ -16,7 +16,7 @@ use tower_http::trace::TraceLayer;
 use tracing::Span;
 
 use super::state::AppState;
-use super::{cache, graphql, health, webhooks};
+use super::{cache, graphiql, graphql, health, webhooks};
 use crate::billing;
 use crate::error::{Code, graphql_error_body, plain_error_body};
 
@@ -41,6 +41,7 @@ pub fn router(state: AppState) -> Router {
                 .layer(CatchPanicLayer::custom(graphql_panic)),
         )
         .route("/schema.graphql", get(graphql::schema_sdl))
+        .route("/graphiql/{version}/{file}", get(graphiql::asset))
         .route("/api/cache/purge", post(cache::purge))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

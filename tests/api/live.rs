@@ -879,3 +879,188 @@ impl Sse {
         }
     }
 }
+
+/// The `src` and `href` URLs of a page's scripts and stylesheets.
+fn asset_urls(page: &str) -> Vec<String> {
+    page.split(['"', '\''])
+        .filter(|part| part.ends_with(".js") || part.ends_with(".css"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graphiql_runs_from_folios_own_assets_and_knows_the_websocket() {
+    let app = TestApp::spawn().await;
+    let page = app
+        .client
+        .get(format!("{}/graphql", app.base))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        page.contains("graphqlWs.createClient"),
+        "subscriptions go over the WebSocket"
+    );
+    let urls = asset_urls(&page);
+    assert_eq!(urls.len(), 5, "{urls:?}");
+    for url in urls {
+        assert!(
+            url.starts_with("/graphiql/"),
+            "served by Folio itself: {url}"
+        );
+        let res = app.get(&url).await;
+        assert_eq!(res.status(), 200, "{url}");
+        assert!(
+            res.headers()["cache-control"]
+                .to_str()
+                .expect("header")
+                .contains("immutable")
+        );
+        assert!(res.bytes().await.expect("body").len() > 5_000, "{url}");
+    }
+    assert_eq!(app.get("/graphiql/4.1.2/nope.js").await.status(), 404);
+
+    // With a CDN configured, the page loads from it instead.
+    let cdn = app_with(|c| c.live.graphiql_cdn = Some("https://cdn.example".into())).await;
+    let page = cdn
+        .client
+        .get(format!("{}/graphql", cdn.base))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("text");
+    let urls = asset_urls(&page);
+    assert_eq!(urls.len(), 5);
+    assert!(
+        urls.iter().all(|u| u.starts_with("https://cdn.example/")),
+        "{urls:?}"
+    );
+}
+
+/// A `redis-server` of the test's own on a free port, so it can be stopped and started again.
+struct OwnRedis {
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl OwnRedis {
+    fn start_on(port: u16) -> Self {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server runs (it is installed wherever FOLIO_TEST_REDIS_URL is set)");
+        Self {
+            port,
+            child: Some(child),
+        }
+    }
+
+    async fn wait_ready(&self) {
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("redis-server did not start");
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_subscribers_still_get_local_events_and_live_queries_resync_when_it_returns()
+{
+    if !uses_redis() {
+        // This test runs a Redis of its own: it runs where the Redis suite runs.
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut redis = OwnRedis::start_on(port);
+    redis.wait_ready().await;
+    let db = TestDb::create().await;
+    let mut config = test_config(&db);
+    config.cache.redis_url = Some(format!("redis://127.0.0.1:{port}").into());
+    let app = TestApp::spawn_with(db, config).await;
+    let fx = Fixture::create(&app.store).await;
+    let post = fx.alice_posts[0].to_string();
+    let mut ws = Ws::ready(&app, None).await;
+    ws.subscribe(
+        "l",
+        "query L($id: ID!) @live { post(id: $id) { title } }",
+        json!({ "id": post }),
+    )
+    .await;
+    assert_eq!(
+        ws.next("l").await["data"]["post"]["title"],
+        "Ownership in Rust"
+    );
+
+    redis.stop();
+    let update =
+        "mutation U($id: ID!, $t: String!) { updatePost(id: $id, input: {title: $t}) { id } }";
+    let alice = token_for(fx.alice);
+    let done = app
+        .gql_as(
+            Some(&alice),
+            update,
+            json!({ "id": post, "t": "Written without Redis" }),
+        )
+        .await;
+    assert!(done["errors"].is_null(), "{done}");
+    // This instance's subscribers hear of it all the same; the failure is counted.
+    assert_eq!(
+        ws.next("l").await["data"]["post"]["title"],
+        "Written without Redis"
+    );
+    assert!(app.metric("folio_live_bus_errors_total").await >= 1.0);
+
+    // Redis returns: every live query re-runs once, since it may have missed a purge from another instance.
+    let before = app.metric("folio_live_reexecutions_total").await;
+    let _redis = OwnRedis::start_on(port);
+    let mut rerun = false;
+    for _ in 0..100 {
+        if app.metric("folio_live_reexecutions_total").await > before {
+            rerun = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(rerun, "live queries re-run when the bus is back");
+    // Nothing changed meanwhile: nothing is sent.
+    ws.silent(300).await;
+}
