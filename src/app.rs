@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::auth::Authenticator;
@@ -233,7 +234,14 @@ impl App {
             // WebSockets (which the server no longer tracks once upgraded) close with 1001; event streams end.
             let _ = shutdown.send(true);
         };
-        axum::serve(self.listener, app)
+        // No Nagle delay: a live push (or any small response after another) goes out at once instead of waiting
+        // up to 40 ms for the client's delayed ACK.
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+            }
+        });
+        axum::serve(listener, app)
             .with_graceful_shutdown(stop)
             .await
             .context("server error")?;

@@ -411,7 +411,10 @@ impl Connection {
 /// Runs one operation of a WebSocket and sends its messages.
 async fn run_operation(outbox: &Outbox, id: &str, request: Request) {
     let pipeline = outbox.state.pipeline.clone();
-    match pipeline.open(request).await {
+    // Boxed: opening takes a large future (resolution, a whole execution), which would otherwise stay part of
+    // this task's state for as long as the subscription runs.
+    let opened = Box::pin(pipeline.open(request)).await;
+    match opened {
         Opened::Once(outcome) => {
             if refused(&outcome) {
                 outbox.error(id, &outcome.entry.body);
