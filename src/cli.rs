@@ -158,7 +158,8 @@ fn check_documents(args: CheckArgs, config: &Config) -> anyhow::Result<()> {
     let sdl = match &args.schema_file {
         Some(path) => std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?,
-        None => graphql::schema::sdl(),
+        // Subscriptions are checked too: they run over WebSocket and SSE.
+        None => graphql::schema::sdl() + &graphql::schema::subscriptions_sdl(),
     };
     let checked = check::check(&manifest, &sdl, config)?;
     print!("{}", check::table(&checked));

@@ -263,8 +263,11 @@ impl Registry {
                 if !state.groups.contains_key(&group.id) {
                     return;
                 }
-                Self::unindex(&mut state, &group);
-                Self::index(&mut state, &group, execution.tags);
+                // A run that failed before reading anything (the database unreachable) keeps the tags it had.
+                if !execution.tags.is_empty() {
+                    Self::unindex(&mut state, &group);
+                    Self::index(&mut state, &group, execution.tags);
+                }
             }
             for emission in execution.emissions {
                 let last = emission.last;
@@ -344,5 +347,157 @@ impl Membership {
 impl Drop for Membership {
     fn drop(&mut self) {
         self.registry.leave(&self.group);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Duration;
+
+    use futures_util::FutureExt;
+    use tokio::sync::Semaphore;
+
+    use super::*;
+
+    fn metrics() -> LiveMetrics {
+        let gauge = |n: &str| prometheus::IntGauge::new(n, "test").expect("gauge");
+        let counter = |n: &str| prometheus::IntCounter::new(n, "test").expect("counter");
+        LiveMetrics {
+            connections: gauge("c"),
+            subscriptions: gauge("s"),
+            live_queries: gauge("l"),
+            events_sent: counter("e"),
+            reexecutions: counter("r"),
+            slow_consumers: counter("o"),
+            bus_errors: counter("b"),
+        }
+    }
+
+    fn change(tag: &str) -> Change {
+        Change {
+            tags: vec![tag.to_owned()],
+            events: Vec::new(),
+        }
+    }
+
+    /// Waits until `cond` holds (the dispatcher and the group run on other worker threads).
+    async fn until(cond: impl Fn() -> bool) {
+        for _ in 0..500 {
+            if cond() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        panic!("condition not reached");
+    }
+
+    /// On worker threads, where wake-ups may be deferred: wake-ups during a run schedule exactly one more run,
+    /// which sees every change; tags outside the group's wake nothing; identical members share runs.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn wake_ups_during_a_run_schedule_exactly_one_more() {
+        let bus = Bus::new(None, "test:", metrics().bus_errors);
+        let registry = Arc::new(Registry::new(10, metrics()));
+        registry.start(&bus);
+        let runs = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new(Semaphore::new(0));
+        let runner = {
+            let (runs, seen, gate) = (runs.clone(), seen.clone(), gate.clone());
+            move || -> Runner {
+                Arc::new(move |trigger| {
+                    let (runs, seen, gate) = (runs.clone(), seen.clone(), gate.clone());
+                    async move {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        if let Trigger::Changed(changes) = trigger {
+                            seen.fetch_add(changes.len(), Ordering::SeqCst);
+                        }
+                        // Held until the test lets it finish.
+                        if let Ok(permit) = gate.acquire().await {
+                            permit.forget();
+                        }
+                        tokio::task::yield_now().await;
+                        Execution {
+                            emissions: vec![Emission {
+                                body: bytes::Bytes::from(format!(
+                                    "run {}",
+                                    runs.load(Ordering::SeqCst)
+                                )),
+                                last: false,
+                            }],
+                            tags: vec!["Post:1".to_owned()],
+                        }
+                    }
+                    .boxed()
+                })
+            }
+        };
+        let mut first = registry
+            .join(
+                "k".into(),
+                Kind::LiveQuery,
+                vec!["Post:1".into()],
+                runner.clone(),
+            )
+            .expect("joins");
+        let mut second = registry
+            .join("k".into(), Kind::LiveQuery, vec!["Post:1".into()], runner)
+            .expect("joins");
+
+        bus.publish(change("Post:2")).await;
+        bus.publish(change("Post:1")).await;
+        until(|| runs.load(Ordering::SeqCst) == 1).await;
+        // Five changes while the run is held: they must add exactly one run.
+        for _ in 0..5 {
+            bus.publish(change("Post:1")).await;
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        gate.add_permits(1);
+        until(|| runs.load(Ordering::SeqCst) == 2).await;
+        gate.add_permits(1);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 2, "exactly one more run");
+        assert_eq!(
+            seen.load(Ordering::SeqCst),
+            6,
+            "the second run saw all five changes"
+        );
+        for member in [&mut first, &mut second] {
+            for expected in ["run 1", "run 2"] {
+                match member.next().await {
+                    Next::Emission(e) => assert_eq!(e.body, expected),
+                    _ => panic!("expected {expected}"),
+                }
+            }
+        }
+        assert_eq!(registry.running(), 2);
+        drop(first);
+        drop(second);
+        assert_eq!(registry.running(), 0);
+        // The group is gone: a change wakes nothing.
+        bus.publish(change("Post:1")).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_instance_limit_refuses_and_frees() {
+        let registry = Arc::new(Registry::new(1, metrics()));
+        let runner = || -> Runner { Arc::new(|_| async { Execution::default() }.boxed()) };
+        let held = registry
+            .join("a".into(), Kind::Subscription, Vec::new(), runner)
+            .expect("first");
+        assert!(
+            registry
+                .join("b".into(), Kind::Subscription, Vec::new(), runner)
+                .is_err()
+        );
+        drop(held);
+        assert!(
+            registry
+                .join("b".into(), Kind::Subscription, Vec::new(), runner)
+                .is_ok()
+        );
     }
 }
