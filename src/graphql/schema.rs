@@ -42,7 +42,7 @@ pub type FolioSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// `directive @live(if: Boolean = true) on QUERY`: the graphql-live-query convention. A query operation marked
 /// `@live` over WebSocket or SSE is kept running (see `operation::live`); the executor itself ignores it, so
-/// declaring it is all the schema does.
+/// declaring it (for validation and introspection) is all the schema does. The subgraph SDL leaves it out.
 struct LiveDirective;
 
 /// Never created: the executor applies custom directives to fields only, and `@live` is allowed on queries only.
@@ -167,17 +167,22 @@ pub fn sdl() -> String {
 }
 
 /// `subscriptions.graphql`: what clients reach over WebSocket and SSE besides the subgraph schema: the
-/// `Subscription` type (`@live` is declared in the subgraph schema itself, which executes it as a plain query).
-/// Code generators read it together with `schema.graphql`.
+/// `Subscription` type and the `@live` directive. Code generators read it together with `schema.graphql`.
 pub fn subscriptions_sdl() -> String {
     let full = build_schema(None, unlimited()).sdl_with_options(SDLExportOptions::new());
     let mut out = String::from(
-        "# Subscriptions, served over WebSocket (graphql-transport-ws) and SSE (graphql-sse) at /graphql. Not part\n\
-         # of the subgraph schema (schema.graphql), since federation gateways route subscriptions separately.\n\
-         # Read both files together for code generation.\n",
+        "# Subscriptions and @live queries, served over WebSocket (graphql-transport-ws) and SSE (graphql-sse) at\n\
+         # /graphql. Not part of the subgraph schema (schema.graphql): federation gateways route subscriptions\n\
+         # separately. Read both files together for code generation.\n",
     );
     let mut keep = false;
     for line in full.lines() {
+        if line.starts_with("directive @live") {
+            out.push('\n');
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        }
         if line.starts_with("type Subscription ") {
             keep = true;
             out.push('\n');
@@ -233,7 +238,7 @@ const COST_DIRECTIVES: [&str; 2] = ["cost", "listSize"];
 /// gateway's demand control (a subgraph-local `@cost` would be dropped there).
 fn linked_sdl(printed: &str) -> String {
     let mut out = String::with_capacity(printed.len() + 64);
-    for line in printed.lines() {
+    for line in without_live(printed).lines() {
         let defines_cost = COST_DIRECTIVES.iter().any(|name| {
             line.strip_prefix("directive @")
                 .and_then(|rest| rest.strip_prefix(name))
@@ -255,6 +260,41 @@ fn linked_sdl(printed: &str) -> String {
         }
         out.push('\n');
     }
+    out
+}
+
+/// `printed` without the `@live` definition (and its description): like subscriptions, live queries are served
+/// by Folio itself, not through a gateway, and an executable directive only one subgraph declares makes
+/// composition warn. It is in `subscriptions.graphql` instead.
+fn without_live(printed: &str) -> String {
+    let mut out = String::with_capacity(printed.len());
+    let mut pending = String::new();
+    let mut in_description = false;
+    for line in printed.lines() {
+        if line == "\"\"\"" && !in_description && pending.is_empty() {
+            in_description = true;
+            pending.push_str(line);
+            pending.push('\n');
+            continue;
+        }
+        if in_description {
+            pending.push_str(line);
+            pending.push('\n');
+            if line == "\"\"\"" {
+                in_description = false;
+            }
+            continue;
+        }
+        if line.starts_with("directive @live") {
+            pending.clear();
+            continue;
+        }
+        out.push_str(&pending);
+        pending.clear();
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.push_str(&pending);
     out
 }
 

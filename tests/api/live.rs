@@ -140,6 +140,20 @@ impl Ws {
         );
     }
 
+    /// The code of the `error` message that refuses `id`.
+    async fn refused(&mut self, id: &str) -> String {
+        let m = self.message().await;
+        assert_eq!(
+            (m["type"].as_str(), m["id"].as_str()),
+            (Some("error"), Some(id)),
+            "{m}"
+        );
+        m["payload"][0]["extensions"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
     async fn closed(&mut self) -> (u16, String) {
         match self.recv().await {
             Got::Closed(code, reason) => (code, reason),
@@ -185,16 +199,7 @@ async fn queries_and_mutations_over_websocket_answer_as_over_http() {
 
     // A document that fails validation is refused with the protocol's `error` message.
     ws.subscribe("3", "{ nope }", json!({})).await;
-    let m = ws.message().await;
-    assert_eq!(
-        (m["type"].as_str(), m["id"].as_str()),
-        (Some("error"), Some("3")),
-        "{m}"
-    );
-    assert_eq!(
-        m["payload"][0]["extensions"]["code"],
-        "GRAPHQL_VALIDATION_FAILED"
-    );
+    assert_eq!(ws.refused("3").await, "GRAPHQL_VALIDATION_FAILED");
 
     // The same limits: too many root fields.
     let wide: String = (0..25).map(|i| format!("a{i}: me {{ id }} ")).collect();
@@ -572,16 +577,7 @@ async fn subscriptions_are_limited_per_connection_and_per_instance() {
     ws.subscribe("1", PUBLISHED, json!({})).await;
     ws.subscribe("2", PUBLISHED, json!({})).await;
     ws.subscribe("3", PUBLISHED, json!({})).await;
-    let m = ws.message().await;
-    assert_eq!(
-        (m["type"].as_str(), m["id"].as_str()),
-        (Some("error"), Some("3")),
-        "{m}"
-    );
-    assert_eq!(
-        m["payload"][0]["extensions"]["code"],
-        "TOO_MANY_SUBSCRIPTIONS"
-    );
+    assert_eq!(ws.refused("3").await, "TOO_MANY_SUBSCRIPTIONS");
     // The connection stays usable.
     ws.send(json!({ "type": "ping" })).await;
     assert_eq!(ws.message().await["type"], "pong");
@@ -593,16 +589,7 @@ async fn subscriptions_are_limited_per_connection_and_per_instance() {
     other.next("q").await;
     other.complete("q").await;
     other.subscribe("b", PUBLISHED, json!({})).await;
-    let m = other.message().await;
-    assert_eq!(
-        (m["type"].as_str(), m["id"].as_str()),
-        (Some("error"), Some("b")),
-        "{m}"
-    );
-    assert_eq!(
-        m["payload"][0]["extensions"]["code"],
-        "TOO_MANY_SUBSCRIPTIONS"
-    );
+    assert_eq!(other.refused("b").await, "TOO_MANY_SUBSCRIPTIONS");
     assert_eq!(app.metric("folio_live_subscriptions").await, 3.0);
     drop(ws);
     // Leaving frees the places.

@@ -47,7 +47,12 @@ fn subscriptions_file_matches_the_built_schema() {
         "subscriptions.graphql is out of date: run `cargo run -- schema --subscriptions > subscriptions.graphql`"
     );
     // Every subscription field is there, and nothing of it leaks into the subgraph schema.
-    for field in ["postPublished", "postUpdated(", "commentAdded("] {
+    for field in [
+        "postPublished",
+        "postUpdated(",
+        "commentAdded(",
+        "directive @live",
+    ] {
         assert!(built.contains(field), "{field}");
         assert!(!folio::graphql::schema::sdl().contains(field), "{field}");
     }
