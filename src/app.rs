@@ -117,16 +117,26 @@ impl App {
             &config.cache.prefix,
             metrics.rate_limit_errors.clone(),
         ));
+        let attempts = config.edge.login_attempts;
         let login_limits = LoginLimits {
             limiter: limiter.clone(),
-            per_email: Rate {
-                interval: Duration::from_secs(15 * 60) / config.edge.login_attempts,
-                burst: config.edge.login_attempts,
+            per_email_address: Rate {
+                interval: Duration::from_secs(15 * 60) / attempts,
+                burst: attempts,
             },
             per_address: Rate {
-                interval: Duration::from_secs(15 * 60) / (config.edge.login_attempts * 5),
-                burst: config.edge.login_attempts * 5,
+                interval: Duration::from_secs(15 * 60) / (attempts * 5),
+                burst: attempts * 5,
             },
+            per_email_unknown: Rate {
+                interval: Duration::from_secs(60 * 60) / (attempts * 3),
+                burst: attempts * 3,
+            },
+            known_for: Duration::from_secs(30 * 24 * 3600),
+            signups: (config.edge.signups_per_hour > 0).then(|| Rate {
+                interval: Duration::from_secs(60 * 60) / config.edge.signups_per_hour,
+                burst: config.edge.signups_per_hour,
+            }),
         };
         if store.kind() == DatabaseKind::Postgres && config.cache.mode == CacheMode::Memory {
             tracing::warn!(

@@ -203,9 +203,12 @@ struct LimitSettings {
     /// Requests a caller may make at once before the rate applies.
     #[arg(long, env = "FOLIO_RATE_LIMIT_BURST", default_value = "120", value_parser = trimmed::<u32>)]
     rate_limit_burst: u32,
-    /// `login` attempts per email (and 5x per client address) in 15 minutes.
+    /// `login` attempts per email from one client address in 15 minutes (5x that per address over all emails; 3x per email per hour over every address it has not signed in from).
     #[arg(long, env = "FOLIO_LOGIN_ATTEMPTS_PER_15MIN", default_value = "10", value_parser = trimmed::<u32>)]
     login_attempts_per_15min: u32,
+    /// `signUp` calls per client address in an hour; 0: no limit.
+    #[arg(long, env = "FOLIO_SIGNUPS_PER_HOUR", default_value = "20", value_parser = trimmed::<u32>)]
+    signups_per_hour: u32,
 }
 
 /// Bearer tokens: Folio's own and an external identity provider's.
@@ -416,6 +419,8 @@ pub struct EdgeConfig {
     pub rate_per_min: u32,
     pub rate_burst: u32,
     pub login_attempts: u32,
+    /// `signUp` calls per client address per hour; 0: off.
+    pub signups_per_hour: u32,
 }
 
 /// The Stripe billing webhook (`POST /api/webhooks/stripe`, see `billing`).
@@ -656,6 +661,7 @@ fn edge_from(s: &Settings, production: bool) -> anyhow::Result<EdgeConfig> {
             .unwrap_or(if production { 1_200 } else { 0 }),
         rate_burst: s.limits.rate_limit_burst.max(1),
         login_attempts: s.limits.login_attempts_per_15min.max(1),
+        signups_per_hour: s.limits.signups_per_hour,
     })
 }
 

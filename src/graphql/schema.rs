@@ -104,13 +104,20 @@ pub struct SchemaData {
     pub login_limits: LoginLimits,
 }
 
-/// How often `login` may be tried: per email (against guessing one account's password) and per client address
-/// (against trying many accounts).
+/// How often `login` and `signUp` may be tried (see `users::mutation` for the scheme).
 #[derive(Clone)]
 pub struct LoginLimits {
     pub limiter: Arc<RateLimiter>,
-    pub per_email: Rate,
+    /// One email from one client address (guessing one account's password from one place).
+    pub per_email_address: Rate,
+    /// One client address over all emails (trying many accounts from one place).
     pub per_address: Rate,
+    /// One email from every address it has not signed in from, together (guessing from many places). Slower;
+    /// addresses the account has signed in from within `known_for` are exempt, so it cannot lock the owner out.
+    pub per_email_unknown: Rate,
+    pub known_for: std::time::Duration,
+    /// `signUp` per client address; `None`: no limit.
+    pub signups: Option<Rate>,
 }
 
 /// Static limits applied to every operation before it runs.

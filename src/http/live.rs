@@ -22,6 +22,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -178,10 +179,8 @@ struct Connection {
     initialised: bool,
     acked: bool,
     viewer: Viewer,
-    /// Running operations by id, with the serial number that tells a reused id apart.
-    operations: HashMap<String, (u64, AbortHandle)>,
+    operations: Operations,
     serial: u64,
-    finished: mpsc::UnboundedSender<(String, u64)>,
     /// When the token expires (Unix seconds).
     expires: Option<u64>,
 }
@@ -218,7 +217,6 @@ impl Connection {
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(frame))).await;
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
         });
-        let (finished, mut finished_rx) = mpsc::unbounded_channel();
         let mut conn = Connection {
             outbox: Outbox {
                 queue,
@@ -231,9 +229,8 @@ impl Connection {
             initialised: false,
             acked: false,
             viewer: Viewer::Anonymous,
-            operations: HashMap::new(),
+            operations: Operations::default(),
             serial: 0,
-            finished,
             expires: None,
         };
         let init_timeout = tokio::time::sleep(state.live.ws_init_timeout);
@@ -254,11 +251,6 @@ impl Connection {
                 }
                 _ = shutdown.changed() => {
                     closer.close(1001, "Server shutting down");
-                }
-                Some((id, serial)) = finished_rx.recv() => {
-                    if conn.operations.get(&id).is_some_and(|(s, _)| *s == serial) {
-                        conn.operations.remove(&id);
-                    }
                 }
                 _ = keepalive.tick(), if conn.acked => {
                     conn.outbox.send(r#"{"type":"ping"}"#.to_owned());
@@ -281,9 +273,7 @@ impl Connection {
                 },
             }
         }
-        for (_, (_, task)) in conn.operations.drain() {
-            task.abort();
-        }
+        conn.operations.abort_all();
         drop(conn);
         let _ = writer.await;
         live.connections.dec();
@@ -311,9 +301,7 @@ impl Connection {
             ClientMessage::Pong { .. } => {}
             ClientMessage::Subscribe { id, payload } => self.subscribe(id, payload).await,
             ClientMessage::Complete { id } => {
-                if let Some((_, task)) = self.operations.remove(&id) {
-                    task.abort();
-                }
+                self.operations.abort(&id);
             }
         }
         None
@@ -359,7 +347,7 @@ impl Connection {
             self.outbox.closer.close(4401, "Unauthorized");
             return;
         }
-        if self.operations.contains_key(&id) {
+        if self.operations.running(&id) {
             self.outbox.closer.close(
                 4409,
                 truncate(&format!("Subscriber for {id} already exists")),
@@ -398,18 +386,59 @@ impl Connection {
         self.serial += 1;
         let serial = self.serial;
         let outbox = self.outbox.clone();
-        let finished = self.finished.clone();
+        let operations = self.operations.clone();
         let op_id = id.clone();
+        // Registered under the lock the task's release takes, so even an instant operation is registered first.
+        let mut running = self.operations.lock();
         let task = tokio::spawn(async move {
-            run_operation(&outbox, &op_id, request).await;
-            let _ = finished.send((op_id, serial));
+            let release = || operations.release(&op_id, serial);
+            run_operation(&outbox, &op_id, request, release).await;
         });
-        self.operations.insert(id, (serial, task.abort_handle()));
+        running.insert(id, (serial, task.abort_handle()));
     }
 }
 
-/// Runs one operation of a WebSocket and sends its messages.
-async fn run_operation(outbox: &Outbox, id: &str, request: Request) {
+/// A connection's running operations by id, with the serial number that tells a reused id apart. Shared with
+/// the operations themselves: each releases its id *before* sending its last message, so a client may reuse the
+/// id as soon as it sees `complete`.
+#[derive(Clone, Default)]
+struct Operations(Arc<Mutex<HashMap<String, (u64, AbortHandle)>>>);
+
+impl Operations {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u64, AbortHandle)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn running(&self, id: &str) -> bool {
+        self.lock().contains_key(id)
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn release(&self, id: &str, serial: u64) {
+        let mut map = self.lock();
+        if map.get(id).is_some_and(|(s, _)| *s == serial) {
+            map.remove(id);
+        }
+    }
+
+    fn abort(&self, id: &str) {
+        if let Some((_, task)) = self.lock().remove(id) {
+            task.abort();
+        }
+    }
+
+    fn abort_all(&self) {
+        for (_, (_, task)) in self.lock().drain() {
+            task.abort();
+        }
+    }
+}
+
+/// Runs one operation of a WebSocket and sends its messages; `release` frees its id just before the last one.
+async fn run_operation(outbox: &Outbox, id: &str, request: Request, release: impl Fn()) {
     let pipeline = outbox.state.pipeline.clone();
     // Boxed: opening takes a large future (resolution, a whole execution), which would otherwise stay part of
     // this task's state for as long as the subscription runs.
@@ -417,14 +446,19 @@ async fn run_operation(outbox: &Outbox, id: &str, request: Request) {
     match opened {
         Opened::Once(outcome) => {
             if refused(&outcome) {
+                release();
                 outbox.error(id, &outcome.entry.body);
             } else if outbox.next(id, &outcome.entry.body) {
+                release();
                 outbox.complete(id);
             }
         }
         Opened::Live(mut stream) => loop {
             match stream.next().await {
                 Next::Emission(emission) => {
+                    if emission.last {
+                        release();
+                    }
                     if !outbox.next(id, &emission.body) {
                         return;
                     }
@@ -443,12 +477,14 @@ async fn run_operation(outbox: &Outbox, id: &str, request: Request) {
                     return;
                 }
                 Next::End => {
+                    release();
                     outbox.complete(id);
                     return;
                 }
             }
         },
     }
+    release();
 }
 
 /// An outcome that is a refusal before execution (the protocol's `error` message, or a 4xx over SSE).

@@ -206,6 +206,54 @@ impl Store {
             .map_err(email_taken))
     }
 
+    /// Records that `user_id` signed in (or signed up) from `address` now.
+    pub async fn record_sign_in(&self, user_id: i64, address: &str) -> Result<(), AppError> {
+        self.count(1);
+        const SQL: &str = "INSERT INTO sign_in_addresses (user_id, address, last_seen) VALUES ($1, $2, $3) \
+             ON CONFLICT (user_id, address) DO UPDATE SET last_seen = excluded.last_seen";
+        with_pool!(self, pool => sqlx::query(SQL)
+            .bind(user_id)
+            .bind(address)
+            .bind(Utc::now().timestamp())
+            .execute(pool)
+            .await
+            .map(|_| ()))
+    }
+
+    /// Whether the account with `email` has signed in from `address` since `since` (Unix seconds). `false` for
+    /// an unknown email.
+    pub async fn signed_in_from(
+        &self,
+        email: &str,
+        address: &str,
+        since: i64,
+    ) -> Result<bool, AppError> {
+        self.count(1);
+        const PG: &str = "SELECT EXISTS (SELECT 1 FROM sign_in_addresses s JOIN users u ON u.id = s.user_id \
+             WHERE lower(u.email) = lower($1) AND s.address = $2 AND s.last_seen >= $3)";
+        const LITE: &str = "SELECT EXISTS (SELECT 1 FROM sign_in_addresses s JOIN users u ON u.id = s.user_id \
+             WHERE u.email = $1 AND s.address = $2 AND s.last_seen >= $3)";
+        let found: bool = match &self.db {
+            Db::Postgres(pool) => {
+                sqlx::query_scalar(PG)
+                    .bind(email)
+                    .bind(address)
+                    .bind(since)
+                    .fetch_one(pool)
+                    .await
+            }
+            Db::Sqlite(pool) => {
+                sqlx::query_scalar(LITE)
+                    .bind(email)
+                    .bind(address)
+                    .bind(since)
+                    .fetch_one(pool)
+                    .await
+            }
+        }?;
+        Ok(found)
+    }
+
     /// Renames a user; `None` when the user no longer exists.
     pub async fn update_user_name(
         &self,

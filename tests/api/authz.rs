@@ -33,6 +33,8 @@ struct Targets {
     draft: i64,
     /// A draft that has a comment (written while it was published).
     draft_with_comment: i64,
+    /// That comment, by the owner.
+    draft_comment: i64,
 }
 
 impl Targets {
@@ -68,11 +70,12 @@ impl Targets {
             .await
             .expect("comment")
             .expect("published");
-        store
+        let draft_comment = store
             .add_comment(&comment(draft_with_comment))
             .await
             .expect("comment")
-            .expect("published");
+            .expect("published")
+            .id;
         store
             .set_published(draft_with_comment, false)
             .await
@@ -84,6 +87,7 @@ impl Targets {
             comment: c.id,
             draft,
             draft_with_comment,
+            draft_comment,
         }
     }
 
@@ -287,6 +291,14 @@ fn cases() -> Vec<Case> {
             op: |t| by_id("deleteComment", t.comment, ""),
             read: root,
             expect: [U, "ok", F, "ok"],
+            writes: true,
+        },
+        Case {
+            // Hidden behind someone else's draft: answered exactly as a missing comment.
+            name: "deleteComment (on a draft)",
+            op: |t| by_id("deleteComment", t.draft_comment, ""),
+            read: root,
+            expect: [U, "ok", N, "ok"],
             writes: true,
         },
         Case {

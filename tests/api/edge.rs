@@ -1232,6 +1232,89 @@ async fn login_is_throttled_per_address() {
     assert!(a.retry_after() >= 1);
 }
 
+async fn login_from(app: &TestApp, address: &str, email: &str, password: &str) -> Answer {
+    post_as(
+        app,
+        None,
+        &[("x-forwarded-for", address)],
+        LOGIN,
+        json!({ "i": { "email": email, "password": password } }),
+    )
+    .await
+}
+
+/// Wrong passwords for one account from many addresses (a distributed guess) exhaust the account's slow bucket
+/// for addresses it has never signed in from; the owner still signs in from where she signed up, at once, and
+/// only a new address of hers has to wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_passwords_from_elsewhere_never_lock_the_owner_out() {
+    let app = spawn_configured(|c| {
+        c.edge.login_attempts = 2;
+        c.edge.trusted_proxies = 1;
+    })
+    .await;
+    // Signed up (and so known) from 127.0.0.1: no X-Forwarded-For, the peer's address.
+    sign_up(&app, "owner@example.com").await;
+    let mut refused = 0;
+    for i in 0..20 {
+        let a = login_from(
+            &app,
+            &format!("203.0.113.{i}"),
+            "owner@example.com",
+            "wrong",
+        )
+        .await;
+        match a.code() {
+            "UNAUTHENTICATED" => assert_eq!(refused, 0, "attempt {i}: {a:?}"),
+            "RATE_LIMITED" => refused += 1,
+            other => panic!("attempt {i}: {other} {a:?}"),
+        }
+    }
+    // Three times the setting (6) got through from unknown addresses; the rest were refused.
+    assert_eq!(refused, 14);
+    let a = login_from(&app, "127.0.0.1", "owner@example.com", PASSWORD).await;
+    assert_eq!(a.status, StatusCode::OK, "{a:?}");
+    assert!(a.body["data"]["login"]["token"].is_string(), "{a:?}");
+    // A new address of the owner's waits with everyone else's.
+    let a = login_from(&app, "198.51.100.7", "owner@example.com", PASSWORD).await;
+    assert_eq!(a.code(), "RATE_LIMITED", "{a:?}");
+    // The flood for one account leaves the others alone.
+    sign_up(&app, "other@example.com").await;
+    let a = login_from(&app, "203.0.113.99", "other@example.com", PASSWORD).await;
+    assert_eq!(a.status, StatusCode::OK, "{a:?}");
+}
+
+/// `signUp` is limited per client address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_up_is_throttled_per_address() {
+    let app = spawn_configured(|c| {
+        c.edge.signups_per_hour = 2;
+        c.edge.trusted_proxies = 1;
+    })
+    .await;
+    let from = |address: &'static str, email: &'static str| {
+        let app = &app;
+        async move {
+            post_as(
+                app,
+                None,
+                &[("x-forwarded-for", address)],
+                SIGN_UP,
+                json!({ "i": { "email": email, "name": "Someone", "password": PASSWORD } }),
+            )
+            .await
+        }
+    };
+    assert!(from("10.0.0.1", "a@example.com").await.body["data"]["signUp"]["token"].is_string());
+    assert!(from("10.0.0.1", "b@example.com").await.body["data"]["signUp"]["token"].is_string());
+    let a = from("10.0.0.1", "c@example.com").await;
+    assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "{a:?}");
+    assert_eq!(a.code(), "RATE_LIMITED", "{a:?}");
+    // Nothing was created for the refused call; another address may sign up.
+    let a = from("10.0.0.2", "c@example.com").await;
+    assert!(a.body["data"]["signUp"]["token"].is_string(), "{a:?}");
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Production mode and secrets
 // ---------------------------------------------------------------------------------------------------------------

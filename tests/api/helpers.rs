@@ -150,6 +150,7 @@ pub fn test_config(db: &TestDb) -> Config {
         // Tests fire bursts from one address; the rate-limit tests turn it back on.
         edge: EdgeConfig {
             rate_per_min: 0,
+            signups_per_hour: 0,
             ..Config::default().edge
         },
         // Tests compare whole response bodies; the cost tests turn `extensions.cost` back on.
@@ -544,6 +545,7 @@ pub async fn spawn_process(config: &Config) -> TestApp {
         .env("DATABASE_URL", &config.database_url)
         .env("FOLIO_JWT_SECRET", TEST_SECRET)
         .env("FOLIO_RATE_LIMIT_PER_MIN", "0")
+        .env("FOLIO_SIGNUPS_PER_HOUR", "0")
         .env("FOLIO_CACHE_PREFIX", &config.cache.prefix)
         .env("FOLIO_LOG", "info")
         .env("FOLIO_LOG_FORMAT", "json")

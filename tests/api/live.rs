@@ -1051,3 +1051,20 @@ async fn without_redis_subscribers_still_get_local_events_and_live_queries_resyn
     // Nothing changed meanwhile: nothing is sent.
     ws.silent(300).await;
 }
+
+/// An id is free again as soon as its `complete` arrives (found by CI: the id used to be released a moment after
+/// `complete` was sent, and a client that reused it at once was closed with 4409).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_is_reusable_as_soon_as_it_completes() {
+    let app = TestApp::spawn().await;
+    let mut ws = Ws::ready(&app, None).await;
+    for _ in 0..200 {
+        ws.subscribe("same", "{ me { id } }", json!({})).await;
+        ws.next("same").await;
+        ws.complete("same").await;
+    }
+    for _ in 0..50 {
+        ws.subscribe("same", "{ nope }", json!({})).await;
+        assert_eq!(ws.refused("same").await, "GRAPHQL_VALIDATION_FAILED");
+    }
+}

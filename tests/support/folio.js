@@ -87,6 +87,7 @@ export class Folio {
       FOLIO_JWT_SECRET: JWT_SECRET,
       FOLIO_DEMO_DATA: 'false',
       FOLIO_RATE_LIMIT_PER_MIN: '0',
+      FOLIO_SIGNUPS_PER_HOUR: '0',
       FOLIO_LOG: 'warn',
       ...extraEnv,
     };

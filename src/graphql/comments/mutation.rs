@@ -59,7 +59,8 @@ impl CommentMutation {
         Ok(Comment(row))
     }
 
-    /// Deletes a comment; returns its id. Its author or an admin.
+    /// Deletes a comment; returns its id. Its author or an admin. A comment on a draft the viewer may not see is
+    /// `NOT_FOUND`, like a missing one.
     #[graphql(guard = "LoggedIn")]
     async fn delete_comment(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ID> {
         let comment_id = ids::parse(&id, "id")?;
@@ -72,6 +73,16 @@ impl CommentMutation {
             .into_iter()
             .next()
             .ok_or_else(missing)?;
+        // A comment on a post the viewer may not see (someone else's draft) is answered exactly as a missing one:
+        // nothing tells the two apart, not even to the comment's own author.
+        let post = store
+            .posts_by_ids(&[comment.post_id])
+            .await?
+            .into_iter()
+            .next();
+        if !post.is_some_and(|post| visible_to(viewer, &post)) {
+            return Err(missing().into());
+        }
         if !viewer.owns_or_admin(comment.author_id) {
             return Err(AppError::Forbidden(
                 "Only the comment's author or an admin may delete it.".into(),

@@ -12,7 +12,7 @@ use crate::graphql::LoginLimits;
 use crate::graphql::context::{ClientAddr, ContextExt};
 use crate::graphql::guards::{AdminOnly, LoggedIn};
 use crate::graphql::ids;
-use crate::ratelimit::Decision;
+use crate::ratelimit::{Decision, Rate};
 use crate::store::CreateAccount;
 
 /// A signed-in session: a bearer token for the `Authorization` header, and who it is for.
@@ -26,25 +26,80 @@ pub struct AuthPayload {
 #[derive(Default)]
 pub struct UserMutation;
 
-/// Counts a login attempt against the email's and the client address's buckets, so passwords cannot be
-/// brute-forced one account at a time or many accounts from one place. Checked before the password, so an
-/// attacker learns nothing from a throttled attempt.
+/// Login throttling, checked before the password so a throttled attempt teaches an attacker nothing:
+/// - per client address, over every email (5× `FOLIO_LOGIN_ATTEMPTS_PER_15MIN`): many accounts from one place;
+/// - per email and client address (`FOLIO_LOGIN_ATTEMPTS_PER_15MIN`): one account from one place;
+/// - per email, over every address the account has *not* signed in from in the last 30 days (3× the setting an
+///   hour, slower): one account guessed from many places.
+///
+/// So wrong passwords sent from elsewhere, however many addresses they come from, never stop the owner where she
+/// has signed in before; from a new address during such an attack she waits for the slow bucket.
 async fn throttle_login(ctx: &Context<'_>, email: &str) -> Result<(), AppError> {
     let Ok(limits) = ctx.data::<LoginLimits>() else {
         return Ok(());
     };
-    let mut keys = vec![(format!("login:email:{email}"), limits.per_email)];
-    if let Ok(ClientAddr(addr)) = ctx.data::<ClientAddr>() {
-        keys.push((format!("login:ip:{addr}"), limits.per_address));
-    }
-    for (key, rate) in keys {
-        if let Decision::Limited(wait) = limits.limiter.check(&key, rate).await {
-            return Err(AppError::RateLimited {
-                retry_after_secs: wait.as_millis().div_ceil(1000).max(1) as u64,
-            });
-        }
+    let email = email.to_lowercase();
+    let Ok(ClientAddr(addr)) = ctx.data::<ClientAddr>() else {
+        return check(
+            limits,
+            &format!("login:email:{email}"),
+            limits.per_email_unknown,
+        )
+        .await;
+    };
+    check(limits, &format!("login:ip:{addr}"), limits.per_address).await?;
+    check(
+        limits,
+        &format!("login:email-ip:{email}:{addr}"),
+        limits.per_email_address,
+    )
+    .await?;
+    let since = chrono::Utc::now().timestamp() - limits.known_for.as_secs() as i64;
+    let known = ctx
+        .store()?
+        .signed_in_from(&email, &addr.to_string(), since)
+        .await?;
+    if !known {
+        check(
+            limits,
+            &format!("login:email:{email}"),
+            limits.per_email_unknown,
+        )
+        .await?;
     }
     Ok(())
+}
+
+/// `signUp` per client address.
+async fn throttle_sign_up(ctx: &Context<'_>) -> Result<(), AppError> {
+    let (Ok(limits), Ok(ClientAddr(addr))) = (ctx.data::<LoginLimits>(), ctx.data::<ClientAddr>())
+    else {
+        return Ok(());
+    };
+    match limits.signups {
+        Some(rate) => check(limits, &format!("signup:ip:{addr}"), rate).await,
+        None => Ok(()),
+    }
+}
+
+async fn check(limits: &LoginLimits, key: &str, rate: Rate) -> Result<(), AppError> {
+    match limits.limiter.check(key, rate).await {
+        Decision::Limited(wait) => Err(AppError::RateLimited {
+            retry_after_secs: wait.as_millis().div_ceil(1000).max(1) as u64,
+        }),
+        Decision::Allowed => Ok(()),
+    }
+}
+
+/// Remembers where the user signed in from, for `throttle_login`. Best effort: a failure here is logged, and
+/// the sign-in stands.
+async fn remember_address(ctx: &Context<'_>, user_id: i64) {
+    let (Ok(ClientAddr(addr)), Ok(store)) = (ctx.data::<ClientAddr>(), ctx.store()) else {
+        return;
+    };
+    if let Err(err) = store.record_sign_in(user_id, &addr.to_string()).await {
+        tracing::warn!(error = ?err, "could not record a sign-in address");
+    }
 }
 
 #[Object]
@@ -57,6 +112,7 @@ impl UserMutation {
         input: SignUpInput,
     ) -> async_graphql::Result<AuthPayload> {
         let input = SignUp::try_from(input)?;
+        throttle_sign_up(ctx).await?;
         let password_hash = password::hash(input.password.into_inner()).await?;
         let user = ctx
             .store()?
@@ -68,6 +124,7 @@ impl UserMutation {
             .await?;
         // `User:<id>` too: a `user(id)` that answered `null` for this id before it existed may be cached.
         ctx.purge_after_commit(vec![tags::USER_LIST.to_owned(), tags::user(user.id)]);
+        remember_address(ctx, user.id).await;
         let token = ctx.auth()?.tokens().issue(user.id, user.role)?;
         Ok(AuthPayload {
             token,
@@ -96,6 +153,7 @@ impl UserMutation {
                 return Err(AppError::Unauthenticated("Invalid email or password.".into()).into());
             }
         };
+        remember_address(ctx, user.id).await;
         let token = ctx.auth()?.tokens().issue(user.id, user.role)?;
         Ok(AuthPayload {
             token,
