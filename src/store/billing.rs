@@ -10,6 +10,12 @@
 //! (`FOR UPDATE` on PostgreSQL; SQLite's write lock is already held) and compared inside the transaction. An
 //! older event never changes the plan. Events created in the same second are applied in arrival order (Stripe's
 //! timestamps have one-second resolution, so nothing finer exists to order them by).
+//!
+//! Early subscription events: one whose customer no user is linked to yet is kept waiting (outcome
+//! `unknown_customer`, with its customer and plan). The checkout that links that customer applies every waiting
+//! event, oldest first, through the same ordering rule, and records each one's real outcome, so each is applied
+//! exactly once. On PostgreSQL both paths take a transaction-scoped advisory lock on the customer id first, so a
+//! subscription event and the checkout for its customer never pass each other unseen.
 
 use chrono::{DateTime, Utc};
 
@@ -208,8 +214,12 @@ impl Store {
         event: &BillingEvent,
         received_at: DateTime<Utc>,
     ) -> Result<EventOutcome, AppError> {
-        const CLAIM: &str = "INSERT INTO webhook_events (stripe_event_id, event_type, created, received_at) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (stripe_event_id) DO NOTHING RETURNING id";
+        const CLAIM: &str = "INSERT INTO webhook_events \
+             (stripe_event_id, event_type, created, received_at, customer, plan) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (stripe_event_id) DO NOTHING RETURNING id";
+        const LOCK_CUSTOMER_PG: &str = "SELECT pg_advisory_xact_lock(hashtext($1))";
+        const WAITING: &str = "SELECT id, created, plan FROM webhook_events \
+             WHERE customer = $1 AND outcome = 'unknown_customer' ORDER BY created, id";
         const BY_ID_PG: &str = concat!(billing_cols!(), " WHERE id = $1 FOR UPDATE");
         const BY_ID_LITE: &str = concat!(billing_cols!(), " WHERE id = $1");
         const BY_CUSTOMER_PG: &str =
@@ -220,6 +230,18 @@ impl Store {
         const FINISH: &str =
             "UPDATE webhook_events SET processed_at = $2, outcome = $3 WHERE id = $1";
         let pg = matches!(self.db, Db::Postgres(_));
+        // What a subscription event asks, kept with it in case it has to wait for its customer's checkout.
+        let (asks_customer, asks_plan) = match &event.action {
+            BillingAction::Subscription { customer, plan } => {
+                (Some(customer.as_str()), plan.map(Plan::as_str))
+            }
+            _ => (None, None),
+        };
+        let locks_customer = match &event.action {
+            BillingAction::Subscription { customer, .. } => Some(customer.as_str()),
+            BillingAction::Checkout { customer, .. } => customer.as_deref(),
+            BillingAction::Ignore(_) => None,
+        };
         let outcome = with_tx!(self, tx => {
             self.count(1);
             let claimed: Option<i64> = sqlx::query_scalar(CLAIM)
@@ -227,12 +249,18 @@ impl Store {
                 .bind(&event.event_type)
                 .bind(event.created)
                 .bind(received_at)
+                .bind(asks_customer)
+                .bind(asks_plan)
                 .fetch_optional(&mut *tx)
                 .await?;
             let Some(record_id) = claimed else {
                 // Dropping the transaction rolls back nothing: it wrote nothing.
                 return Ok(EventOutcome::Duplicate);
             };
+            if let (true, Some(customer)) = (pg, locks_customer) {
+                self.count(1);
+                sqlx::query(LOCK_CUSTOMER_PG).bind(customer).execute(&mut *tx).await?;
+            }
             let target = match &event.action {
                 BillingAction::Ignore(_) => None,
                 BillingAction::Checkout { user_id, customer, plan } => Some((
@@ -257,7 +285,42 @@ impl Store {
                     match lookup.fetch_optional(&mut *tx).await? {
                         None => missing,
                         Some(current) => {
-                            let (next, outcome) = decide(&current, event.created, customer, plan);
+                            let (mut next, mut outcome) = decide(&current, event.created, customer, plan);
+                            // A checkout that links a customer applies the subscription events that came first.
+                            if let (BillingAction::Checkout { .. }, Some(linked)) =
+                                (&event.action, next.stripe_customer_id.clone())
+                            {
+                                self.count(1);
+                                let waiting: Vec<(i64, DateTime<Utc>, Option<String>)> = sqlx::query_as(WAITING)
+                                    .bind(&linked)
+                                    .fetch_all(&mut *tx)
+                                    .await?;
+                                for (waiting_id, created, plan) in waiting {
+                                    let state = BillingState {
+                                        id: current.id,
+                                        plan: next.plan,
+                                        stripe_customer_id: next.stripe_customer_id.clone(),
+                                        plan_event_created_at: next.plan_event_created_at,
+                                    };
+                                    let plan = plan.and_then(|p| Plan::try_from(p).ok());
+                                    let (after, late) = decide(&state, created, None, plan);
+                                    next = after;
+                                    self.count(1);
+                                    sqlx::query(FINISH)
+                                        .bind(waiting_id)
+                                        .bind(Utc::now())
+                                        .bind(late.as_str())
+                                        .execute(&mut *tx)
+                                        .await?;
+                                }
+                                if next.plan != current.plan {
+                                    outcome = EventOutcome::Applied {
+                                        user_id: current.id,
+                                        plan: next.plan,
+                                        changed: true,
+                                    };
+                                }
+                            }
                             let unchanged = next.plan == current.plan
                                 && next.stripe_customer_id == current.stripe_customer_id
                                 && next.plan_event_created_at == current.plan_event_created_at;

@@ -611,3 +611,112 @@ async fn without_a_secret_the_webhook_answers_503() {
     assert_eq!(recorded(&app).await, 0);
     assert_eq!(plan(&app, f.alice).await, "FREE");
 }
+
+/// Every order of three deliveries: `apply` applies events in the order given.
+fn permutations(n: usize) -> Vec<Vec<usize>> {
+    if n == 1 {
+        return vec![vec![0]];
+    }
+    let mut all = Vec::new();
+    for rest in permutations(n - 1) {
+        for at in 0..=rest.len() {
+            let mut order = rest.clone();
+            order.insert(at, n - 1);
+            all.push(order);
+        }
+    }
+    all
+}
+
+/// Stripe does not promise order: subscription events may arrive before the checkout that links their customer.
+/// Delivered in every order, the user ends on the plan of the newest event, each event applied once; a second
+/// delivery of everything changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_events_before_their_checkout_are_applied_once_it_links_the_customer() {
+    let app = spawn_with_secrets(&[SECRET]).await;
+    let t0 = now() - 3600;
+    // (events as (kind, created offset, status), the plan the newest event decides)
+    let scenarios: [(&[(&str, i64, &str)], &str); 3] = [
+        (
+            &[
+                ("checkout", 0, ""),
+                ("created", 10, "active"),
+                ("deleted", 20, "canceled"),
+            ],
+            "FREE",
+        ),
+        (
+            &[
+                ("checkout", 0, ""),
+                ("updated", 10, "past_due"),
+                ("updated", 20, "active"),
+            ],
+            "PRO",
+        ),
+        (
+            &[
+                ("created", 0, "incomplete"),
+                ("checkout", 10, ""),
+                ("updated", 20, "active"),
+            ],
+            "PRO",
+        ),
+    ];
+    let mut n = 0;
+    for (s, (events, expected)) in scenarios.iter().enumerate() {
+        for order in permutations(events.len()) {
+            n += 1;
+            let user = app
+                .store
+                .create_account(&folio::store::CreateAccount {
+                    email: folio::domain::Email::parse(format!("payer{n}@example.com")).unwrap(),
+                    name: folio::domain::DisplayName::parse("Payer".into()).unwrap(),
+                    password_hash: "x".into(),
+                })
+                .await
+                .unwrap()
+                .id;
+            let customer = format!("cus_order_{n}");
+            let bodies: Vec<Value> = events
+                .iter()
+                .enumerate()
+                .map(|(i, (kind, offset, status))| {
+                    let id = format!("evt_s{s}_{n}_{i}");
+                    if *kind == "checkout" {
+                        checkout(&id, t0 + offset, user, &customer)
+                    } else {
+                        subscription(&id, kind, t0 + offset, &customer, status)
+                    }
+                })
+                .collect();
+            for &i in &order {
+                let (status, body) = send(&app, &bodies[i]).await;
+                assert_eq!(status, 200, "{body}");
+            }
+            assert_eq!(
+                plan(&app, user).await,
+                *expected,
+                "scenario {s}, delivery order {order:?}"
+            );
+            for body in &bodies {
+                expect_outcome(&app, body, "duplicate").await;
+            }
+            assert_eq!(plan(&app, user).await, *expected, "after redelivery");
+            // Every event was processed: none is left waiting for its customer.
+            for body in &bodies {
+                let row = app
+                    .store
+                    .webhook_event(body["id"].as_str().unwrap())
+                    .await
+                    .unwrap()
+                    .expect("recorded");
+                assert_ne!(
+                    row.outcome.as_deref(),
+                    Some("unknown_customer"),
+                    "scenario {s}, order {order:?}: {} still waits",
+                    body["id"]
+                );
+            }
+        }
+    }
+}
