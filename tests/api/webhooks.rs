@@ -636,7 +636,8 @@ async fn subscription_events_before_their_checkout_are_applied_once_it_links_the
     let app = spawn_with_secrets(&[SECRET]).await;
     let t0 = now() - 3600;
     // (events as (kind, created offset, status), the plan the newest event decides)
-    let scenarios: [(&[(&str, i64, &str)], &str); 3] = [
+    type Delivery = (&'static str, i64, &'static str);
+    let scenarios: [(&[Delivery], &str); 3] = [
         (
             &[
                 ("checkout", 0, ""),
