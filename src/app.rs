@@ -15,7 +15,7 @@ use crate::cache::{Cache, CacheMode};
 use crate::config::{Config, DatabaseKind, Environment};
 use crate::graphql::LoginLimits;
 use crate::graphql::{Limits, SchemaData, build_schema, sdl_of};
-use crate::http::{AppState, Shared, router};
+use crate::http::{AppState, Shared, admin_router, router};
 use crate::live::{self, Bus};
 use crate::operation::persisted::{Manifest, Persisted, Registry};
 use crate::operation::{Pipeline, PipelineParts};
@@ -31,6 +31,8 @@ use std::time::Duration;
 pub struct App {
     listener: TcpListener,
     addr: SocketAddr,
+    /// The operators' listener, if `FOLIO_ADMIN_BIND` is set.
+    admin: Option<TcpListener>,
     state: AppState,
     /// Tells live connections the server is shutting down.
     shutdown: tokio::sync::watch::Sender<bool>,
@@ -67,7 +69,8 @@ impl App {
             max_complexity: config.max_complexity,
             max_directives: config.edge.max_directives,
             introspection: config.edge.introspection,
-            suggestions: config.env != Environment::Production,
+            // One rule with introspection: suggestions name fields too.
+            suggestions: config.edge.introspection,
         };
         let redis = match &config.cache.redis_url {
             Some(url) => {
@@ -197,9 +200,23 @@ impl App {
             format!("could not listen on {} (FOLIO_BIND / --bind)", config.bind)
         })?;
         let addr = listener.local_addr()?;
+        let admin = match config.admin_bind {
+            Some(bind) => Some(TcpListener::bind(bind).await.with_context(|| {
+                format!("could not listen on {bind} (FOLIO_ADMIN_BIND / --admin-bind)")
+            })?),
+            None => {
+                if config.env == Environment::Production {
+                    tracing::warn!(
+                        "FOLIO_ADMIN_BIND is not set: /metrics is not served in production"
+                    );
+                }
+                None
+            }
+        };
         Ok(Self {
             listener,
             addr,
+            admin,
             state,
             shutdown,
         })
@@ -212,6 +229,11 @@ impl App {
 
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// The operators' listener's address, if there is one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The store, for tests and tools that run beside the server.
@@ -237,6 +259,19 @@ impl App {
         tracing::info!(addr = %self.addr, "folio listening; GraphiQL at http://{}/graphql", self.addr);
         let store = self.state.store.clone();
         let live = self.state.metrics.live.connections.clone();
+        if let Some(admin) = self.admin {
+            let app = admin_router(self.state.clone());
+            let mut stopping = self.shutdown.subscribe();
+            tracing::info!(addr = ?admin.local_addr().ok(), "admin listener (metrics, schema, health)");
+            tokio::spawn(async move {
+                let stop = async move {
+                    let _ = stopping.wait_for(|stop| *stop).await;
+                };
+                if let Err(err) = axum::serve(admin, app).with_graceful_shutdown(stop).await {
+                    tracing::error!(error = %err, "admin listener failed");
+                }
+            });
+        }
         let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
         let shutdown = self.shutdown;
         let stop = async move {

@@ -85,6 +85,9 @@ struct ServerSettings {
     /// Address `folio serve` listens on (`0.0.0.0:8000` in a container).
     #[arg(long, env = "FOLIO_BIND", default_value = "127.0.0.1:8000", value_parser = trimmed::<SocketAddr>)]
     bind: SocketAddr,
+    /// A second, operators-only address for `/metrics`, `/schema.graphql`, `/healthz` and `/readyz`; then the public one serves no metrics [default: unset; production serves metrics only here].
+    #[arg(long, env = "FOLIO_ADMIN_BIND", value_parser = trimmed::<SocketAddr>)]
+    admin_bind: Option<SocketAddr>,
     /// Seed a small demo set into an empty embedded (SQLite) database at start.
     #[arg(long, env = "FOLIO_DEMO_DATA", default_value = "true", value_parser = boolean, action = ArgAction::Set)]
     demo_data: bool,
@@ -217,6 +220,9 @@ struct AuthSettings {
     /// HS256 key of Folio's own tokens, at least 32 bytes; required in production and on non-loopback addresses.
     #[arg(long, env = "FOLIO_JWT_SECRET", hide_env_values = true, value_parser = secret)]
     jwt_secret: Option<SecretString>,
+    /// A secret the federation gateway sends in `X-Folio-Gateway-Secret`: with introspection off, only it gets the SDL (`_service`, `GET /schema.graphql`).
+    #[arg(long, env = "FOLIO_GATEWAY_SECRET", hide_env_values = true, value_parser = secret)]
+    gateway_secret: Option<SecretString>,
     /// `iss` of Folio's own tokens.
     #[arg(long, env = "FOLIO_TOKEN_ISSUER", default_value = "folio")]
     token_issuer: String,
@@ -421,6 +427,31 @@ pub struct EdgeConfig {
     pub login_attempts: u32,
     /// `signUp` calls per client address per hour; 0: off.
     pub signups_per_hour: u32,
+    /// What only the federation gateway may present (see `reveals_sdl`).
+    pub gateway_secret: Option<SecretString>,
+    /// `/metrics` on the public listener: in development without `FOLIO_ADMIN_BIND` only.
+    pub public_metrics: bool,
+}
+
+impl EdgeConfig {
+    /// The one rule for who may read the schema's definition (`_service { sdl }`, `GET /schema.graphql`):
+    /// everyone while introspection is on (`FOLIO_INTROSPECTION`), otherwise only a caller presenting
+    /// `FOLIO_GATEWAY_SECRET` in `X-Folio-Gateway-Secret` (and the admin listener, which serves it to anyone who
+    /// can reach it). Introspection itself and validation suggestions follow `introspection`.
+    pub fn reveals_sdl(&self, presented: Option<&[u8]>) -> bool {
+        use secrecy::ExposeSecret;
+        use sha2::{Digest, Sha256};
+        if self.introspection {
+            return true;
+        }
+        match (&self.gateway_secret, presented) {
+            // Digests compared: equal lengths, and no early exit on the secret's own bytes.
+            (Some(secret), Some(presented)) => {
+                Sha256::digest(secret.expose_secret().as_bytes()) == Sha256::digest(presented)
+            }
+            _ => false,
+        }
+    }
 }
 
 /// The Stripe billing webhook (`POST /api/webhooks/stripe`, see `billing`).
@@ -445,6 +476,8 @@ impl Default for StripeConfig {
 pub struct Config {
     pub env: Environment,
     pub bind: SocketAddr,
+    /// The operators-only listener (`FOLIO_ADMIN_BIND`).
+    pub admin_bind: Option<SocketAddr>,
     pub database_url: String,
     pub db_max_connections: u32,
     pub db_acquire_timeout: Duration,
@@ -533,6 +566,7 @@ impl Config {
         Ok(Self {
             env: s.server.env,
             bind: s.server.bind,
+            admin_bind: s.server.admin_bind,
             database_url: non_empty(Some(s.database.database_url.clone()))
                 .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
             db_max_connections: s.database.db_max_connections,
@@ -662,6 +696,8 @@ fn edge_from(s: &Settings, production: bool) -> anyhow::Result<EdgeConfig> {
         rate_burst: s.limits.rate_limit_burst.max(1),
         login_attempts: s.limits.login_attempts_per_15min.max(1),
         signups_per_hour: s.limits.signups_per_hour,
+        gateway_secret: s.auth.gateway_secret.clone(),
+        public_metrics: s.server.admin_bind.is_none() && !production,
     })
 }
 

@@ -136,6 +136,7 @@ async fn execute(
         request_id: http.request_id,
         accepts: http.accepts,
         deadline: None,
+        reveals_sdl: state.edge.reveals_sdl(gateway_secret(headers)),
     };
     if stream {
         return live::sse(state.clone(), request).await;
@@ -437,8 +438,29 @@ pub async fn get(
     execute(&state, &headers, request, http, stream).await
 }
 
-/// `GET /schema.graphql`: the SDL, for code generators.
-pub async fn schema_sdl(State(state): State<AppState>) -> impl IntoResponse {
+/// The header a federation gateway presents `FOLIO_GATEWAY_SECRET` in.
+pub const GATEWAY_SECRET_HEADER: &str = "x-folio-gateway-secret";
+
+fn gateway_secret(headers: &HeaderMap) -> Option<&[u8]> {
+    headers.get(GATEWAY_SECRET_HEADER).map(|v| v.as_bytes())
+}
+
+/// `GET /schema.graphql` on the public listener: the SDL, for code generators, to whoever `reveals_sdl` allows
+/// (everyone while introspection is on); otherwise 404, as if there were none. The admin listener serves it
+/// unconditionally (`schema_sdl_admin`).
+pub async fn schema_sdl(State(state): State<AppState>, headers: HeaderMap) -> HttpResponse {
+    if !state.edge.reveals_sdl(gateway_secret(&headers)) {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(crate::error::plain_error_body(Code::NotFound, "Not found.")),
+        )
+            .into_response();
+    }
+    schema_sdl_admin(State(state)).await.into_response()
+}
+
+/// `GET /schema.graphql` on the admin listener.
+pub async fn schema_sdl_admin(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         state.sdl.to_string(),

@@ -374,15 +374,22 @@ impl Connection {
             self.outbox.error(&id, body.to_string().as_bytes());
             return;
         }
-        let request =
-            match operation_request(payload, self.viewer.clone(), self.client, &self.request_id) {
-                Ok(request) => request,
-                Err(message) => {
-                    let body = crate::error::graphql_error_body(Code::BadRequest, &message);
-                    self.outbox.error(&id, &body);
-                    return;
-                }
-            };
+        // A WebSocket carries no gateway secret: the public rule applies.
+        let reveals_sdl = self.state.edge.reveals_sdl(None);
+        let request = match operation_request(
+            payload,
+            self.viewer.clone(),
+            self.client,
+            &self.request_id,
+            reveals_sdl,
+        ) {
+            Ok(request) => request,
+            Err(message) => {
+                let body = crate::error::graphql_error_body(Code::BadRequest, &message);
+                self.outbox.error(&id, &body);
+                return;
+            }
+        };
         self.serial += 1;
         let serial = self.serial;
         let outbox = self.outbox.clone();
@@ -525,6 +532,7 @@ fn operation_request(
     viewer: Viewer,
     client: IpAddr,
     request_id: &str,
+    reveals_sdl: bool,
 ) -> Result<Request, String> {
     let variables = match payload.variables {
         None | Some(Json::Null) => async_graphql::Variables::default(),
@@ -555,6 +563,7 @@ fn operation_request(
         request_id: request_id.to_owned(),
         accepts: Accepts::Any,
         deadline: None,
+        reveals_sdl,
     })
 }
 

@@ -14,5 +14,5 @@ pub mod router;
 pub mod state;
 pub mod webhooks;
 
-pub use router::router;
+pub use router::{admin_router, router};
 pub use state::{AppState, Shared};

@@ -1,4 +1,4 @@
-//! Routes and the layers around them: request ids, one log line per request, HTTP metrics, CORS, and a panic
+//! Routes and the layers around them (and the operators-only `admin_router`): request ids, one log line per request, HTTP metrics, CORS, and a panic
 //! anywhere in a handler turned into a masked 500 in the route's error shape (the connection stays up).
 
 use std::time::{Duration, Instant};
@@ -33,7 +33,7 @@ pub fn router(state: AppState) -> Router {
         .on_response(|res: &Response, latency: Duration, _span: &Span| {
             tracing::info!(status = res.status().as_u16(), duration_ms = latency.as_secs_f64() * 1000.0, "request");
         });
-    Router::new()
+    let mut routes = Router::new()
         .route(
             "/graphql",
             get(graphql::get)
@@ -45,11 +45,15 @@ pub fn router(state: AppState) -> Router {
         .route("/api/cache/purge", post(cache::purge))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
         .route(
             "/api/webhooks/stripe",
             post(webhooks::stripe).layer(DefaultBodyLimit::max(billing::MAX_BODY_BYTES)),
-        )
+        );
+    // Operational data stays off the public port once there is an admin one, and always in production.
+    if state.edge.public_metrics {
+        routes = routes.route("/metrics", get(health::metrics));
+    }
+    routes
         .layer(CatchPanicLayer::custom(plain_panic))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -57,6 +61,20 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(cors(&state.edge.cors_origins))
         .layer(trace)
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// The operators' listener (`FOLIO_ADMIN_BIND`): metrics, the SDL whatever the exposure rule, health. No CORS:
+/// nothing here is for browsers.
+pub fn admin_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(health::metrics))
+        .route("/schema.graphql", get(graphql::schema_sdl_admin))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .layer(CatchPanicLayer::custom(plain_panic))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .with_state(state)

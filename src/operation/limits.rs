@@ -158,21 +158,48 @@ fn count_fields<'a>(
 }
 
 /// Whether the operation asks for `__schema` or `__type` at its root (`__typename` is not introspection of the
-/// schema and stays allowed). Each fragment is looked into once.
+/// schema and stays allowed).
 fn selects_introspection<'a>(
     set: &'a Positioned<SelectionSet>,
     doc: &'a ExecutableDocument,
     seen: &mut HashSet<&'a str>,
 ) -> bool {
+    selects_root(set, doc, seen, &["__schema", "__type"])
+}
+
+/// Whether the operation `operation_name` names selects `_service` (the federation SDL) at its root.
+pub(crate) fn selects_sdl(doc: &ExecutableDocument, operation_name: Option<&str>) -> bool {
+    let mut operations = doc.operations.iter();
+    let op = match operation_name {
+        Some(name) => operations.find(|(n, _)| n.is_some_and(|n| n.as_str() == name)),
+        None => operations.next(),
+    };
+    op.is_some_and(|(_, op)| {
+        selects_root(
+            &op.node.selection_set,
+            doc,
+            &mut HashSet::new(),
+            &["_service"],
+        )
+    })
+}
+
+/// Whether a root field named in `names` is selected, through any fragments. Each fragment is looked into once.
+fn selects_root<'a>(
+    set: &'a Positioned<SelectionSet>,
+    doc: &'a ExecutableDocument,
+    seen: &mut HashSet<&'a str>,
+    names: &[&str],
+) -> bool {
     set.node.items.iter().any(|item| match &item.node {
-        Selection::Field(f) => matches!(f.node.name.node.as_str(), "__schema" | "__type"),
-        Selection::InlineFragment(f) => selects_introspection(&f.node.selection_set, doc, seen),
+        Selection::Field(f) => names.contains(&f.node.name.node.as_str()),
+        Selection::InlineFragment(f) => selects_root(&f.node.selection_set, doc, seen, names),
         Selection::FragmentSpread(s) => {
             seen.insert(s.node.fragment_name.node.as_str())
                 && doc
                     .fragments
                     .get(&s.node.fragment_name.node)
-                    .is_some_and(|f| selects_introspection(&f.node.selection_set, doc, seen))
+                    .is_some_and(|f| selects_root(&f.node.selection_set, doc, seen, names))
         }
     })
 }

@@ -101,6 +101,7 @@ impl Pipeline {
             kept.document_ref(),
             resolved.operation_name.as_deref(),
             &resolved.variables,
+            resolved.reveals_sdl,
         ) {
             return Opened::Once(outcome);
         }

@@ -70,6 +70,9 @@ pub struct Request {
     pub accepts: Accepts,
     /// When execution must stop; `None`: `FOLIO_REQUEST_TIMEOUT_MS` from now.
     pub deadline: Option<Instant>,
+    /// The caller may read the schema's definition (`_service { sdl }`): decided by the transport with
+    /// `EdgeConfig::reveals_sdl`, the one rule for it.
+    pub reveals_sdl: bool,
 }
 
 /// Which operation types a request may run.
@@ -174,6 +177,7 @@ impl Pipeline {
             request_id,
             accepts,
             deadline,
+            reveals_sdl,
         } = request;
         let sent = persisted::Sent {
             text: document,
@@ -196,19 +200,32 @@ impl Pipeline {
                 request_id,
                 accepts,
                 deadline,
+                reveals_sdl,
             },
         ))
     }
 
-    /// The operation's type and estimated cost, if the document is within the limits and the cost budget.
+    /// The operation's type and estimated cost, if the document is within the limits and the cost budget, and
+    /// whether it reads the schema's definition while that is not public (then its answer is never cached:
+    /// a stored copy would be served to anyone sending the same text).
     fn admit(
         &self,
         document: &async_graphql::parser::types::ExecutableDocument,
         operation_name: Option<&str>,
         variables: &async_graphql::Variables,
-    ) -> Result<(Option<OperationType>, Option<u64>), Outcome> {
+        reveals_sdl: bool,
+    ) -> Result<Admitted, Outcome> {
         let kind = limits::check_document(document, operation_name, &self.limits)
             .map_err(|e| Outcome::request_error(e.code, &e.message))?;
+        let private_sdl =
+            !self.limits.introspection && limits::selects_sdl(document, operation_name);
+        if private_sdl && !reveals_sdl {
+            return Err(Outcome::request_error(
+                Code::IntrospectionDisabled,
+                "The schema's definition is served only to the federation gateway (FOLIO_GATEWAY_SECRET) while \
+                 introspection is off.",
+            ));
+        }
         let mut cost = None;
         if self.max_cost.is_some() || self.cost_extension {
             cost = self.0.costs.estimate(document, operation_name, variables);
@@ -218,7 +235,11 @@ impl Pipeline {
         {
             return Err(Outcome::too_costly(estimated, max));
         }
-        Ok((kind, cost))
+        Ok(Admitted {
+            kind,
+            cost,
+            private_sdl,
+        })
     }
 
     /// `run` once the document is known.
@@ -232,6 +253,7 @@ impl Pipeline {
             request_id,
             accepts,
             deadline,
+            reveals_sdl,
         } = resolved;
         // A recent document has passed the limits, and its key hash is known: a repeated query (a cache hit above
         // all) neither scans nor normalises its text again.
@@ -269,14 +291,21 @@ impl Pipeline {
             None => self.0.documents.parse(&document),
         };
         let mut cost = None;
+        let mut private_sdl = false;
         let kind = match parsed {
             Ok(parsed) => {
-                let (kind, estimated) =
-                    match self.admit(parsed.document(), operation_name.as_deref(), &variables) {
-                        Ok(admitted) => admitted,
-                        Err(outcome) => return outcome,
-                    };
-                cost = estimated;
+                let admitted = match self.admit(
+                    parsed.document(),
+                    operation_name.as_deref(),
+                    &variables,
+                    reveals_sdl,
+                ) {
+                    Ok(admitted) => admitted,
+                    Err(outcome) => return outcome,
+                };
+                cost = admitted.cost;
+                private_sdl = admitted.private_sdl;
+                let kind = admitted.kind;
                 // The executor gets its copy in `execute`, if it runs.
                 kept = Some(match parsed {
                     Parsed::Kept(kept) => kept,
@@ -316,6 +345,9 @@ impl Pipeline {
         let Some(base) = base else {
             return self.uncached(graphql, kept, run).await;
         };
+        if private_sdl {
+            return self.uncached(graphql, kept, run).await;
+        }
         // Where this request stands in purge order, before anything is read: purges from now on make its result
         // unstorable, and a shared result must be at least this fresh.
         let arrival = if bypass {
@@ -495,6 +527,14 @@ impl Pipeline {
     }
 }
 
+/// What `admit` found.
+struct Admitted {
+    kind: Option<OperationType>,
+    cost: Option<u64>,
+    /// The operation reads `_service { sdl }` while the schema is not public.
+    private_sdl: bool,
+}
+
 /// A request whose document is known (see `Pipeline::resolve`).
 struct Resolved {
     operation_name: Option<String>,
@@ -505,6 +545,7 @@ struct Resolved {
     request_id: String,
     accepts: Accepts,
     deadline: Instant,
+    reveals_sdl: bool,
 }
 
 /// Who runs an operation, and until when.

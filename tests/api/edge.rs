@@ -1344,6 +1344,88 @@ fn production_config(db: &TestDb, vars: &[(&str, &str)]) -> Config {
     Config::from_lookup(|k| map.get(k).cloned()).expect("production config")
 }
 
+/// One rule for the schema's definition in production: `_service { sdl }` and `GET /schema.graphql` only to a
+/// request presenting `FOLIO_GATEWAY_SECRET` (and `/schema.graphql` on the admin listener); a gateway's answer is
+/// never cached for others. Metrics only on the admin listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_reveals_the_sdl_only_to_the_gateway_and_serves_metrics_only_to_operators() {
+    let secret = format!("prod-secret-{}", uuid::Uuid::new_v4().simple());
+    let gateway = format!("gateway-{}", uuid::Uuid::new_v4().simple());
+    let db = TestDb::create().await;
+    let config = production_config(
+        &db,
+        &[
+            ("FOLIO_JWT_SECRET", &secret),
+            ("FOLIO_GATEWAY_SECRET", &gateway),
+            ("FOLIO_ADMIN_BIND", "127.0.0.1:0"),
+        ],
+    );
+    let prod = TestApp::spawn_with(db, config).await;
+    let sdl_queries = [
+        "{ _service { sdl } }",
+        "query Compose { ... on Query { _service { sdl } } }",
+        "{ ...S } fragment S on Query { s: _service { sdl } }",
+    ];
+    for query in sdl_queries {
+        for headers in [vec![], vec![("x-folio-gateway-secret", "wrong")]] {
+            let a = post_as(&prod, None, &headers, query, json!({})).await;
+            assert_eq!(a.code(), "INTROSPECTION_DISABLED", "{query}: {a:?}");
+            assert!(!a.text.contains("type Post"), "{a:?}");
+        }
+        let a = post_as(
+            &prod,
+            None,
+            &[("x-folio-gateway-secret", gateway.as_str())],
+            query,
+            json!({}),
+        )
+        .await;
+        assert!(
+            a.text.contains("type Post"),
+            "the gateway gets the SDL: {a:?}"
+        );
+        // Asked again without the secret: refused, not answered from a cached copy.
+        let a = post_as(&prod, None, &[], query, json!({})).await;
+        assert_eq!(a.code(), "INTROSPECTION_DISABLED", "{query}: {a:?}");
+    }
+    let public = |path: &str, secret: Option<&str>| {
+        let mut req = prod.client.get(format!("{}{path}", prod.base));
+        if let Some(secret) = secret {
+            req = req.header("x-folio-gateway-secret", secret);
+        }
+        req.send()
+    };
+    assert_eq!(public("/schema.graphql", None).await.unwrap().status(), 404);
+    assert_eq!(
+        public("/schema.graphql", Some("wrong"))
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let res = public("/schema.graphql", Some(&gateway)).await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.text().await.unwrap().contains("type Post"));
+    assert_eq!(public("/metrics", None).await.unwrap().status(), 404);
+
+    let admin = prod.admin.clone().expect("an admin listener");
+    let get = |path: &str| prod.client.get(format!("{admin}{path}")).send();
+    let res = get("/metrics").await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(
+        res.text()
+            .await
+            .unwrap()
+            .contains("folio_http_requests_total")
+    );
+    let res = get("/schema.graphql").await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.text().await.unwrap().contains("type Post"));
+    assert_eq!(get("/readyz").await.unwrap().status(), 200);
+    // The admin listener runs no GraphQL.
+    assert_eq!(get("/graphql").await.unwrap().status(), 404);
+}
+
 /// In production, introspection and field suggestions are off (both would map the schema for an attacker),
 /// GraphiQL is not served and CORS admits no origin; the service otherwise works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

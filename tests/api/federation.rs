@@ -126,13 +126,15 @@ async fn service_sdl_is_a_federation_2_subgraph_keyed_by_id() {
     }
 }
 
-/// With introspection off (the production default), `__schema` is refused but `_service` still answers and
-/// `_entities` still resolves: a gateway needs them, and the SDL is public anyway (`GET /schema.graphql`).
+/// With introspection off (the production default), `__schema` is refused, and `_service` answers only the
+/// gateway (it presents `FOLIO_GATEWAY_SECRET`: one rule for everything that reveals the schema, see
+/// `EdgeConfig::reveals_sdl`); `_entities` still resolves for anyone, since it reveals no more than the queries.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_subgraph_fields_answer_with_introspection_off() {
     let db = TestDb::create().await;
     let mut config = test_config(&db);
     config.edge.introspection = false;
+    config.edge.gateway_secret = Some("gateway-secret-for-tests".into());
     let app = TestApp::spawn_with(db, config).await;
     let f = Fixture::create(&app.store).await;
     let body = app
@@ -143,6 +145,21 @@ async fn the_subgraph_fields_answer_with_introspection_off() {
         "introspection is off: {body}"
     );
     let body = app.gql("{ _service { sdl } }", json!({})).await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "INTROSPECTION_DISABLED",
+        "{body}"
+    );
+    let body: Value = app
+        .client
+        .post(format!("{}/graphql", app.base))
+        .header("x-folio-gateway-secret", "gateway-secret-for-tests")
+        .json(&json!({ "query": "{ _service { sdl } }" }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(
         body["data"]["_service"]["sdl"]
             .as_str()

@@ -223,6 +223,8 @@ pub struct TestApp {
     pub store: Store,
     /// The app's operation pipeline, for tests that run operations without a transport.
     pub pipeline: Option<Pipeline>,
+    /// The operators' listener (`FOLIO_ADMIN_BIND`), as a base URL, when the app has one.
+    pub admin: Option<String>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
     /// A `folio` process instead of an in-process server (`spawn_process`); killed on drop.
@@ -253,6 +255,7 @@ impl TestApp {
         let base = format!("http://{}", app.addr());
         let store = app.store().clone();
         let pipeline = Some(app.pipeline().clone());
+        let admin = app.admin_addr().map(|addr| format!("http://{addr}"));
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until(async {
             let _ = rx.await;
@@ -262,6 +265,7 @@ impl TestApp {
             client: reqwest::Client::new(),
             store,
             pipeline,
+            admin,
             stop: Some(tx),
             server: Some(server),
             process: None,
@@ -595,6 +599,7 @@ pub async fn spawn_process(config: &Config) -> TestApp {
         client: reqwest::Client::new(),
         store,
         pipeline: None,
+        admin: None,
         stop: None,
         server: None,
         process: Some(child),

@@ -22,6 +22,7 @@ fn request(document: &str, variables: Value, viewer: Viewer, accepts: Accepts) -
         request_id: "pipeline-test".to_owned(),
         accepts,
         deadline: None,
+        reveals_sdl: false,
     }
 }
 
