@@ -120,6 +120,15 @@ impl Authenticator {
         ))
     }
 
+    /// The external identity a provider's token names, verified but not signed in (for `linkIdentity`).
+    pub async fn external_identity(&self, token: &str) -> Result<ExternalUser, AppError> {
+        let external = self.external.as_ref().ok_or_else(|| {
+            AppError::bad_input("No external identity provider is configured on this server.")
+        })?;
+        let header = jsonwebtoken::decode_header(token).map_err(jwt::rejection)?;
+        external.identity(token, header.kid.as_deref()).await
+    }
+
     async fn user_for(&self, token: &str) -> Result<UserRow, AppError> {
         let header = jsonwebtoken::decode_header(token).map_err(jwt::rejection)?;
         match header.alg {
@@ -161,6 +170,12 @@ impl External {
         kid: Option<&str>,
         store: &Store,
     ) -> Result<(UserRow, bool), AppError> {
+        let who = self.identity(token, kid).await?;
+        store.provision_external(&who).await
+    }
+
+    /// The provider's user a token names, once the token verifies (signature, issuer, audience, times).
+    async fn identity(&self, token: &str, kid: Option<&str>) -> Result<ExternalUser, AppError> {
         let key = self.jwks.key(kid).await?;
         // Pinned to the key's own algorithm: an RS256 key never verifies an ES256 header, or the reverse.
         let mut validation = Validation::new(key.alg);
@@ -212,15 +227,13 @@ impl External {
                 .and_then(|v| Role::try_from(v.to_ascii_uppercase()).ok())
                 .unwrap_or(Role::User)
         });
-        store
-            .provision_external(&ExternalUser {
-                external_id: claims.sub,
-                email,
-                name,
-                email_verified,
-                role,
-            })
-            .await
+        Ok(ExternalUser {
+            external_id: claims.sub,
+            email,
+            name,
+            email_verified,
+            role,
+        })
     }
 }
 

@@ -315,11 +315,56 @@ impl Store {
         Ok(row)
     }
 
-    /// The user behind an external identity, created on first sight, and whether this call created, linked or
-    /// changed it (so cached answers about it must go). Linking drops the local password: `signUp` never proved
-    /// the address, so whoever set that password may not be the address's owner, whom the provider vouches for. An existing local account with the same
-    /// email is linked only when the provider has verified the address; otherwise that is a `CONFLICT`.
-    /// With a configured role claim, the role follows the token.
+    /// Links the external identity `external_id` to the signed-in user `user_id` (the explicit, authenticated step
+    /// `linkIdentity` takes). Never for an admin (`FORBIDDEN`), never an identity linked elsewhere or a second
+    /// identity (`CONFLICT`). The local password stays: the owner decided, nothing is retired behind her back.
+    pub async fn link_external(
+        &self,
+        user_id: i64,
+        external_id: &str,
+    ) -> Result<UserRow, AppError> {
+        self.count(1);
+        const SQL: &str = concat!(
+            "UPDATE users SET external_id = $2, updated_at = $3 ",
+            "WHERE id = $1 AND external_id IS NULL AND role <> 'ADMIN' RETURNING ",
+            user_cols!()
+        );
+        let linked: Option<UserRow> = with_pool!(self, pool => sqlx::query_as(SQL)
+        .bind(user_id)
+        .bind(external_id)
+        .bind(Utc::now())
+        .fetch_optional(pool)
+        .await
+        .map_err(|err| {
+            if super::is_unique_violation(&err) {
+                AppError::Conflict {
+                    message: "This identity is already linked to another account.".into(),
+                    field_errors: Default::default(),
+                }
+            } else {
+                AppError::from(err)
+            }
+        }))?;
+        if let Some(user) = linked {
+            return Ok(user);
+        }
+        match self.user_by_id(user_id).await? {
+            Some(user) if user.role == Role::Admin => Err(AppError::Forbidden(
+                "Admin accounts cannot be linked to an identity provider.".into(),
+            )),
+            Some(_) => Err(AppError::Conflict {
+                message: "This account is already linked to an identity.".into(),
+                field_errors: Default::default(),
+            }),
+            None => Err(AppError::NotFound("Your account no longer exists.".into())),
+        }
+    }
+
+    /// The user behind an external identity, created on first sight, and whether this call created or changed
+    /// it (so cached answers about it must go). An identity is never linked to an existing account here: a local
+    /// account with the same email is a `CONFLICT`, whatever the provider says of the address, and its owner links
+    /// the identity explicitly, signed in (`link_external`). With a configured role claim, the role follows the
+    /// token.
     pub async fn provision_external(
         &self,
         who: &ExternalUser,
@@ -328,16 +373,6 @@ impl Store {
             "SELECT ",
             user_cols!(),
             " FROM users WHERE external_id = $1"
-        );
-        const LINK_PG: &str = concat!(
-            "UPDATE users SET external_id = $1, password_hash = NULL, updated_at = $3 ",
-            "WHERE lower(email) = lower($2) AND external_id IS NULL RETURNING ",
-            user_cols!()
-        );
-        const LINK_LITE: &str = concat!(
-            "UPDATE users SET external_id = $1, password_hash = NULL, updated_at = $3 ",
-            "WHERE email = $2 AND external_id IS NULL RETURNING ",
-            user_cols!()
         );
         const INSERT: &str = concat!(
             "INSERT INTO users (email, name, external_id, role, plan, created_at, updated_at) ",
@@ -361,32 +396,8 @@ impl Store {
                 user
             }
             None => {
-                let linked: Option<UserRow> = if who.email_verified {
-                    self.count(1);
-                    match &self.db {
-                        Db::Postgres(pool) => {
-                            sqlx::query_as(LINK_PG)
-                                .bind(&who.external_id)
-                                .bind(who.email.as_str())
-                                .bind(now)
-                                .fetch_optional(pool)
-                                .await
-                        }
-                        Db::Sqlite(pool) => {
-                            sqlx::query_as(LINK_LITE)
-                                .bind(&who.external_id)
-                                .bind(who.email.as_str())
-                                .bind(now)
-                                .fetch_optional(pool)
-                                .await
-                        }
-                    }?
-                } else {
-                    None
-                };
-                match linked {
-                    Some(user) => user,
-                    None => {
+                {
+                    {
                         self.count(1);
                         let role = who.role.unwrap_or(Role::User);
                         let inserted = with_pool!(self, pool => sqlx::query_as(INSERT)
@@ -414,8 +425,10 @@ impl Store {
                                     .fetch_optional(pool)
                                     .await)?;
                                 again.ok_or_else(|| AppError::Conflict {
-                                    message: "This email already belongs to another account."
-                                        .into(),
+                                    message:
+                                        "An account with this email already exists. Sign in to it \
+                                              and link this identity with `linkIdentity`."
+                                            .into(),
                                     field_errors: Default::default(),
                                 })?
                             }

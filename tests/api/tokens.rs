@@ -21,8 +21,6 @@ use axum::response::IntoResponse;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use folio::config::ExternalIdp;
-use folio::domain::{DisplayName, Email};
-use folio::store::CreateAccount;
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
@@ -632,73 +630,139 @@ async fn roles_come_from_the_token_only_when_a_role_claim_is_configured() {
     assert_eq!(data["me"]["role"], json!("USER"));
 }
 
-/// An existing local account is taken over by a provider identity only when the provider vouches for the
-/// address; otherwise anyone able to register that address at the provider could sign in as its owner.
+/// A provider identity never takes over an existing local account, verified email or not: signing in with it
+/// answers `CONFLICT` (with what to do), the account and its password stay as they were, and nothing is created.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_local_account_is_linked_only_by_a_verified_email() {
+async fn a_provider_identity_never_takes_over_a_local_account() {
     let jwks = JwksServer::start(vec![rsa_jwk(RSA1, "k1")], 300).await;
     let app = spawn_with_idp(&jwks, |_| {}).await;
-    let local = app
-        .store
-        .create_account(&CreateAccount {
-            email: Email::parse("erin@example.com".into()).expect("email"),
-            name: DisplayName::parse("Erin".into()).expect("name"),
-            password_hash: "x".into(),
-        })
-        .await
-        .expect("local account");
+    let sign_up = "mutation($i: SignUpInput!) { signUp(input: $i) { user { id } } }";
+    let login = "mutation($i: LoginInput!) { login(input: $i) { user { id } } }";
+    let credentials = json!({ "email": "erin@example.com", "password": "erin's password" });
+    let body = app
+        .gql(
+            sign_up,
+            json!({ "i": { "email": "erin@example.com", "name": "Erin", "password": "erin's password" } }),
+        )
+        .await;
+    let local = body["data"]["signUp"]["user"]["id"].clone();
     let claims = idp_claims("idp|erin", "Erin@Example.com");
-
     for (case, claims) in [
         (
             "email_verified false",
             with(claims.clone(), "email_verified", json!(false)),
         ),
         ("email_verified absent", claims.clone()),
+        (
+            "email_verified true",
+            with(claims, "email_verified", json!(true)),
+        ),
     ] {
         let res = post_as(&app, &sign_rs256(RSA1, "k1", &claims), ME).await;
         assert_refused(res, 409, "CONFLICT", case).await;
     }
-
-    let verified = with(claims, "email_verified", json!(true));
-    let data = data_as(&app, &sign_rs256(RSA1, "k1", &verified), ME, "verified").await;
-    assert_eq!(data["me"]["id"], json!(local.id.to_string()));
-    assert_eq!(data["me"]["email"], json!("erin@example.com"));
-    assert_eq!(
-        app.store.count_users().await.expect("count users"),
-        1,
-        "linked, not duplicated"
-    );
+    assert_eq!(app.store.count_users().await.expect("count users"), 1);
+    let after = app.gql(login, json!({ "i": credentials })).await;
+    assert_eq!(after["data"]["login"]["user"]["id"], local, "{after}");
 }
 
-/// `signUp` never proves that its caller owns the address. So when a provider identity whose address is
-/// verified takes over a local account, the local password stops working: otherwise whoever registered the
-/// address first would keep a way into its owner's account.
+/// Linking is an explicit step the account's owner takes, signed in: `linkIdentity` with the provider's token
+/// (its email verified and the account's own). Then the provider's tokens sign in to that account, and the
+/// password still works. Never for an admin account; never an identity linked elsewhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn linking_a_provider_identity_retires_the_local_password() {
+async fn linking_is_an_explicit_signed_in_step_never_for_admins() {
     let jwks = JwksServer::start(vec![rsa_jwk(RSA1, "k1")], 300).await;
     let app = spawn_with_idp(&jwks, |_| {}).await;
-    let sign_up = "mutation($i: SignUpInput!) { signUp(input: $i) { user { id } } }";
+    let sign_up = "mutation($i: SignUpInput!) { signUp(input: $i) { token user { id } } }";
     let login = "mutation($i: LoginInput!) { login(input: $i) { user { id } } }";
-    let credentials = json!({ "email": "fay@example.com", "password": "squatter password" });
-    let body = app
-        .gql(
-            sign_up,
-            json!({ "i": { "email": "fay@example.com", "name": "Squatter", "password": "squatter password" } }),
+    let link = "mutation($t: String!) { linkIdentity(token: $t) { id email } }";
+    let account = |email: &str| json!({ "i": { "email": email, "name": "Fay", "password": "fay's password" } });
+    let body = app.gql(sign_up, account("fay@example.com")).await;
+    let local = body["data"]["signUp"]["user"]["id"].clone();
+    let session = body["data"]["signUp"]["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let verified = |sub: &str, email: &str| {
+        sign_rs256(
+            RSA1,
+            "k1",
+            &with(idp_claims(sub, email), "email_verified", json!(true)),
+        )
+    };
+
+    // Anonymous: the guard refuses. Another address, or an unverified one: refused.
+    let res = app
+        .gql(link, json!({ "t": verified("idp|fay", "fay@example.com") }))
+        .await;
+    assert_eq!(first_code(&res), "UNAUTHENTICATED", "{res}");
+    let res = app
+        .gql_as(
+            Some(&session),
+            link,
+            json!({ "t": verified("idp|fay", "mallory@example.com") }),
         )
         .await;
-    let local = body["data"]["signUp"]["user"]["id"].clone();
-    let before = app.gql(login, json!({ "i": credentials })).await;
-    assert_eq!(before["data"]["login"]["user"]["id"], local, "{before}");
+    assert_eq!(first_code(&res), "FORBIDDEN", "{res}");
+    let unverified = sign_rs256(RSA1, "k1", &idp_claims("idp|fay", "fay@example.com"));
+    let res = app
+        .gql_as(Some(&session), link, json!({ "t": unverified }))
+        .await;
+    assert_eq!(first_code(&res), "FORBIDDEN", "{res}");
 
-    let verified = with(
-        idp_claims("idp|fay", "fay@example.com"),
-        "email_verified",
-        json!(true),
-    );
-    let data = data_as(&app, &sign_rs256(RSA1, "k1", &verified), ME, "verified").await;
+    // The owner links it.
+    let res = app
+        .gql_as(
+            Some(&session),
+            link,
+            json!({ "t": verified("idp|fay", "fay@example.com") }),
+        )
+        .await;
+    assert_eq!(res["data"]["linkIdentity"]["id"], local, "{res}");
+    let data = data_as(&app, &verified("idp|fay", "fay@example.com"), ME, "linked").await;
     assert_eq!(data["me"]["id"], local);
+    let after = app
+        .gql(
+            login,
+            json!({ "i": { "email": "fay@example.com", "password": "fay's password" } }),
+        )
+        .await;
+    assert_eq!(
+        after["data"]["login"]["user"]["id"], local,
+        "the password still works: {after}"
+    );
 
-    let after = app.gql(login, json!({ "i": credentials })).await;
-    assert_eq!(first_code(&after), "UNAUTHENTICATED", "{after}");
+    // The same identity cannot join a second account.
+    let body = app.gql(sign_up, account("fay2@example.com")).await;
+    let other = body["data"]["signUp"]["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let res = app
+        .gql_as(
+            Some(&other),
+            link,
+            json!({ "t": verified("idp|fay", "fay2@example.com") }),
+        )
+        .await;
+    assert_eq!(first_code(&res), "CONFLICT", "{res}");
+
+    // An admin account is never linked.
+    let body = app.gql(sign_up, account("root@example.com")).await;
+    let root_id: i64 = body["data"]["signUp"]["user"]["id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .expect("id");
+    let admin = crate::helpers::admin_token(&app.store, root_id).await;
+    let res = app
+        .gql_as(
+            Some(&admin),
+            link,
+            json!({ "t": verified("idp|root", "root@example.com") }),
+        )
+        .await;
+    assert_eq!(first_code(&res), "FORBIDDEN", "{res}");
+    // Nor can its address be taken over by signing in with the provider.
+    let res = post_as(&app, &verified("idp|root", "root@example.com"), ME).await;
+    assert_refused(res, 409, "CONFLICT", "admin address").await;
 }

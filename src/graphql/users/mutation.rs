@@ -1,4 +1,4 @@
-//! Account mutations: `signUp`, `login`, `updateProfile`, `setUserRole`.
+//! Account mutations: `signUp`, `login`, `updateProfile`, `linkIdentity`, `setUserRole`.
 
 use async_graphql::{Context, ID, Object, SimpleObject};
 
@@ -177,6 +177,38 @@ impl UserMutation {
             .ok_or_else(|| AppError::NotFound("Your account no longer exists.".into()))?;
         ctx.purge_after_commit(vec![tags::user(id)]);
         Ok(User::new(row))
+    }
+
+    /// Links an external identity provider's user to the signed-in account, so the provider's tokens sign in to
+    /// it from then on. `token` is the provider's ID or access token; its email must be this account's, verified
+    /// by the provider. The explicit step is the only way an identity joins an existing account (signing in with
+    /// a provider token whose email has an account answers `CONFLICT`); admin accounts are never linked
+    /// (`FORBIDDEN`), and the password keeps working.
+    #[graphql(guard = "LoggedIn")]
+    async fn link_identity(&self, ctx: &Context<'_>, token: String) -> async_graphql::Result<User> {
+        let viewer = ctx.viewer();
+        let id = viewer.require_user()?;
+        if viewer.is_admin() {
+            return Err(AppError::Forbidden(
+                "Admin accounts cannot be linked to an identity provider.".into(),
+            )
+            .into());
+        }
+        let identity = ctx.auth()?.external_identity(token.trim()).await?;
+        let store = ctx.store()?;
+        let me = store
+            .user_by_id(id)
+            .await?
+            .ok_or_else(|| AppError::NotFound("Your account no longer exists.".into()))?;
+        if !identity.email_verified || !identity.email.as_str().eq_ignore_ascii_case(&me.email) {
+            return Err(AppError::Forbidden(
+                "The identity's email must be this account's, verified by the provider.".into(),
+            )
+            .into());
+        }
+        let row = store.link_external(id, &identity.external_id).await?;
+        ctx.purge_after_commit(vec![tags::user(id)]);
+        Ok(User::to_self(row))
     }
 
     /// Makes a user an admin or a regular user. Admins only; the last admin cannot be demoted (`CONFLICT`).
