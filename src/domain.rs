@@ -33,18 +33,33 @@ fn trimmed(raw: String) -> String {
     }
 }
 
-/// Declares a trimmed text value with length bounds in characters.
+/// Refuses what no text field may hold: the NUL character, which PostgreSQL cannot store (SQLite could, so
+/// allowing it would make the two backends differ), and, in a single-line field, any other control character.
+pub fn storable(value: &str, single_line: bool) -> Result<(), Invalid> {
+    if value.contains('\0') {
+        return Err(Invalid("must not contain the NUL character".into()));
+    }
+    if single_line && value.chars().any(char::is_control) {
+        return Err(Invalid(
+            "must not contain control characters (line breaks, tabs, ...)".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Declares a trimmed text value with length bounds in characters (`single_line`: no control characters).
 macro_rules! bounded_text {
-    ($(#[$doc:meta])* $name:ident, $min:expr, $max:expr) => {
+    ($(#[$doc:meta])* $name:ident, $min:expr, $max:expr, $single_line:expr) => {
         $(#[$doc])*
         #[derive(Clone, Debug, PartialEq, Eq)]
         pub struct $name(String);
 
         impl $name {
-            /// Trims `raw` and checks its length.
+            /// Trims `raw` and checks its length and characters.
             pub fn parse(raw: String) -> Result<Self, Invalid> {
                 let value = trimmed(raw);
                 length(&value, $min, $max)?;
+                storable(&value, $single_line)?;
                 Ok(Self(value))
             }
 
@@ -59,25 +74,29 @@ bounded_text!(
     /// A post's title: 5 to 200 characters.
     Title,
     5,
-    200
+    200,
+    true
 );
 bounded_text!(
     /// A post's body: 10 to 50,000 characters.
     PostContent,
     10,
-    50_000
+    50_000,
+    false
 );
 bounded_text!(
     /// A comment's body: 1 to 5,000 characters.
     CommentBody,
     1,
-    5_000
+    5_000,
+    false
 );
 bounded_text!(
     /// A user's display name: 1 to 80 characters.
     DisplayName,
     1,
-    80
+    80,
+    true
 );
 
 /// An email address: trimmed, lower-cased (emails are stored and compared lower-case), well-formed, at most 254
@@ -89,7 +108,7 @@ impl Email {
     pub fn parse(raw: String) -> Result<Self, Vec<Invalid>> {
         let value = raw.trim().to_lowercase();
         let mut problems = Vec::new();
-        if !value.validate_email() {
+        if !value.validate_email() || value.chars().any(char::is_control) {
             problems.push(Invalid("must be a valid email address".into()));
         }
         if !value.validate_length(None, Some(254), None) {
@@ -114,6 +133,9 @@ pub struct NewPassword(String);
 impl NewPassword {
     pub fn parse(raw: String) -> Result<Self, Invalid> {
         length(&raw, 12, 128)?;
+        if raw.contains('\0') {
+            return Err(Invalid("must not contain the NUL character".into()));
+        }
         Ok(Self(raw))
     }
 

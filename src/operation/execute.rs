@@ -218,7 +218,9 @@ fn extensions(err: &mut ServerError) -> &mut ErrorExtensionValues {
 /// parsed (the caller knows: it parsed the document first) or failed validation (limits included); during
 /// execution an argument could not be coerced.
 fn default_code(err: &ServerError, parse_failed: bool) -> Code {
-    if !err.path.is_empty() {
+    // async-graphql's answer to an `_entities` representation no entity resolver can take (an id of the wrong
+    // type): the client's value, not its document.
+    if !err.path.is_empty() || err.message == "Entity not found." {
         Code::BadUserInput
     } else if parse_failed {
         Code::GraphqlParseFailed

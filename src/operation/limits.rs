@@ -306,3 +306,80 @@ mod tests {
         assert_eq!(count_tokens("{ a }".repeat(1000).as_str(), 10), 10);
     }
 }
+
+/// The spec's variable coercion for the built-in scalars, before validation: a variable whose value does not fit
+/// its declared type (a string or a fraction for an `Int`, an integer beyond 32 bits, a missing required one) is
+/// the client's value at fault, `BAD_USER_INPUT`, as GraphQL servers commonly answer it. Input objects, enums
+/// and custom scalars are left to the executor.
+pub(crate) fn coerce_variables(
+    doc: &ExecutableDocument,
+    operation_name: Option<&str>,
+    variables: &async_graphql::Variables,
+) -> Result<(), Exceeded> {
+    let mut operations = doc.operations.iter();
+    let op = match operation_name {
+        Some(name) => operations.find(|(n, _)| n.is_some_and(|n| n.as_str() == name)),
+        None => operations.next(),
+    };
+    let Some((_, op)) = op else {
+        return Ok(());
+    };
+    for definition in &op.node.variable_definitions {
+        let name = &definition.node.name.node;
+        let ty = &definition.node.var_type.node;
+        let refuse = |why: String| Exceeded {
+            code: Code::BadUserInput,
+            message: format!("Variable \"${name}\" got an invalid value: {why}."),
+        };
+        match variables.get(name) {
+            None if !ty.nullable && definition.node.default_value.is_none() => {
+                return Err(refuse(format!(
+                    "it is required ({ty}) but was not provided"
+                )));
+            }
+            None => {}
+            Some(value) => fits(value, ty).map_err(refuse)?,
+        }
+    }
+    Ok(())
+}
+
+/// Whether `value` fits `ty`, for the built-in scalars (anything else is the executor's to check).
+fn fits(
+    value: &async_graphql::Value,
+    ty: &async_graphql::parser::types::Type,
+) -> Result<(), String> {
+    use async_graphql::Value;
+    use async_graphql::parser::types::BaseType;
+    if matches!(value, Value::Null) {
+        return if ty.nullable {
+            Ok(())
+        } else {
+            Err(format!("null where {ty} is required"))
+        };
+    }
+    match &ty.base {
+        BaseType::List(inner) => match value {
+            Value::List(items) => items.iter().try_for_each(|item| fits(item, inner)),
+            // A single value stands for a list of one.
+            other => fits(other, inner),
+        },
+        BaseType::Named(name) => {
+            let ok = match (name.as_str(), value) {
+                ("Int", Value::Number(n)) => n.as_i64().is_some_and(|n| i32::try_from(n).is_ok()),
+                ("Float", Value::Number(_)) => true,
+                ("String", Value::String(_)) => true,
+                ("Boolean", Value::Boolean(_)) => true,
+                ("ID", Value::String(_)) => true,
+                ("ID", Value::Number(n)) => n.is_i64() || n.is_u64(),
+                ("Int" | "Float" | "String" | "Boolean" | "ID", _) => false,
+                _ => true,
+            };
+            if ok {
+                Ok(())
+            } else {
+                Err(format!("{value} is not a valid {name}"))
+            }
+        }
+    }
+}

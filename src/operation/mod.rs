@@ -217,6 +217,8 @@ impl Pipeline {
     ) -> Result<Admitted, Outcome> {
         let kind = limits::check_document(document, operation_name, &self.limits)
             .map_err(|e| Outcome::request_error(e.code, &e.message))?;
+        limits::coerce_variables(document, operation_name, variables)
+            .map_err(|e| Outcome::request_error(e.code, &e.message))?;
         let private_sdl =
             !self.limits.introspection && limits::selects_sdl(document, operation_name);
         if private_sdl && !reveals_sdl {

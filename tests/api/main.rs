@@ -17,6 +17,7 @@ mod mutations;
 mod pagination;
 mod persisted;
 mod pipeline;
+mod properties;
 mod queries;
 mod schema_sync;
 mod tokens;

@@ -50,6 +50,11 @@ impl PostFilter {
                     "`filter.search` may be at most {MAX_SEARCH_CHARS} characters"
                 )));
             }
+            Some(term) if term.contains('\0') => {
+                return Err(AppError::bad_input(
+                    "`filter.search` must not contain the NUL character",
+                ));
+            }
             Some(term) => Some(term.to_owned()),
         };
         let drafts = match self.drafts.unwrap_or(false) {

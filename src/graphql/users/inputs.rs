@@ -55,10 +55,13 @@ impl TryFrom<LoginInput> for Credentials {
     fn try_from(input: LoginInput) -> Result<Self, AppError> {
         let bounded = |value: String, max: u64| {
             let count = value.chars().count() as u64;
-            if (1..=max).contains(&count) {
-                Ok(value)
-            } else {
+            if !(1..=max).contains(&count) {
                 Err(Invalid(format!("must be between 1 and {max} characters")))
+            } else if value.contains('\0') {
+                // No account can have it; refused before it reaches SQL (PostgreSQL cannot take it).
+                Err(Invalid("must not contain the NUL character".into()))
+            } else {
+                Ok(value)
             }
         };
         let mut fields = Fields::default();
