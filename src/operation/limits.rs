@@ -265,48 +265,6 @@ fn count_tokens(document: &str, stop: usize) -> usize {
     tokens
 }
 
-#[cfg(test)]
-mod tests {
-    use super::count_tokens;
-    use crate::error::Code;
-
-    #[test]
-    fn fragment_bombs_are_measured_without_expanding_them() {
-        // Nine fragments, each spreading the next one 50 times: 50^8 fields if expanded naively.
-        let mut doc = String::from("query { ...F0 }\n");
-        for i in 0..9 {
-            let body = if i == 8 {
-                "__typename".to_owned()
-            } else {
-                format!("...F{} ", i + 1).repeat(50)
-            };
-            doc.push_str(&format!("fragment F{i} on Query {{ {body} }}\n"));
-        }
-        let parsed = async_graphql::parser::parse_query(&doc).expect("parses");
-        let edge = crate::Config::default().edge;
-        let started = std::time::Instant::now();
-        let err = super::check_document(&parsed, None, &edge).expect_err("refused");
-        assert_eq!(err.code, Code::TooManyFields);
-        assert!(started.elapsed() < std::time::Duration::from_secs(1));
-    }
-
-    #[test]
-    fn a_carriage_return_ends_a_comment() {
-        assert_eq!(count_tokens("{ a #x\r b }", 100), 4);
-    }
-
-    #[test]
-    fn tokens_are_counted_like_the_lexer_sees_them() {
-        assert_eq!(count_tokens("{ posts(first: 20) { id } }", 100), 11);
-        assert_eq!(count_tokens("query Q($a: Int = -1.5e3) { a }", 100), 13);
-        assert_eq!(
-            count_tokens("{ a(s: \"x y, z\") # comment\n ...F }", 100),
-            10
-        );
-        assert_eq!(count_tokens("{ a }".repeat(1000).as_str(), 10), 10);
-    }
-}
-
 /// The spec's variable coercion for the built-in scalars, before validation: a variable whose value does not fit
 /// its declared type (a string or a fraction for an `Int`, an integer beyond 32 bits, a missing required one) is
 /// the client's value at fault, `BAD_USER_INPUT`, as GraphQL servers commonly answer it. Input objects, enums
@@ -381,5 +339,47 @@ fn fits(
                 Err(format!("{value} is not a valid {name}"))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count_tokens;
+    use crate::error::Code;
+
+    #[test]
+    fn fragment_bombs_are_measured_without_expanding_them() {
+        // Nine fragments, each spreading the next one 50 times: 50^8 fields if expanded naively.
+        let mut doc = String::from("query { ...F0 }\n");
+        for i in 0..9 {
+            let body = if i == 8 {
+                "__typename".to_owned()
+            } else {
+                format!("...F{} ", i + 1).repeat(50)
+            };
+            doc.push_str(&format!("fragment F{i} on Query {{ {body} }}\n"));
+        }
+        let parsed = async_graphql::parser::parse_query(&doc).expect("parses");
+        let edge = crate::Config::default().edge;
+        let started = std::time::Instant::now();
+        let err = super::check_document(&parsed, None, &edge).expect_err("refused");
+        assert_eq!(err.code, Code::TooManyFields);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_carriage_return_ends_a_comment() {
+        assert_eq!(count_tokens("{ a #x\r b }", 100), 4);
+    }
+
+    #[test]
+    fn tokens_are_counted_like_the_lexer_sees_them() {
+        assert_eq!(count_tokens("{ posts(first: 20) { id } }", 100), 11);
+        assert_eq!(count_tokens("query Q($a: Int = -1.5e3) { a }", 100), 13);
+        assert_eq!(
+            count_tokens("{ a(s: \"x y, z\") # comment\n ...F }", 100),
+            10
+        );
+        assert_eq!(count_tokens("{ a }".repeat(1000).as_str(), 10), 10);
     }
 }
