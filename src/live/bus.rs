@@ -50,6 +50,8 @@ pub struct Bus {
     errors: prometheus::IntCounter,
     /// The listener has lost Redis (or never had it) since its last successful subscribe.
     lost: AtomicBool,
+    /// The last publish failed.
+    publish_failing: AtomicBool,
 }
 
 impl Bus {
@@ -68,6 +70,7 @@ impl Bus {
             channel: format!("{prefix}live"),
             errors,
             lost: AtomicBool::new(false),
+            publish_failing: AtomicBool::new(false),
         }
     }
 
@@ -108,9 +111,19 @@ impl Bus {
                     .await
             })
             .await;
-        if let Err(err) = published {
-            self.errors.inc();
-            tracing::warn!(error = %err, "a change could not be published to the other instances");
+        match published {
+            // Logged once per outage (every failure is counted): a busy instance would otherwise log each write.
+            Err(err) => {
+                self.errors.inc();
+                if !self.publish_failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %err, "changes cannot be published to the other instances");
+                }
+            }
+            Ok(_) => {
+                if self.publish_failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!("changes are published to the other instances again");
+                }
+            }
         }
     }
 

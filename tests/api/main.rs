@@ -9,6 +9,7 @@ mod cli;
 mod compiled;
 mod edge;
 mod federation;
+mod fuzz;
 mod http;
 mod lifecycle;
 mod live;
