@@ -1,7 +1,7 @@
 //! Property tests: whatever a client puts in variables (any Unicode text, control characters, empty,
 //! whitespace-only, very long; huge, negative and fractional numbers; ids that are not numbers or overflow
-//! `i64`), every mutation and every argument of every query answers through real HTTP with success or a
-//! client error, never a 5xx or `INTERNAL_SERVER_ERROR`. Text that is accepted reads back exactly as stored
+//! `i64`; any header value; any signed or unsigned webhook body), every mutation and every argument of every
+//! query answers through real HTTP with success or a client error, never a 5xx or `INTERNAL_SERVER_ERROR`. Text that is accepted reads back exactly as stored
 //! (trimmed, the documented normalisation), on SQLite and on PostgreSQL alike; text that is refused is refused
 //! with `BAD_USER_INPUT` and `fieldErrors` naming the field.
 //!
@@ -320,6 +320,117 @@ fn every_id_and_number_argument_answers_with_a_client_error_at_worst() {
                 for (what, token, query, vars) in checks {
                     call(&app, token, query, vars).await.sane(what)?;
                 }
+                Ok(())
+            })
+        })
+        .unwrap();
+}
+
+/// Any byte string a header value may hold (no CR, LF or NUL, which HTTP itself forbids).
+fn header_value() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        "[\\x20-\\x7e\t]{0,200}".prop_map(String::into_bytes),
+        prop::collection::vec(any::<u8>(), 0..120).prop_map(|v| v
+            .into_iter()
+            .filter(|b| !matches!(b, b'\r' | b'\n' | 0))
+            .collect()),
+        Just(b"Bearer ".to_vec()),
+        Just(b"text/event-stream".to_vec()),
+        Just(b"application/json; charset=latin1".to_vec()),
+    ]
+}
+
+/// Headers and webhook bodies: whatever values `Authorization`, `Accept`, `Content-Type`, `X-Forwarded-For`,
+/// `X-Folio-Gateway-Secret` and `Stripe-Signature` carry, and whatever a correctly signed webhook body holds,
+/// the answer is never a 5xx.
+#[test]
+fn any_header_and_any_signed_webhook_body_answers_below_500() {
+    use crate::webhooks::{SECRET, now, signature, spawn_with_secrets};
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let app = rt.block_on(spawn_with_secrets(&[SECRET]));
+    let names = [
+        "authorization",
+        "accept",
+        "content-type",
+        "x-forwarded-for",
+        "x-folio-gateway-secret",
+        "stripe-signature",
+    ];
+    let strategy = (
+        prop::collection::vec((0..names.len(), header_value()), 0..6),
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..300),
+            "\\PC{0,200}".prop_map(String::into_bytes),
+            (text(), text(), any::<i64>()).prop_map(|(kind, customer, created)| {
+                json!({ "id": format!("evt_{created}"), "type": kind, "created": created,
+                        "data": { "object": { "customer": customer, "client_reference_id": kind, "status": customer } } })
+                    .to_string()
+                    .into_bytes()
+            }),
+        ],
+    );
+    runner()
+        .run(&strategy, |(headers, body)| {
+            rt.block_on(async {
+                let build = |method: reqwest::Method, path: &str| {
+                    let mut request = app.client.request(method, format!("{}{path}", app.base));
+                    for (name, value) in &headers {
+                        if let Ok(value) = reqwest::header::HeaderValue::from_bytes(value) {
+                            request = request.header(names[*name], value);
+                        }
+                    }
+                    request
+                };
+                let graphql = build(reqwest::Method::POST, "/graphql")
+                    .body(r#"{"query":"{ posts(first: 1) { totalCount } }"}"#)
+                    .send()
+                    .await
+                    .expect("an answer");
+                prop_assert!(
+                    graphql.status().as_u16() < 500,
+                    "POST /graphql: {}",
+                    graphql.status()
+                );
+                let get = build(
+                    reqwest::Method::GET,
+                    "/graphql?query=%7B%20me%20%7B%20id%20%7D%20%7D",
+                )
+                .send()
+                .await
+                .expect("an answer");
+                prop_assert!(
+                    get.status().as_u16() < 500,
+                    "GET /graphql: {}",
+                    get.status()
+                );
+                let text = String::from_utf8_lossy(&body).into_owned();
+                let signed = app
+                    .client
+                    .post(format!("{}/api/webhooks/stripe", app.base))
+                    .header("stripe-signature", signature(SECRET, now(), &text))
+                    .body(text.clone())
+                    .send()
+                    .await
+                    .expect("an answer");
+                prop_assert!(
+                    signed.status().as_u16() < 500,
+                    "signed webhook {text:?}: {}",
+                    signed.status()
+                );
+                let unsigned = build(reqwest::Method::POST, "/api/webhooks/stripe")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .expect("an answer");
+                prop_assert!(
+                    unsigned.status().as_u16() < 500,
+                    "webhook: {}",
+                    unsigned.status()
+                );
                 Ok(())
             })
         })

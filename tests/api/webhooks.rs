@@ -13,7 +13,7 @@ use sha2::Sha256;
 
 use crate::helpers::{Fixture, TestApp, TestDb, test_config, token_for};
 
-const SECRET: &str = "whsec_test_0123456789abcdefghijklmnop";
+pub(crate) const SECRET: &str = "whsec_test_0123456789abcdefghijklmnop";
 const MIB: usize = 1024 * 1024;
 
 /// Hex HMAC-SHA256 of `"<t>.<body>"`, as Stripe computes a `v1`.
@@ -25,16 +25,16 @@ fn v1(secret: &str, t: i64, body: &str) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
-fn signature(secret: &str, t: i64, body: &str) -> String {
+pub(crate) fn signature(secret: &str, t: i64, body: &str) -> String {
     format!("t={t},v1={}", v1(secret, t, body))
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     Utc::now().timestamp()
 }
 
 /// A Folio whose webhook accepts `secrets`.
-async fn spawn_with_secrets(secrets: &[&str]) -> TestApp {
+pub(crate) async fn spawn_with_secrets(secrets: &[&str]) -> TestApp {
     let db = TestDb::create().await;
     let config = folio::Config {
         stripe: StripeConfig {
