@@ -13,7 +13,6 @@ use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config as RunnerConfig, TestRunner};
 use serde_json::{Value, json};
 
-use crate::helpers::{Fixture, TestApp};
 use folio::auth::Viewer;
 use folio::operation::{Accepts, Request, Status};
 use folio::store::Role;
@@ -167,16 +166,7 @@ fn damaged_documents_and_arbitrary_variables_never_break_the_pipeline() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let (app, fx) = rt.block_on(async {
-        let app = TestApp::spawn().await;
-        let fx = Fixture::create(&app.store).await;
-        (app, fx)
-    });
+    let (rt, app, fx) = crate::properties::setup();
     let pipeline = app.pipeline.clone().expect("an in-process app");
     let user = Viewer::User {
         id: fx.alice,

@@ -867,6 +867,19 @@ impl Sse {
     }
 }
 
+/// The page a browser gets at `/graphql`.
+async fn graphiql_page(app: &TestApp) -> String {
+    app.client
+        .get(format!("{}/graphql", app.base))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("text")
+}
+
 /// The `src` and `href` URLs of a page's scripts and stylesheets.
 fn asset_urls(page: &str) -> Vec<String> {
     page.split(['"', '\''])
@@ -878,16 +891,7 @@ fn asset_urls(page: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graphiql_runs_from_folios_own_assets_and_knows_the_websocket() {
     let app = TestApp::spawn().await;
-    let page = app
-        .client
-        .get(format!("{}/graphql", app.base))
-        .header("accept", "text/html")
-        .send()
-        .await
-        .expect("page")
-        .text()
-        .await
-        .expect("text");
+    let page = graphiql_page(&app).await;
     assert!(
         page.contains("graphqlWs.createClient"),
         "subscriptions go over the WebSocket"
@@ -913,17 +917,7 @@ async fn graphiql_runs_from_folios_own_assets_and_knows_the_websocket() {
 
     // With a CDN configured, the page loads from it instead.
     let cdn = app_with(|c| c.live.graphiql_cdn = Some("https://cdn.example".into())).await;
-    let page = cdn
-        .client
-        .get(format!("{}/graphql", cdn.base))
-        .header("accept", "text/html")
-        .send()
-        .await
-        .expect("page")
-        .text()
-        .await
-        .expect("text");
-    let urls = asset_urls(&page);
+    let urls = asset_urls(&graphiql_page(&cdn).await);
     assert_eq!(urls.len(), 5);
     assert!(
         urls.iter().all(|u| u.starts_with("https://cdn.example/")),

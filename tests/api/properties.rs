@@ -151,8 +151,8 @@ async fn call(app: &TestApp, token: Option<&str>, query: &str, variables: Value)
     Answer { status, body }
 }
 
-/// A runtime and an app for one property (proptest's cases are synchronous closures).
-fn setup() -> (tokio::runtime::Runtime, TestApp, Fixture) {
+/// A runtime and an app with the fixture, for one property or the fuzzer (their cases are synchronous).
+pub(crate) fn setup() -> (tokio::runtime::Runtime, TestApp, Fixture) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
