@@ -28,10 +28,8 @@ use std::net::IpAddr;
 use super::live;
 use super::response::{MediaType, rate_limited, request_error, respond};
 use super::state::AppState;
-use crate::auth::Viewer;
 use crate::error::{AppError, Code};
 use crate::operation::{Accepts, Request};
-use crate::ratelimit::Decision;
 
 /// The response type the client accepts, or the 406 to send.
 fn negotiate(headers: &HeaderMap) -> Result<MediaType, Box<HttpResponse>> {
@@ -122,7 +120,7 @@ async fn execute(
         Ok(viewer) => viewer,
         Err(err) => return unauthenticated(err, &http.request_id),
     };
-    if let Some(wait) = rate_check(state, &viewer, http.client).await {
+    if let Some(wait) = state.rate_check(&viewer, http.client).await {
         return rate_limited(wait, http.media);
     }
     let request = Request {
@@ -143,27 +141,6 @@ async fn execute(
     }
     let outcome = state.pipeline.run(request).await;
     respond(headers, outcome, http.media)
-}
-
-/// The rate limit for one operation of `viewer` from `client` (per user, or per address when anonymous): how
-/// long to wait, if it is over. Every transport asks this before the pipeline runs.
-pub(super) async fn rate_check(
-    state: &AppState,
-    viewer: &Viewer,
-    client: IpAddr,
-) -> Option<std::time::Duration> {
-    let rate = state.rate?;
-    let key = match viewer {
-        Viewer::User { id, .. } => format!("user:{id}"),
-        Viewer::Anonymous => format!("ip:{client}"),
-    };
-    match state.limiter.check(&key, rate).await {
-        Decision::Limited(wait) => {
-            state.metrics.rate_limited.inc();
-            Some(wait)
-        }
-        _ => None,
-    }
 }
 
 /// `Accept: text/event-stream`: the client wants GraphQL over server-sent events.

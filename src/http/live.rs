@@ -35,7 +35,6 @@ use serde_json::Value as Json;
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
 
-use super::graphql::rate_check;
 use super::response::{MediaType, rate_limited, request_error, respond};
 use super::state::AppState;
 use crate::auth::Viewer;
@@ -365,7 +364,7 @@ impl Connection {
             self.outbox.error(&id, &body);
             return;
         }
-        if let Some(wait) = rate_check(&self.state, &self.viewer, self.client).await {
+        if let Some(wait) = self.state.rate_check(&self.viewer, self.client).await {
             let secs = wait.as_millis().div_ceil(1000).max(1);
             let body = serde_json::json!({ "errors": [{
                 "message": format!("Too many requests; retry in {secs} s."),

@@ -1,13 +1,15 @@
 //! `AppState`: what every HTTP handler may use, built once by `App`.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::auth::Authenticator;
+use crate::auth::Viewer;
 use crate::billing::Verifier;
 use crate::cache::Cache;
 use crate::config::{EdgeConfig, LiveConfig};
 use crate::operation::Pipeline;
-use crate::ratelimit::{Rate, RateLimiter};
+use crate::ratelimit::{Decision, Rate, RateLimiter};
 use crate::store::Store;
 use crate::telemetry::Metrics;
 
@@ -53,4 +55,24 @@ pub struct Shared {
     pub live: Arc<LiveConfig>,
     /// Becomes `true` when the server begins to shut down: live connections close (1001) and streams end.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Shared {
+    /// The rate limit for one operation of `viewer` from `client` (per user, or per address when anonymous): how
+    /// long to wait, if it is over. Every transport (HTTP, SSE, each WebSocket subscribe) asks this before the
+    /// pipeline runs.
+    pub async fn rate_check(&self, viewer: &Viewer, client: IpAddr) -> Option<std::time::Duration> {
+        let rate = self.rate?;
+        let key = match viewer {
+            Viewer::User { id, .. } => format!("user:{id}"),
+            Viewer::Anonymous => format!("ip:{client}"),
+        };
+        match self.limiter.check(&key, rate).await {
+            Decision::Limited(wait) => {
+                self.metrics.rate_limited.inc();
+                Some(wait)
+            }
+            Decision::Allowed => None,
+        }
+    }
 }
