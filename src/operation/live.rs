@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use super::documents::{Kept, Parsed};
 use super::execute::Executed;
 use super::outcome::{Outcome, Status};
-use super::{Accepts, Pipeline, Request, Resolved, Run, limits};
+use super::{Accepts, Pipeline, Request, Run, limits};
 use crate::auth::Viewer;
 use crate::cache::{KeyBase, Scope, Tracker, tags};
 use crate::error::Code;
@@ -74,9 +74,9 @@ struct Ran {
 
 impl Pipeline {
     /// Runs `request` as a stream if it is a subscription or a `@live` query, otherwise once.
-    pub async fn open(&self, request: Request) -> Opened {
-        let (document, resolved) = match self.resolve(request).await {
-            Ok(resolved) => resolved,
+    pub async fn open(&self, mut resolved: Request) -> Opened {
+        let document = match self.resolve(&mut resolved).await {
+            Ok(document) => document,
             Err(outcome) => return Opened::Once(outcome),
         };
         let kept = match self.0.documents.get(&document) {
@@ -116,9 +116,9 @@ impl Pipeline {
         document: String,
         kept: Arc<Kept>,
         kind: Kind,
-        resolved: Resolved,
+        resolved: Request,
     ) -> Opened {
-        let Resolved {
+        let Request {
             operation_name,
             variables,
             viewer,

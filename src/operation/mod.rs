@@ -157,52 +157,26 @@ impl Pipeline {
     }
 
     /// Runs `request` and returns what to answer.
-    pub async fn run(&self, request: Request) -> Outcome {
-        match self.resolve(request).await {
-            Ok((document, resolved)) => self.run_resolved(document, resolved).await,
+    pub async fn run(&self, mut request: Request) -> Outcome {
+        match self.resolve(&mut request).await {
+            Ok(document) => self.run_resolved(document, request).await,
             Err(outcome) => outcome,
         }
     }
 
-    /// Which document runs: the text sent, or the persisted one the request names (if the mode runs it).
-    async fn resolve(&self, request: Request) -> Result<(String, Resolved), Outcome> {
-        let Request {
-            document,
-            document_id,
-            operation_name,
-            variables,
-            extensions,
-            viewer,
-            client,
-            request_id,
-            accepts,
-            deadline,
-            reveals_sdl,
-        } = request;
+    /// Which document runs: the text sent, or the persisted one the request names (if the mode runs it). Takes
+    /// the document fields out of `request`, which then carries the rest to `run_resolved` or `open_live`.
+    async fn resolve(&self, request: &mut Request) -> Result<String, Outcome> {
+        let document_id = request.document_id.take();
         let sent = persisted::Sent {
-            text: document,
+            text: request.document.take(),
             document_id: document_id.as_deref(),
-            extensions: &extensions,
+            extensions: &request.extensions,
         };
-        let document = match self.persisted.resolve(sent, &self.limits).await {
-            Ok(document) => document,
-            Err(refused) => return Err(Outcome::request_error(refused.code, &refused.message)),
-        };
-        let deadline = deadline.unwrap_or_else(|| Instant::now() + self.limits.request_timeout);
-        Ok((
-            document,
-            Resolved {
-                operation_name,
-                variables,
-                extensions,
-                viewer,
-                client,
-                request_id,
-                accepts,
-                deadline,
-                reveals_sdl,
-            },
-        ))
+        self.persisted
+            .resolve(sent, &self.limits)
+            .await
+            .map_err(|refused| Outcome::request_error(refused.code, &refused.message))
     }
 
     /// The operation's type and estimated cost, if the document is within the limits and the cost budget, and
@@ -245,8 +219,8 @@ impl Pipeline {
     }
 
     /// `run` once the document is known.
-    async fn run_resolved(&self, document: String, resolved: Resolved) -> Outcome {
-        let Resolved {
+    async fn run_resolved(&self, document: String, request: Request) -> Outcome {
+        let Request {
             operation_name,
             variables,
             extensions,
@@ -256,7 +230,9 @@ impl Pipeline {
             accepts,
             deadline,
             reveals_sdl,
-        } = resolved;
+            ..
+        } = request;
+        let deadline = deadline.unwrap_or_else(|| Instant::now() + self.limits.request_timeout);
         // A recent document has passed the limits, and its key hash is known: a repeated query (a cache hit above
         // all) neither scans nor normalises its text again.
         let known = self.0.documents.get(&document);
@@ -535,19 +511,6 @@ struct Admitted {
     cost: Option<u64>,
     /// The operation reads `_service { sdl }` while the schema is not public.
     private_sdl: bool,
-}
-
-/// A request whose document is known (see `Pipeline::resolve`).
-struct Resolved {
-    operation_name: Option<String>,
-    variables: async_graphql::Variables,
-    extensions: async_graphql::Extensions,
-    viewer: Viewer,
-    client: IpAddr,
-    request_id: String,
-    accepts: Accepts,
-    deadline: Instant,
-    reveals_sdl: bool,
 }
 
 /// Who runs an operation, and until when.
