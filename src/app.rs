@@ -24,7 +24,6 @@ use crate::redis_conn::RedisConn;
 use crate::seed::{self, SeedPlan};
 use crate::store::Store;
 use crate::telemetry::Metrics;
-use secrecy::ExposeSecret;
 use std::time::Duration;
 
 /// A started, not yet serving, Folio.
@@ -72,9 +71,9 @@ impl App {
             // One rule with introspection: suggestions name fields too.
             suggestions: config.edge.introspection,
         };
-        let redis = match &config.cache.redis_url {
-            Some(url) => {
-                let conn = RedisConn::new(url.expose_secret(), config.cache.redis_timeout)?;
+        let redis = match &config.cache.redis {
+            Some(target) => {
+                let conn = RedisConn::new(target, config.cache.redis_timeout)?;
                 conn.warm_up().await;
                 Some(Arc::new(conn))
             }

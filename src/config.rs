@@ -16,6 +16,7 @@ use clap::{ArgAction, Args, FromArgMatches, ValueEnum};
 use secrecy::SecretString;
 
 use crate::cache::{CacheConfig, CacheMode};
+use crate::redis_conn::RedisTarget;
 
 /// Which database the service talks to, decided by `DATABASE_URL`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -145,6 +146,12 @@ struct CacheSettings {
     /// `redis://[:PASSWORD@]HOST:PORT[/DB]` (or `rediss://`); selects the Redis cache.
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     redis_url: Option<String>,
+    /// Seed nodes of a Redis Cluster, `host:port,host:port,...`; used instead of REDIS_URL.
+    #[arg(long, env = "FOLIO_REDIS_CLUSTER_NODES", value_delimiter = ',')]
+    redis_cluster_nodes: Vec<String>,
+    /// Password of the Redis Cluster's nodes (with REDIS_URL, the password goes in the URL).
+    #[arg(long, env = "FOLIO_REDIS_PASSWORD", hide_env_values = true)]
+    redis_password: Option<String>,
     /// The longest a response is cached; type and field hints may only shorten it.
     #[arg(long, env = "FOLIO_CACHE_TTL_SECS", default_value = "60", value_parser = trimmed::<u64>)]
     cache_ttl_secs: u64,
@@ -702,19 +709,39 @@ fn edge_from(s: &Settings, production: bool) -> anyhow::Result<EdgeConfig> {
 }
 
 fn cache_from(s: &Settings) -> anyhow::Result<CacheConfig> {
-    let redis_url = non_empty(s.cache.redis_url.clone());
+    let nodes: Vec<String> = s
+        .cache
+        .redis_cluster_nodes
+        .iter()
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty())
+        .collect();
+    let password = non_empty(s.cache.redis_password.clone());
+    let redis = if !nodes.is_empty() {
+        Some(RedisTarget::Cluster {
+            nodes,
+            password: password.map(SecretString::from),
+        })
+    } else if password.is_some() {
+        bail!(
+            "FOLIO_REDIS_PASSWORD is the password of FOLIO_REDIS_CLUSTER_NODES, which is not set; \
+             with REDIS_URL, put the password in the URL"
+        );
+    } else {
+        non_empty(s.cache.redis_url.clone()).map(|url| RedisTarget::Url(SecretString::from(url)))
+    };
     let mode = match s.cache.cache_mode {
-        None if redis_url.is_some() => CacheMode::Redis,
+        None if redis.is_some() => CacheMode::Redis,
         None | Some(CacheChoice::Memory) => CacheMode::Memory,
         Some(CacheChoice::Redis) => CacheMode::Redis,
         Some(CacheChoice::Off) => CacheMode::Off,
     };
-    if mode == CacheMode::Redis && redis_url.is_none() {
-        bail!("FOLIO_CACHE=redis needs REDIS_URL");
+    if mode == CacheMode::Redis && redis.is_none() {
+        bail!("FOLIO_CACHE=redis needs REDIS_URL or FOLIO_REDIS_CLUSTER_NODES");
     }
     Ok(CacheConfig {
         mode,
-        redis_url: redis_url.map(SecretString::from),
+        redis,
         max_bytes: s.cache.cache_max_bytes,
         prefix: s.cache.cache_prefix.clone(),
         redis_timeout: Duration::from_millis(s.cache.redis_timeout_ms.max(1)),

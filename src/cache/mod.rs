@@ -32,7 +32,7 @@ pub use key::{DocumentHash, Key, KeyBase, Scope};
 
 use crate::error::AppError;
 use crate::live::{Bus, Change, Event};
-use crate::redis_conn::RedisConn;
+use crate::redis_conn::{RedisConn, RedisTarget};
 
 /// The longest any entry lives, whatever its hints say.
 pub const MAX_TTL: Duration = Duration::from_secs(3600);
@@ -216,8 +216,8 @@ pub enum CacheMode {
 #[derive(Clone, Debug)]
 pub struct CacheConfig {
     pub mode: CacheMode,
-    /// May hold a password, hence secret (never in logs or debug output).
-    pub redis_url: Option<secrecy::SecretString>,
+    /// Where Redis is (`REDIS_URL` or `FOLIO_REDIS_CLUSTER_NODES`); secrets are never in logs or debug output.
+    pub redis: Option<RedisTarget>,
     pub max_bytes: u64,
     pub prefix: String,
     pub redis_timeout: Duration,
@@ -252,8 +252,11 @@ impl Cache {
             CacheMode::Off => None,
             CacheMode::Memory => Some(Backend::Memory(memory::MemoryCache::new(config.max_bytes))),
             CacheMode::Redis => {
-                let redis =
-                    redis.ok_or_else(|| anyhow::anyhow!("FOLIO_CACHE=redis needs REDIS_URL"))?;
+                let redis = redis.ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "FOLIO_CACHE=redis needs REDIS_URL or FOLIO_REDIS_CLUSTER_NODES"
+                    )
+                })?;
                 Some(Backend::Redis(redis::RedisCache::new(
                     redis,
                     config,

@@ -5,6 +5,9 @@
 //! - Across instances (`REDIS_URL` set): the change is also published on one Redis pub/sub channel
 //!   (`<FOLIO_CACHE_PREFIX>live`), tagged with this instance's id; every instance's listener re-broadcasts
 //!   the changes of the others locally. Plain (unsharded) pub/sub: one channel, every change to every instance.
+//!   On a Redis Cluster it is the same: a `PUBLISH` to any node reaches every node over the cluster bus, and
+//!   the listener subscribes on one seed node (the next one after each failure). Sharded pub/sub would save
+//!   the cluster that broadcast, but every instance needs every change anyway.
 //! - Failures are counted (`folio_live_bus_errors_total`), never raised: a write has committed whatever the bus
 //!   does. When the listener reconnects after losing Redis, and when a local receiver falls behind, the gap is
 //!   announced as `Signal::Resync`: live queries re-run once, since they may have missed a purge.
@@ -149,7 +152,7 @@ impl Bus {
         let Some(redis) = &self.redis else {
             return Ok(());
         };
-        let connect = redis.client().get_async_pubsub();
+        let connect = redis.pubsub_client().get_async_pubsub();
         let mut pubsub = tokio::time::timeout(redis.timeout() * 4, connect)
             .await
             .map_err(|_| "connecting timed out".to_owned())?

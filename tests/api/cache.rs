@@ -21,8 +21,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use crate::helpers::{
-    Fixture, TestApp, TestDb, admin_token, bulk, first_code, new_admin, spawn_process, test_config,
-    token_for, uses_redis,
+    Fixture, RedisTarget, TestApp, TestDb, admin_token, bulk, first_code, new_admin, spawn_process,
+    test_config, token_for, uses_redis,
 };
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1313,7 +1313,7 @@ async fn with_redis_unreachable_everything_is_answered_from_the_database() {
     let db = TestDb::create().await;
     let mut config = test_config(&db);
     config.cache.mode = CacheMode::Redis;
-    config.cache.redis_url = Some("redis://127.0.0.1:1".to_owned().into());
+    config.cache.redis = Some(RedisTarget::Url("redis://127.0.0.1:1".to_owned().into()));
     config.cache.redis_timeout = Duration::from_millis(100);
     let app = TestApp::spawn_with(db, config).await;
     let f = Fixture::create(&app.store).await;
@@ -1431,7 +1431,7 @@ async fn an_undelivered_purge_is_delivered_before_anything_is_served_again() {
 
     let db = TestDb::create().await;
     let mut config = test_config(&db);
-    config.cache.redis_url = Some(via.to_string().into());
+    config.cache.redis = Some(RedisTarget::Url(via.to_string().into()));
     config.cache.redis_timeout = Duration::from_millis(200);
     let app = TestApp::spawn_with(db, config).await;
     let f = Fixture::create(&app.store).await;

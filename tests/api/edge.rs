@@ -27,7 +27,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use crate::helpers::{
-    Fixture, TestApp, TestDb, bulk, first_code, spawn_instance, test_config, token_for, uses_redis,
+    Fixture, RedisTarget, TestApp, TestDb, bulk, first_code, spawn_instance, test_config,
+    token_for, uses_redis,
 };
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1145,7 +1146,7 @@ async fn rate_limits_fail_open_when_redis_is_down() {
     let app = spawn_configured(|c| {
         limited(c);
         c.cache.mode = CacheMode::Redis;
-        c.cache.redis_url = Some("redis://127.0.0.1:1".to_owned().into());
+        c.cache.redis = Some(RedisTarget::Url("redis://127.0.0.1:1".to_owned().into()));
         c.cache.redis_timeout = Duration::from_millis(100);
     })
     .await;

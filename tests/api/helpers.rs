@@ -11,6 +11,7 @@ use folio::auth::OwnTokens;
 use folio::cache::{CacheConfig, CacheMode};
 use folio::config::{AuthConfig, DocumentConfig, EdgeConfig, Environment};
 use folio::domain::{DisplayName, Email};
+pub use folio::redis_conn::RedisTarget;
 use folio::store::seed::{NewComment, NewPost, NewUser};
 use folio::store::{CreateAccount, Role, Store};
 use folio::{App, Config};
@@ -162,23 +163,39 @@ pub fn test_config(db: &TestDb) -> Config {
     }
 }
 
-/// The cache of every test app: Redis under a prefix of its own when `FOLIO_TEST_REDIS_URL` is set (so tests
-/// never see each other's entries), in-process otherwise.
+/// The cache of every test app: a Redis Cluster when `FOLIO_TEST_REDIS_CLUSTER_NODES` is set, else Redis when
+/// `FOLIO_TEST_REDIS_URL` is, under a prefix of its own (so tests never see each other's entries); in-process
+/// otherwise.
 pub fn test_cache_config() -> CacheConfig {
     let mut cache = Config::default().cache;
-    if let Some(url) = std::env::var("FOLIO_TEST_REDIS_URL")
+    if let Some(nodes) = cluster_nodes() {
+        cache.mode = CacheMode::Redis;
+        cache.redis = Some(RedisTarget::Cluster {
+            nodes,
+            password: None,
+        });
+    } else if let Some(url) = std::env::var("FOLIO_TEST_REDIS_URL")
         .ok()
         .filter(|u| !u.is_empty())
     {
         cache.mode = CacheMode::Redis;
-        cache.redis_url = Some(url.into());
-        cache.prefix = format!("folio-test:{}:", uuid::Uuid::new_v4().simple());
+        cache.redis = Some(RedisTarget::Url(url.into()));
     }
+    cache.prefix = format!("folio-test:{}:", uuid::Uuid::new_v4().simple());
     cache
 }
 
+/// The seed nodes of the Redis Cluster the suite runs against, if any (`FOLIO_TEST_REDIS_CLUSTER_NODES`).
+pub fn cluster_nodes() -> Option<Vec<String>> {
+    std::env::var("FOLIO_TEST_REDIS_CLUSTER_NODES")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .map(|n| n.split(',').map(str::to_owned).collect())
+}
+
+/// Whether the suite runs on Redis (a single server or a cluster).
 pub fn uses_redis() -> bool {
-    std::env::var("FOLIO_TEST_REDIS_URL").is_ok_and(|u| !u.is_empty())
+    cluster_nodes().is_some() || std::env::var("FOLIO_TEST_REDIS_URL").is_ok_and(|u| !u.is_empty())
 }
 
 /// Makes `user_id` an admin and returns a token for them.
@@ -557,10 +574,14 @@ pub async fn spawn_process(config: &Config) -> TestApp {
         .env_remove("FOLIO_ENV")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null());
-    match (&config.cache.mode, &config.cache.redis_url) {
-        (CacheMode::Redis, Some(url)) => {
+    match (&config.cache.mode, &config.cache.redis) {
+        (CacheMode::Redis, Some(RedisTarget::Url(url))) => {
             cmd.env("FOLIO_CACHE", "redis")
                 .env("REDIS_URL", url.expose_secret());
+        }
+        (CacheMode::Redis, Some(RedisTarget::Cluster { nodes, .. })) => {
+            cmd.env("FOLIO_CACHE", "redis")
+                .env("FOLIO_REDIS_CLUSTER_NODES", nodes.join(","));
         }
         (CacheMode::Off, _) => {
             cmd.env("FOLIO_CACHE", "off");

@@ -11,7 +11,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::helpers::{
-    Fixture, TestApp, TestDb, new_admin, spawn_instance, test_config, token_for, uses_redis,
+    Fixture, RedisTarget, TestApp, TestDb, new_admin, spawn_instance, test_config, token_for,
+    uses_redis,
 };
 use folio::config::{AuthConfig, Environment};
 
@@ -995,7 +996,7 @@ async fn without_redis_subscribers_still_get_local_events_and_live_queries_resyn
     redis.wait_ready().await;
     let db = TestDb::create().await;
     let mut config = test_config(&db);
-    config.cache.redis_url = Some(format!("redis://127.0.0.1:{port}").into());
+    config.cache.redis = Some(RedisTarget::Url(format!("redis://127.0.0.1:{port}").into()));
     let app = TestApp::spawn_with(db, config).await;
     let fx = Fixture::create(&app.store).await;
     let post = fx.alice_posts[0].to_string();

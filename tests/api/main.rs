@@ -6,6 +6,7 @@ mod helpers;
 mod authz;
 mod cache;
 mod cli;
+mod cluster;
 mod compiled;
 mod edge;
 mod federation;

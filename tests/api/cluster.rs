@@ -1,0 +1,344 @@
+//! The response cache on a Redis Cluster (`FOLIO_TEST_REDIS_CLUSTER_NODES`): one response's tags live in
+//! different slots on different nodes and a purge still reaches all of them, on every instance; and a node
+//! failing over (its replica promoted) costs counted errors and answers from the database, never a stale read.
+//!
+//! The rest of the cache, rate-limit, persisted-document and live-data suites run on the cluster too when the
+//! variable is set (`.ci/run` does). The failover test stops a master, so it runs only when
+//! `FOLIO_TEST_REDIS_CLUSTER_FAILOVER=1` (`.ci/run` runs it on its own, after the others).
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    Fixture, TestApp, TestDb, bulk, cluster_nodes, spawn_process, test_config, token_for,
+};
+
+const POST: &str = "query($id: ID!) { post(id: $id) { id title author { name } comments(first: 5) { totalCount nodes { body } } } }";
+
+/// A plain connection to one cluster node.
+async fn node(addr: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(format!("redis://{addr}"))
+        .expect("node address")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect to a cluster node")
+}
+
+/// The masters of the cluster: address -> the slot ranges it serves.
+async fn masters(seed: &str) -> HashMap<String, Vec<(u16, u16)>> {
+    let text: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query_async(&mut node(seed).await)
+        .await
+        .expect("CLUSTER NODES");
+    text.lines()
+        .filter(|l| {
+            l.split(' ')
+                .nth(2)
+                .is_some_and(|f| f.contains("master") && !f.contains("fail"))
+        })
+        .map(|l| {
+            let fields: Vec<&str> = l.split(' ').collect();
+            let addr = fields[1].split('@').next().expect("addr").to_owned();
+            let ranges = fields[8..]
+                .iter()
+                .filter(|r| !r.starts_with('['))
+                .map(|r| match r.split_once('-') {
+                    Some((a, b)) => (a.parse().expect("slot"), b.parse().expect("slot")),
+                    None => (r.parse().expect("slot"), r.parse().expect("slot")),
+                })
+                .collect();
+            (addr, ranges)
+        })
+        .collect()
+}
+
+/// The master serving `key`.
+async fn master_of(seed: &str, key: &str) -> String {
+    let slot: u16 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(key)
+        .query_async(&mut node(seed).await)
+        .await
+        .expect("CLUSTER KEYSLOT");
+    masters(seed)
+        .await
+        .into_iter()
+        .find(|(_, ranges)| ranges.iter().any(|(a, b)| (*a..=*b).contains(&slot)))
+        .map(|(addr, _)| addr)
+        .expect("a master serves every slot")
+}
+
+/// Starts the cluster node `addr` again on its directory (where its cluster configuration is), as
+/// `.ci/redis-cluster` started it, and waits until the cluster is whole.
+async fn restart(addr: &str, dir: &str) {
+    let port = addr.rsplit(':').next().expect("port");
+    let started = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            port,
+            "--bind",
+            "127.0.0.1",
+            "--daemonize",
+            "yes",
+            "--dir",
+            dir,
+        ])
+        .args([
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--cluster-enabled",
+            "yes",
+        ])
+        .args([
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "2000",
+        ])
+        .args([
+            "--logfile",
+            &format!("{dir}/redis.log"),
+            "--pidfile",
+            &format!("{dir}/redis.pid"),
+        ])
+        .status();
+    assert!(started.is_ok_and(|s| s.success()), "restart {addr}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(client) = redis::Client::open(format!("redis://{addr}"))
+            && let Ok(mut c) = client.get_multiplexed_async_connection().await
+        {
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query_async(&mut c)
+                .await
+                .unwrap_or_default();
+            let cluster: String = redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query_async(&mut c)
+                .await
+                .unwrap_or_default();
+            if info.contains("role:slave")
+                && info.contains("master_link_status:up")
+                && cluster.contains("cluster_state:ok")
+            {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{addr} rejoins the cluster as a replica"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn read(app: &TestApp, id: i64) -> (String, Value) {
+    let res = app
+        .client
+        .post(format!("{}/graphql", app.base))
+        .json(&json!({ "query": POST, "variables": { "id": id.to_string() } }))
+        .send()
+        .await
+        .expect("request");
+    let x_cache = res
+        .headers()
+        .get("x-cache")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("<none>")
+        .to_owned();
+    let body: Value = res.json().await.expect("json body");
+    assert!(body.get("errors").is_none(), "{body}");
+    (x_cache, body["data"]["post"].clone())
+}
+
+/// Reads until a hit, which must carry `title`.
+async fn warm(app: &TestApp, id: i64, title: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (x_cache, post) = read(app, id).await;
+        assert_eq!(post["title"], title, "never anything older");
+        if x_cache == "HIT" {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the cache serves again in time");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn rename(app: &TestApp, token: &str, id: i64, title: &str) {
+    let body = app
+        .gql_as(
+            Some(token),
+            "mutation($id: ID!, $t: String!) { updatePost(id: $id, input: { title: $t }) { title } }",
+            json!({ "id": id.to_string(), "t": title }),
+        )
+        .await;
+    assert_eq!(body["data"]["updatePost"]["title"], title, "{body}");
+}
+
+/// One post page carries tags on several nodes (the post, its author, its comments); a mutation through one
+/// instance purges them all, and the other instance's next read is computed anew with the change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_reaches_tags_on_every_node_from_every_instance() {
+    let Some(nodes) = cluster_nodes() else {
+        eprintln!(
+            "skipped: needs a Redis Cluster (set FOLIO_TEST_REDIS_CLUSTER_NODES to run this)"
+        );
+        return;
+    };
+    let db = TestDb::create().await;
+    let config = test_config(&db);
+    let a = TestApp::spawn_with(db, config.clone()).await;
+    let b = spawn_process(&config).await;
+    let f = Fixture::create(&a.store).await;
+    let post = f.alice_posts[0];
+
+    warm(&b, post, "Ownership in Rust").await;
+    let (x_cache, _) = read(&a, post).await;
+    assert_eq!(x_cache, "HIT", "one cluster, one cache");
+
+    // Where this test's tag sets live: more than one node.
+    let mut holders = BTreeSet::new();
+    for addr in masters(&nodes[0]).await.keys() {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}{{t:*}}s", config.cache.prefix))
+            .query_async(&mut node(addr).await)
+            .await
+            .expect("KEYS");
+        if !keys.is_empty() {
+            holders.insert(addr.clone());
+        }
+    }
+    assert!(
+        holders.len() >= 2,
+        "the response's tags are spread over the cluster: {holders:?}"
+    );
+
+    rename(&a, &token_for(f.alice), post, "Renamed through A").await;
+    let (x_cache, fresh) = read(&b, post).await;
+    assert_eq!(
+        (x_cache.as_str(), &fresh["title"]),
+        ("MISS", &json!("Renamed through A"))
+    );
+    // A comment purges the post's comment tag (another slot) the same way.
+    let body = a
+        .gql_as(
+            Some(&token_for(f.bob)),
+            "mutation($p: ID!) { addComment(input: { postId: $p, body: \"From the cluster test\" }) { id } }",
+            json!({ "p": post.to_string() }),
+        )
+        .await;
+    assert!(body.get("errors").is_none(), "{body}");
+    let (x_cache, fresh) = read(&b, post).await;
+    assert_eq!(x_cache, "MISS");
+    assert!(
+        fresh.to_string().contains("From the cluster test"),
+        "{fresh}"
+    );
+}
+
+/// The master holding a post's tag is killed, and its replica is promoted. Meanwhile a
+/// mutation renames the post: it succeeds, its purge is recorded as undelivered, and every read on both
+/// instances, during and after the failover, shows the new title, answered from the database while Redis cannot
+/// be trusted (`BYPASS`), with the errors counted; once the purge is delivered the cache serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_costs_errors_and_database_reads_never_a_stale_one() {
+    let (Some(nodes), true) = (
+        cluster_nodes(),
+        std::env::var("FOLIO_TEST_REDIS_CLUSTER_FAILOVER").is_ok_and(|v| v == "1"),
+    ) else {
+        eprintln!(
+            "skipped: stops a cluster node (set FOLIO_TEST_REDIS_CLUSTER_NODES and FOLIO_TEST_REDIS_CLUSTER_FAILOVER=1)"
+        );
+        return;
+    };
+    let db = TestDb::create().await;
+    let config = test_config(&db);
+    let a = TestApp::spawn_with(db, config.clone()).await;
+    let b = spawn_process(&config).await;
+    let f = Fixture::create(&a.store).await;
+    let token = token_for(f.alice);
+    let seed = &nodes[0];
+
+    // A post whose tag is on another master than the purge counter, so the purge's undelivered part can be
+    // recorded for every instance.
+    let meta = master_of(seed, &format!("{}{{m}}seq", config.cache.prefix)).await;
+    let mut post = None;
+    for id in f
+        .alice_posts
+        .iter()
+        .copied()
+        .chain(bulk(&a.store, 20, 0).await)
+    {
+        let holder = master_of(seed, &format!("{}{{t:Post:{id}}}g", config.cache.prefix)).await;
+        if holder != meta {
+            post = Some((id, holder));
+            break;
+        }
+    }
+    let (post, victim) = post.expect("some post's tag lives on another master");
+    let title = read(&a, post).await.1["title"]
+        .as_str()
+        .expect("title")
+        .to_owned();
+    warm(&a, post, &title).await;
+    warm(&b, post, &title).await;
+
+    let mut victim_conn = node(&victim).await;
+    let pid: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async::<String>(&mut victim_conn)
+        .await
+        .expect("INFO")
+        .lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .expect("process_id")
+        .trim()
+        .to_owned();
+    let (_, dir): (String, String) = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("dir")
+        .query_async(&mut victim_conn)
+        .await
+        .expect("CONFIG GET dir");
+    let errors_before = a.metric("folio_cache_errors_total").await;
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &pid])
+        .status();
+    assert!(killed.is_ok_and(|s| s.success()), "kill the master");
+    rename(&a, &token, post, "Renamed during the failover").await;
+    let mut seen = HashMap::<String, usize>::new();
+    let until = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < until {
+        for (name, app) in [("A", &a), ("B", &b)] {
+            let (x_cache, got) = read(app, post).await;
+            assert_eq!(
+                got["title"], "Renamed during the failover",
+                "no stale read on {name} ({x_cache})"
+            );
+            *seen.entry(x_cache).or_default() += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        seen.get("BYPASS").copied().unwrap_or(0) > 0,
+        "answered from the database meanwhile: {seen:?}"
+    );
+    assert!(
+        a.metric("folio_cache_errors_total").await > errors_before,
+        "the failover's errors are counted"
+    );
+    // The killed node comes back (empty) as a replica of the promoted one, as the cluster was before.
+    restart(&victim, &dir).await;
+    // The replica took over; the purge gets delivered and both instances are served from the cache again.
+    let promoted = master_of(seed, &format!("{}{{t:Post:{post}}}g", config.cache.prefix)).await;
+    assert_ne!(promoted, victim, "the replica was promoted");
+    warm(&a, post, "Renamed during the failover").await;
+    warm(&b, post, "Renamed during the failover").await;
+}
