@@ -21,6 +21,7 @@ use crate::operation::persisted::{Manifest, Persisted, Registry};
 use crate::operation::{Pipeline, PipelineParts};
 use crate::ratelimit::{Rate, RateLimiter};
 use crate::redis_conn::RedisConn;
+use crate::replicas::Replicas;
 use crate::seed::{self, SeedPlan};
 use crate::store::Store;
 use crate::telemetry::Metrics;
@@ -90,11 +91,21 @@ impl App {
             metrics.live.clone(),
         ));
         live.start(&bus);
+        let replicas = Replicas::start(
+            &config.replicas,
+            &store,
+            &config.database(),
+            redis.clone(),
+            &config.cache.prefix,
+            metrics.replica_reads.clone(),
+            metrics.db_statements.clone(),
+        )?;
         let cache = Arc::new(Cache::new(
             &config.cache,
             redis.clone(),
             metrics.cache.clone(),
             bus.clone(),
+            replicas.clone(),
         )?);
         let manifest = Manifest::load(&config.documents.manifests)?;
         if !manifest.is_empty() {
@@ -178,6 +189,7 @@ impl App {
             cost_extension: config.documents.cost_extension,
             metrics: metrics.clone(),
             live,
+            replicas,
         })?;
         let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
         let state = AppState::new(Shared {

@@ -120,6 +120,18 @@ struct DatabaseSettings {
     /// Size of the connection pool.
     #[arg(long, env = "FOLIO_DB_MAX_CONNECTIONS", default_value = "16", value_parser = trimmed::<u32>)]
     db_max_connections: u32,
+    /// Read replicas of DATABASE_URL, comma-separated `postgres://` URLs: queries read from them when they have
+    /// replayed every write the query's data depends on.
+    #[arg(
+        long,
+        env = "DATABASE_REPLICA_URLS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    database_replica_urls: Vec<String>,
+    /// A replica whose replay is further behind than this is skipped (the primary answers).
+    #[arg(long, env = "FOLIO_REPLICA_MAX_LAG_MS", default_value = "5000", value_parser = trimmed::<u64>)]
+    replica_max_lag_ms: u64,
     /// Longest a request waits for a pooled connection before it gets SERVICE_UNAVAILABLE.
     #[arg(long, env = "FOLIO_DB_ACQUIRE_TIMEOUT_MS", default_value = "3000", value_parser = trimmed::<u64>)]
     db_acquire_timeout_ms: u64,
@@ -488,6 +500,8 @@ pub struct Config {
     pub database_url: String,
     pub db_max_connections: u32,
     pub db_acquire_timeout: Duration,
+    /// Read replicas (`DATABASE_REPLICA_URLS`, `FOLIO_REPLICA_MAX_LAG_MS`).
+    pub replicas: ReplicaConfig,
     /// A `PGSSL*` variable is set: TLS to PostgreSQL is explicit even if the URL says nothing of it.
     pub pg_tls_from_env: bool,
     pub demo_data: bool,
@@ -502,6 +516,14 @@ pub struct Config {
     pub stripe: StripeConfig,
     pub documents: DocumentConfig,
     pub live: LiveConfig,
+}
+
+/// Read replicas: where queries may read (see `replicas`).
+#[derive(Clone, Debug, Default)]
+pub struct ReplicaConfig {
+    /// May hold passwords: never logged.
+    pub urls: Vec<SecretString>,
+    pub max_lag: Duration,
 }
 
 /// How to open the database pool (see `Store::connect`).
@@ -578,6 +600,7 @@ impl Config {
                 .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned()),
             db_max_connections: s.database.db_max_connections,
             db_acquire_timeout: Duration::from_millis(s.database.db_acquire_timeout_ms),
+            replicas: replicas_from(&s)?,
             pg_tls_from_env: [
                 &s.database.pgsslmode,
                 &s.database.pgsslrootcert,
@@ -705,6 +728,33 @@ fn edge_from(s: &Settings, production: bool) -> anyhow::Result<EdgeConfig> {
         signups_per_hour: s.limits.signups_per_hour,
         gateway_secret: s.auth.gateway_secret.clone(),
         public_metrics: s.server.admin_bind.is_none() && !production,
+    })
+}
+
+fn replicas_from(s: &Settings) -> anyhow::Result<ReplicaConfig> {
+    let urls: Vec<String> = s
+        .database
+        .database_replica_urls
+        .iter()
+        .map(|u| u.trim().to_owned())
+        .filter(|u| !u.is_empty())
+        .collect();
+    if !urls.is_empty() {
+        let primary = non_empty(Some(s.database.database_url.clone()))
+            .unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+        if database_kind(&primary)? != DatabaseKind::Postgres {
+            bail!("DATABASE_REPLICA_URLS needs a PostgreSQL DATABASE_URL (SQLite has no replicas)");
+        }
+        if urls
+            .iter()
+            .any(|u| !matches!(database_kind(u), Ok(DatabaseKind::Postgres)))
+        {
+            bail!("DATABASE_REPLICA_URLS must be postgres:// URLs");
+        }
+    }
+    Ok(ReplicaConfig {
+        urls: urls.into_iter().map(SecretString::from).collect(),
+        max_lag: Duration::from_millis(s.database.replica_max_lag_ms),
     })
 }
 

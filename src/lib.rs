@@ -34,6 +34,7 @@ pub mod live;
 pub mod operation;
 pub mod ratelimit;
 pub mod redis_conn;
+pub mod replicas;
 pub mod seed;
 pub mod store;
 pub mod telemetry;

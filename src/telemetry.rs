@@ -56,6 +56,8 @@ pub struct Metrics {
     pub documents_unknown: IntCounter,
     /// `folio_persisted_query_errors_total`: APQ registry calls that could not reach Redis.
     pub persisted_errors: IntCounter,
+    /// `folio_replica_reads_total{route}`: where queries read with read replicas configured.
+    pub replica_reads: IntCounterVec,
     /// `folio_live_*`: connections, subscriptions, live queries, events, re-executions, slow consumers, bus errors.
     pub live: crate::live::LiveMetrics,
 }
@@ -155,6 +157,14 @@ impl Metrics {
                 "Changes that could not be published to or received from Redis pub/sub",
             )?,
         };
+        let replica_reads = IntCounterVec::new(
+            Opts::new(
+                "folio_replica_reads_total",
+                "Queries by where they read: replica, or primary and why (no_replica, behind, unknown, after_error)",
+            ),
+            &["route"],
+        )?;
+        registry.register(Box::new(replica_reads.clone()))?;
         registry.register(Box::new(db_statements.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
@@ -169,6 +179,7 @@ impl Metrics {
             compiled,
             documents_unknown,
             persisted_errors,
+            replica_reads,
             live,
         })
     }

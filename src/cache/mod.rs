@@ -33,6 +33,7 @@ pub use key::{DocumentHash, Key, KeyBase, Scope};
 use crate::error::AppError;
 use crate::live::{Bus, Change, Event};
 use crate::redis_conn::{RedisConn, RedisTarget};
+use crate::replicas::Replicas;
 
 /// The longest any entry lives, whatever its hints say.
 pub const MAX_TTL: Duration = Duration::from_secs(3600);
@@ -149,6 +150,19 @@ impl Tracker {
             .insert(tag);
     }
 
+    /// The tags recorded so far, sorted (`take_tags` without taking them).
+    pub fn tags(&self) -> Vec<String> {
+        let mut tags: Vec<String> = self
+            .tags
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        tags.sort();
+        tags
+    }
+
     pub fn take_tags(&self) -> Vec<String> {
         let mut tags: Vec<String> = self
             .tags
@@ -237,16 +251,19 @@ pub struct Cache {
     ttl: u32,
     /// Where purges are announced.
     bus: std::sync::Arc<Bus>,
+    /// Read replicas, which learn from every commit how far they must have replayed to serve its tags.
+    replicas: Option<std::sync::Arc<Replicas>>,
 }
 
 impl Cache {
     /// The cache `config` asks for; `redis` is the shared connection when `REDIS_URL` is set; purges are
-    /// announced on `bus`.
+    /// announced on `bus` and marked for `replicas`.
     pub fn new(
         config: &CacheConfig,
         redis: Option<std::sync::Arc<RedisConn>>,
         metrics: CacheMetrics,
         bus: std::sync::Arc<Bus>,
+        replicas: Option<std::sync::Arc<Replicas>>,
     ) -> anyhow::Result<Self> {
         let backend = match config.mode {
             CacheMode::Off => None,
@@ -270,6 +287,7 @@ impl Cache {
             metrics,
             ttl,
             bus,
+            replicas,
         })
     }
 
@@ -345,14 +363,18 @@ impl Cache {
         .await
     }
 
-    /// Drops every entry under the change's tags, makes sure no execution that started before now stores under
-    /// them, then announces the change on the bus (live queries and subscriptions, on every instance). Returns
+    /// Marks the change's tags for the read replicas (reads of them wait for this commit to be replayed), drops
+    /// every entry under them, makes sure no execution that started before now stores under them, then
+    /// announces the change on the bus (live queries and subscriptions, on every instance). Returns
     /// how many entries were dropped. With Redis unreachable the purge is kept and retried, nothing is served
     /// from Redis until it has been delivered, and the error is returned (and counted); the change is announced
     /// all the same.
     pub async fn commit(&self, change: Change) -> Result<u64, AppError> {
         if change.is_empty() {
             return Ok(0);
+        }
+        if let Some(replicas) = &self.replicas {
+            replicas.record(&change.tags).await;
         }
         let dropped = match &self.backend {
             _ if change.tags.is_empty() => Ok(0),

@@ -12,6 +12,9 @@ use crate::error::Code;
 use crate::graphql::batch::Batched;
 use crate::graphql::compiled;
 use crate::graphql::loaders::Loaders;
+use crate::replicas::Route;
+use crate::store::Store;
+use std::sync::Arc;
 
 /// What an execution produced: the executor's response, or a compiled operation's bytes.
 pub(super) enum Executed {
@@ -63,23 +66,76 @@ impl Pipeline {
     /// Executes until `deadline`. `None` when it ran out of time: the execution future is dropped, which
     /// cancels its statements and returns their connections to the pool. `tracker` is the cache's (on a miss),
     /// which a compiled run records its tags in.
+    ///
+    /// A query (`who.reads_replica`) runs on a read replica when one is healthy, and its answer stands only if
+    /// the replica had replayed every write to the tags it read (see `replicas`); otherwise, or if it failed,
+    /// it runs again on the primary, and nothing of the replica run is answered.
     pub(super) async fn execute(
         &self,
         request: async_graphql::Request,
         who: &super::Run,
         parse_failed: bool,
         kept: Option<&Kept>,
-        tracker: Option<&Tracker>,
+        tracker: Option<&Arc<Tracker>>,
     ) -> Option<Executed> {
+        if who.reads_replica
+            && let Some(replicas) = &self.replicas
+            && let Some(pick) = replicas.pick().await
+        {
+            let own;
+            let tracker = match tracker {
+                Some(tracker) => tracker,
+                None => {
+                    own = Arc::new(Tracker::default());
+                    &own
+                }
+            };
+            let mut twin = async_graphql::Request::new(request.query.clone())
+                .variables(request.variables.clone())
+                .data(who.viewer.clone())
+                .data(Arc::clone(tracker));
+            twin.operation_name = request.operation_name.clone();
+            twin.extensions = request.extensions.clone();
+            let executed = self
+                .execute_on(
+                    Some(&pick.store),
+                    twin,
+                    who,
+                    parse_failed,
+                    kept,
+                    Some(tracker),
+                )
+                .await?;
+            let route = if executed.has_errors() {
+                Route::PrimaryAfterError
+            } else {
+                replicas.covers(&tracker.tags(), pick.replayed).await
+            };
+            replicas.count(route);
+            if route == Route::Replica {
+                return Some(executed);
+            }
+        }
+        self.execute_on(None, request, who, parse_failed, kept, tracker)
+            .await
+    }
+
+    /// `execute` on `replica`, or on the primary (`None`).
+    async fn execute_on(
+        &self,
+        replica: Option<&Store>,
+        request: async_graphql::Request,
+        who: &super::Run,
+        parse_failed: bool,
+        kept: Option<&Kept>,
+        tracker: Option<&Arc<Tracker>>,
+    ) -> Option<Executed> {
+        let store = replica.unwrap_or(&self.store);
+        let tracker = tracker.map(|t| &**t);
         let (request_id, deadline, cost) = (who.request_id.as_str(), who.deadline, who.cost);
         let operation = request.operation_name.clone();
         if let Some(plan) = kept.and_then(|k| k.plan(operation.as_deref())) {
-            let run = plan.run(
-                &self.store,
-                &request.variables,
-                self.max_complexity,
-                tracker,
-            );
+            let run = plan.run(store, &request.variables, self.max_complexity, tracker);
             match tokio::time::timeout_at(deadline, run).await {
                 Ok(Some(mut output)) => {
                     self.metrics.compiled.inc();
@@ -100,8 +156,12 @@ impl Pipeline {
         if let Some(kept) = kept {
             request.set_parsed_query(kept.document());
         }
-        let (loaders, dispatcher) = Loaders::new(self.store.clone());
-        let request = request.data(loaders);
+        let (loaders, dispatcher) = Loaders::new(store.clone());
+        let mut request = request.data(loaders);
+        if let Some(replica) = replica {
+            // Resolvers that ask the context for the store read the replica too.
+            request = request.data(replica.clone());
+        }
         let run = Batched::new(dispatcher, self.schema.execute(request));
         match tokio::time::timeout_at(deadline, run).await {
             Ok(mut response) => {

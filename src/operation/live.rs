@@ -224,6 +224,8 @@ impl Spec {
             deadline: Instant::now() + pipeline.limits.request_timeout,
             parse_failed: false,
             cost: None,
+            // Woken at a commit, a re-run would nearly always find a replica behind: read the primary.
+            reads_replica: false,
         };
         let tracker = Arc::new(Tracker::default());
         let finish = Arc::new(Finish::default());

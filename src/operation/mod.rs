@@ -101,6 +101,8 @@ pub struct PipelineParts {
     pub metrics: Metrics,
     /// Running subscriptions and live queries (`live`).
     pub live: Arc<crate::live::Registry>,
+    /// Read replicas (`DATABASE_REPLICA_URLS`), if any.
+    pub replicas: Option<Arc<crate::replicas::Replicas>>,
 }
 
 /// Runs operations. Cheap to clone: every transport holds one.
@@ -313,6 +315,7 @@ impl Pipeline {
             deadline,
             parse_failed,
             cost: cost.filter(|_| self.cost_extension),
+            reads_replica: kind == Some(OperationType::Query),
         };
         if kind != Some(OperationType::Query) {
             if accepts != Accepts::Any && kind.is_some() {
@@ -524,6 +527,8 @@ struct Run {
     parse_failed: bool,
     /// The estimated cost to report in `extensions.cost` (`FOLIO_COST_EXTENSION`).
     cost: Option<u64>,
+    /// A query that may read from a replica (not a mutation, not a live re-run).
+    reads_replica: bool,
 }
 
 impl Computed {

@@ -12,6 +12,7 @@ mod billing;
 mod comments;
 mod feed;
 mod posts;
+mod replication;
 pub mod seed;
 mod users;
 
@@ -29,6 +30,7 @@ pub use billing::{BillingAction, BillingEvent, EventOutcome, IgnoreReason, Webho
 pub use comments::{CommentInPageRow, CommentOnPost, CommentRow, CreateComment};
 pub use feed::{FeedComment, FeedComments, FeedPost, FeedQuery, FeedRow, FeedUser};
 pub use posts::{Drafts, NewPost, PostChanges, PostListFilter, PostRow};
+pub use replication::{Lsn, ReplicaStatus};
 pub use users::{CreateAccount, ExternalUser, Plan, Role, UserRow};
 
 use crate::config::{DatabaseKind, DatabaseOptions};

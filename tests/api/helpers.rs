@@ -142,6 +142,7 @@ pub fn test_config(db: &TestDb) -> Config {
     Config {
         bind: "127.0.0.1:0".parse().expect("addr"),
         database_url: db.url().to_owned(),
+        replicas: test_replicas(db),
         demo_data: false,
         auth: AuthConfig {
             jwt_secret: Some(TEST_SECRET.into()),
@@ -185,6 +186,23 @@ pub fn test_cache_config() -> CacheConfig {
     cache
 }
 
+/// The test database's read replica, when the suite runs on PostgreSQL with a streaming replica of it
+/// (`FOLIO_TEST_REPLICA_URL`, any database on the replica's server): the same database there.
+pub fn test_replicas(db: &TestDb) -> folio::config::ReplicaConfig {
+    let mut replicas = Config::default().replicas;
+    if let (TestDb::Postgres { name, .. }, Some(url)) = (db, replica_server()) {
+        replicas.urls = vec![replace_db_name(&url, name).into()];
+    }
+    replicas
+}
+
+/// `FOLIO_TEST_REPLICA_URL`: a streaming replica of `FOLIO_TEST_DATABASE_URL`'s server.
+pub fn replica_server() -> Option<String> {
+    std::env::var("FOLIO_TEST_REPLICA_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
 /// The seed nodes of the Redis Cluster the suite runs against, if any (`FOLIO_TEST_REDIS_CLUSTER_NODES`).
 pub fn cluster_nodes() -> Option<Vec<String>> {
     std::env::var("FOLIO_TEST_REDIS_CLUSTER_NODES")
@@ -204,6 +222,7 @@ pub async fn admin_token(store: &Store, user_id: i64) -> String {
         .set_user_role(user_id, Role::Admin)
         .await
         .expect("promote to admin");
+    replicated(store).await;
     token_for(user_id)
 }
 
@@ -485,6 +504,7 @@ impl Fixture {
             ])
             .await
             .expect("comments");
+        replicated(store).await;
         Fixture {
             alice,
             bob,
@@ -549,7 +569,35 @@ pub async fn bulk(store: &Store, n: usize, comments_each: usize) -> Vec<i64> {
     if !comments.is_empty() {
         store.insert_comments(&comments).await.expect("comments");
     }
+    replicated(store).await;
     ids
+}
+
+/// With a read replica (`FOLIO_TEST_REPLICA_URL`), waits until it has replayed everything written so far. For
+/// data a test writes straight into the database: Folio marks what its own writes change (see `replicas`), but
+/// cannot know of writes made behind its back.
+pub async fn replicated(store: &Store) {
+    let Some(url) = replica_server() else {
+        return;
+    };
+    let Ok(Some(target)) = store.current_wal_lsn().await else {
+        return;
+    };
+    let options = folio::config::DatabaseOptions::new(&url, 1, Duration::from_secs(5));
+    let counter = prometheus::IntCounter::new("replica_probe", "probe").expect("counter");
+    let replica = Store::connect_replica(&options, counter).expect("FOLIO_TEST_REPLICA_URL");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let replayed = replica.replayed_lsn().await.ok().flatten();
+        if replayed.is_some_and(|r| r >= target) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the replica catches up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Another Folio on the database of a running test app, from the same `config` (on Redis, the same cache prefix
@@ -564,6 +612,20 @@ pub async fn spawn_process(config: &Config) -> TestApp {
     cmd.args(["serve", "--bind", "127.0.0.1:0", "--no-demo"])
         .current_dir(std::env::temp_dir())
         .env("DATABASE_URL", &config.database_url)
+        .env(
+            "DATABASE_REPLICA_URLS",
+            config
+                .replicas
+                .urls
+                .iter()
+                .map(|u| u.expose_secret().to_owned())
+                .collect::<Vec<_>>()
+                .join(","),
+        )
+        .env(
+            "FOLIO_REPLICA_MAX_LAG_MS",
+            config.replicas.max_lag.as_millis().to_string(),
+        )
         .env("FOLIO_JWT_SECRET", TEST_SECRET)
         .env("FOLIO_RATE_LIMIT_PER_MIN", "0")
         .env("FOLIO_SIGNUPS_PER_HOUR", "0")

@@ -21,6 +21,7 @@ mod persisted;
 mod pipeline;
 mod properties;
 mod queries;
+mod replicas;
 mod schema_sync;
 mod tokens;
 mod webhooks;
