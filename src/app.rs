@@ -190,6 +190,7 @@ impl App {
             metrics: metrics.clone(),
             live,
             replicas,
+            trace_documents: config.tracing.documents,
         })?;
         let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
         let state = AppState::new(Shared {

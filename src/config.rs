@@ -70,6 +70,41 @@ pub struct Settings {
     billing: BillingSettings,
     #[command(flatten, next_help_heading = "Live data")]
     live: LiveSettings,
+    #[command(flatten, next_help_heading = "Tracing (OpenTelemetry)")]
+    tracing: TracingSettings,
+}
+
+/// Traces over OTLP, with OpenTelemetry's standard variables.
+#[derive(Args, Clone, Debug)]
+struct TracingSettings {
+    /// OTLP collector base URL, e.g. `http://otel-collector:4318` (spans go to `/v1/traces`); tracing is off
+    /// without it.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+    /// OTLP protocol: `http/protobuf` (the only one this build speaks).
+    #[arg(
+        long,
+        env = "OTEL_EXPORTER_OTLP_PROTOCOL",
+        default_value = "http/protobuf"
+    )]
+    otlp_protocol: String,
+    /// `service.name` of Folio's spans.
+    #[arg(long, env = "OTEL_SERVICE_NAME", default_value = "folio")]
+    service_name: String,
+    /// `always_on`, `always_off`, `traceidratio`, `parentbased_always_on`, `parentbased_always_off` or
+    /// `parentbased_traceidratio`.
+    #[arg(
+        long,
+        env = "OTEL_TRACES_SAMPLER",
+        default_value = "parentbased_always_on"
+    )]
+    traces_sampler: String,
+    /// The ratio of the `*traceidratio` samplers, 0 to 1.
+    #[arg(long, env = "OTEL_TRACES_SAMPLER_ARG", default_value = "1.0", value_parser = trimmed::<f64>)]
+    traces_sampler_arg: f64,
+    /// Put the operation's document in `graphql.document` (it may hold literal values users typed).
+    #[arg(long, env = "FOLIO_TRACE_DOCUMENTS", default_value = "false", value_parser = boolean, action = ArgAction::Set)]
+    trace_documents: bool,
 }
 
 /// How the process serves and logs.
@@ -516,6 +551,29 @@ pub struct Config {
     pub stripe: StripeConfig,
     pub documents: DocumentConfig,
     pub live: LiveConfig,
+    pub tracing: TracingConfig,
+}
+
+/// Traces over OTLP (`OTEL_*`); off when `endpoint` is `None`.
+#[derive(Clone, Debug, Default)]
+pub struct TracingConfig {
+    pub endpoint: Option<String>,
+    pub service_name: String,
+    pub sampler: TraceSampler,
+    /// `graphql.document` on operation spans (`FOLIO_TRACE_DOCUMENTS`).
+    pub documents: bool,
+}
+
+/// `OTEL_TRACES_SAMPLER` with its argument.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub enum TraceSampler {
+    AlwaysOn,
+    AlwaysOff,
+    Ratio(f64),
+    #[default]
+    ParentBasedAlwaysOn,
+    ParentBasedAlwaysOff,
+    ParentBasedRatio(f64),
 }
 
 /// Read replicas: where queries may read (see `replicas`).
@@ -622,6 +680,7 @@ impl Config {
             stripe: stripe_from(&s)?,
             documents: documents_from(&s, production)?,
             live: live_from(&s)?,
+            tracing: tracing_from(&s)?,
         })
     }
 
@@ -728,6 +787,38 @@ fn edge_from(s: &Settings, production: bool) -> anyhow::Result<EdgeConfig> {
         signups_per_hour: s.limits.signups_per_hour,
         gateway_secret: s.auth.gateway_secret.clone(),
         public_metrics: s.server.admin_bind.is_none() && !production,
+    })
+}
+
+fn tracing_from(s: &Settings) -> anyhow::Result<TracingConfig> {
+    let t = &s.tracing;
+    let protocol = t.otlp_protocol.trim();
+    if protocol != "http/protobuf" {
+        bail!(
+            "OTEL_EXPORTER_OTLP_PROTOCOL={protocol} is not supported: Folio speaks http/protobuf"
+        );
+    }
+    let ratio = t.traces_sampler_arg;
+    if !(0.0..=1.0).contains(&ratio) {
+        bail!("OTEL_TRACES_SAMPLER_ARG must be between 0 and 1 (got {ratio})");
+    }
+    let sampler = match t.traces_sampler.trim() {
+        "always_on" => TraceSampler::AlwaysOn,
+        "always_off" => TraceSampler::AlwaysOff,
+        "traceidratio" => TraceSampler::Ratio(ratio),
+        "parentbased_always_on" => TraceSampler::ParentBasedAlwaysOn,
+        "parentbased_always_off" => TraceSampler::ParentBasedAlwaysOff,
+        "parentbased_traceidratio" => TraceSampler::ParentBasedRatio(ratio),
+        other => bail!(
+            "OTEL_TRACES_SAMPLER={other} is not one of always_on, always_off, traceidratio, \
+             parentbased_always_on, parentbased_always_off, parentbased_traceidratio"
+        ),
+    };
+    Ok(TracingConfig {
+        endpoint: non_empty(t.otlp_endpoint.clone()),
+        service_name: non_empty(Some(t.service_name.clone())).unwrap_or_else(|| "folio".to_owned()),
+        sampler,
+        documents: t.trace_documents,
     })
 }
 

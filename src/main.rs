@@ -17,7 +17,7 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    folio::telemetry::init_tracing(&config);
+    let _traces = folio::telemetry::init_tracing(&config);
     match folio::cli::run(cli.command, config).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -1,35 +1,319 @@
-//! Logs and metrics: the tracing subscriber, and the Prometheus registry served on `/metrics`.
+//! Logs, traces and metrics: the tracing subscriber (logs, and OpenTelemetry spans over OTLP when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set), and the Prometheus registry served on `/metrics`.
 //!
 //! Metrics live in a registry owned by each `App` rather than a process-global one, so two apps in one process
 //! (the integration tests start many) never mix their counts.
+//!
+//! Spans exported (GraphQL, database and HTTP semantic conventions; not one per field): `request` per HTTP
+//! request, its parent the caller's W3C `traceparent`; `graphql.operation` per operation; one per SQL statement
+//! (made from sqlx's statement events: `db.system`, `db.statement` as prepared, never values); `cache.lookup`,
+//! `cache.store`, `cache.purge`. They are batched and exported on a thread of their own; a collector that cannot
+//! be reached costs a counted error (`folio_trace_export_errors_total`), never a request.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{LazyLock, OnceLock};
+use std::time::{Duration, SystemTime};
 
 use crate::cache::CacheMetrics;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{Span as _, SpanKind, Tracer as _, TracerProvider as _};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
 };
-use tracing_subscriber::EnvFilter;
+use tracing::Subscriber;
+use tracing::dispatcher::WeakDispatch;
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, filter};
 
-use crate::config::{Config, LogFormat};
+use crate::config::{Config, LogFormat, TraceSampler, TracingConfig};
 
-/// Installs the global tracing subscriber. Call once, from `main`.
-pub fn init_tracing(config: &Config) {
+/// Whether spans are exported (so the HTTP layer only reads `traceparent` when someone will see it).
+static TRACING: AtomicBool = AtomicBool::new(false);
+
+/// Batches the collector refused or never received: shared by every registry (`Metrics::new`), as the exporter
+/// is the process's.
+static EXPORT_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
+    IntCounter::new(
+        "folio_trace_export_errors_total",
+        "Span batches that could not be exported (collector unreachable or refusing)",
+    )
+    .unwrap_or_else(|_| unreachable!("a valid metric name"))
+});
+
+/// Whether spans are being exported.
+pub fn tracing_enabled() -> bool {
+    TRACING.load(Ordering::Relaxed)
+}
+
+/// Makes the caller's trace (W3C `traceparent`, e.g. a gateway's span) the parent of `span`, when spans are
+/// exported.
+pub fn continue_trace(span: &tracing::Span, headers: &axum::http::HeaderMap) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    if !tracing_enabled() {
+        return;
+    }
+    let parent = opentelemetry::global::get_text_map_propagator(|p| {
+        p.extract(&opentelemetry_http::HeaderExtractor(headers))
+    });
+    let _ = span.set_parent(parent);
+}
+
+/// Renames the exported span of `span` (which may have started already).
+pub fn rename(span: &tracing::Span, name: String) {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    span.context().span().update_name(name);
+}
+
+/// Keeps the exporter alive; dropping it flushes the spans still queued.
+pub struct TracingGuard(Option<SdkTracerProvider>);
+
+impl Drop for TracingGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.0.take()
+            && let Err(err) = provider.shutdown()
+        {
+            eprintln!("folio: flushing traces at exit failed: {err}");
+        }
+    }
+}
+
+/// Installs the global tracing subscriber: logs, plus spans over OTLP when configured. Call once, from `main`,
+/// and keep the guard until exit.
+pub fn init_tracing(config: &Config) -> TracingGuard {
     let filter = EnvFilter::try_new(&config.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours only on a terminal: escape codes in a file or a log pipeline are noise.
     let colour = std::io::IsTerminal::is_terminal(&std::io::stdout());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(colour);
-    let result = match config.log_format {
-        LogFormat::Json => builder
+    let logs = match config.log_format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .try_init(),
-        LogFormat::Text => builder.try_init(),
+            .with_target(false)
+            .boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .with_ansi(colour)
+            .boxed(),
+    }
+    .with_filter(filter);
+    let (provider, spans) = match exporter(&config.tracing) {
+        Ok(Some(provider)) => {
+            let tracer = provider.tracer("folio");
+            let system = match config.database_kind() {
+                Ok(crate::config::DatabaseKind::Sqlite) => "sqlite",
+                _ => "postgresql",
+            };
+            // Folio's own spans, and sqlx's statement events (which become SQL spans).
+            let ours = filter::Targets::new().with_target("folio", tracing::Level::DEBUG);
+            // The statement events, and (so that it sees what they ran in) Folio's spans.
+            let statements = filter::Targets::new()
+                .with_target("sqlx::query", tracing::Level::TRACE)
+                .with_target("folio", tracing::Level::DEBUG);
+            let layer = tracing_opentelemetry::layer()
+                .with_tracer(tracer.clone())
+                .with_filter(ours)
+                .and_then(StatementSpans::new(tracer, system).with_filter(statements));
+            (Some(provider), Some(layer))
+        }
+        Ok(None) => (None, None),
+        Err(err) => {
+            eprintln!("folio: tracing is off: {err:#}");
+            (None, None)
+        }
     };
-    if let Err(err) = result {
+    TRACING.store(provider.is_some(), Ordering::Relaxed);
+    // Not `.with(Option<layer>)`: an optional layer does not pass on the dispatch that `StatementSpans` needs.
+    let installed = match spans {
+        Some(spans) => tracing_subscriber::registry()
+            .with(logs)
+            .with(spans)
+            .try_init(),
+        None => tracing_subscriber::registry().with(logs).try_init(),
+    };
+    if let Err(err) = installed {
         eprintln!("folio: tracing was already initialised: {err}");
+    }
+    TracingGuard(provider)
+}
+
+/// The OTLP exporter `config` asks for; `None` without an endpoint.
+fn exporter(config: &TracingConfig) -> anyhow::Result<Option<SdkTracerProvider>> {
+    use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+    let Some(endpoint) = &config.endpoint else {
+        return Ok(None);
+    };
+    // The exporter's HTTP client speaks TLS to an `https://` collector with the process's provider.
+    crate::install_crypto_provider();
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))
+        .with_timeout(Duration::from_secs(5))
+        .with_headers(Default::default())
+        .build()?;
+    let sampler = match config.sampler {
+        TraceSampler::AlwaysOn => Sampler::AlwaysOn,
+        TraceSampler::AlwaysOff => Sampler::AlwaysOff,
+        TraceSampler::Ratio(r) => Sampler::TraceIdRatioBased(r),
+        TraceSampler::ParentBasedAlwaysOn => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+        TraceSampler::ParentBasedAlwaysOff => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+        TraceSampler::ParentBasedRatio(r) => {
+            Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(r)))
+        }
+    };
+    let resource = opentelemetry_sdk::Resource::builder_empty()
+        .with_service_name(config.service_name.clone())
+        .build();
+    // Exported every second (not the default five): a trace shows up while the incident is still on screen.
+    let batch = opentelemetry_sdk::trace::BatchSpanProcessor::builder(Counted(exporter))
+        .with_batch_config(
+            opentelemetry_sdk::trace::BatchConfigBuilder::default()
+                .with_scheduled_delay(Duration::from_secs(1))
+                .build(),
+        )
+        .build();
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(batch)
+        .with_sampler(sampler)
+        .with_resource(resource)
+        .build();
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    Ok(Some(provider))
+}
+
+/// An exporter that counts the batches it could not deliver.
+#[derive(Debug)]
+struct Counted<E>(E);
+
+impl<E: SpanExporter> SpanExporter for Counted<E> {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let result = self.0.export(batch).await;
+        if result.is_err() {
+            EXPORT_ERRORS.inc();
+        }
+        result
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.0.set_resource(resource);
+    }
+}
+
+/// Turns sqlx's statement events (one per statement, when it finishes) into client spans under the span the
+/// statement ran in: `db.system` and `db.statement` (the prepared text: placeholders, never values).
+struct StatementSpans {
+    tracer: opentelemetry_sdk::trace::SdkTracer,
+    /// `db.system`: `postgresql` or `sqlite`.
+    system: &'static str,
+    dispatch: OnceLock<WeakDispatch>,
+}
+
+impl StatementSpans {
+    fn new(tracer: opentelemetry_sdk::trace::SdkTracer, system: &'static str) -> Self {
+        Self {
+            tracer,
+            system,
+            dispatch: OnceLock::new(),
+        }
+    }
+}
+
+/// The fields of a sqlx statement event that a span needs.
+#[derive(Default)]
+struct Statement {
+    summary: String,
+    text: String,
+    elapsed: f64,
+    rows: Option<i64>,
+}
+
+impl tracing::field::Visit for Statement {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        match field.name() {
+            "summary" => self.summary = value.to_owned(),
+            "db.statement" => self.text = value.trim().to_owned(),
+            _ => {}
+        }
+    }
+
+    fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
+        if field.name() == "elapsed_secs" {
+            self.elapsed = value;
+        }
+    }
+
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        if field.name() == "rows_returned" {
+            self.rows = i64::try_from(value).ok();
+        }
+    }
+
+    fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+}
+
+impl<S> Layer<S> for StatementSpans
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_register_dispatch(&self, subscriber: &tracing::Dispatch) {
+        let _ = self.dispatch.set(subscriber.downgrade());
+    }
+
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
+        if event.metadata().target() != "sqlx::query" {
+            return;
+        }
+        let Some(span) = ctx.event_span(event) else {
+            // A statement outside any request (a migration, a health check): not traced.
+            return;
+        };
+        let Some(dispatch) = self.dispatch.get().and_then(WeakDispatch::upgrade) else {
+            return;
+        };
+        let Some(parent) = tracing_opentelemetry::get_otel_context(&span.id(), &dispatch) else {
+            return;
+        };
+        let mut statement = Statement::default();
+        event.record(&mut statement);
+        // sqlx gives the whole text only when it is longer than its summary.
+        let text = if statement.text.is_empty() {
+            statement.summary.clone()
+        } else {
+            statement.text
+        };
+        let end = SystemTime::now();
+        let start = end - Duration::from_secs_f64(statement.elapsed.max(0.0));
+        let name = statement
+            .summary
+            .split_whitespace()
+            .next()
+            .unwrap_or("SQL")
+            .to_uppercase();
+        let mut attributes = vec![
+            KeyValue::new("db.system", self.system),
+            KeyValue::new("db.statement", text),
+        ];
+        if let Some(rows) = statement.rows {
+            attributes.push(KeyValue::new("db.response.returned_rows", rows));
+        }
+        let mut otel = self
+            .tracer
+            .span_builder(name)
+            .with_kind(SpanKind::Client)
+            .with_start_time(start)
+            .with_attributes(attributes)
+            .start_with_context(&self.tracer, &parent);
+        otel.end_with_timestamp(end);
     }
 }
 
@@ -165,6 +449,7 @@ impl Metrics {
             &["route"],
         )?;
         registry.register(Box::new(replica_reads.clone()))?;
+        registry.register(Box::new(EXPORT_ERRORS.clone()))?;
         registry.register(Box::new(db_statements.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;

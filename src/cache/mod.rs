@@ -311,11 +311,20 @@ impl Cache {
 
     /// Looks for the public entry, then the caller's own. Counts hits (misses and bypasses are counted by the
     /// caller, once it knows the request is a query).
+    #[tracing::instrument(level = "debug", name = "cache.lookup", skip_all, fields(cache.result = tracing::field::Empty))]
     pub async fn lookup(&self, base: &KeyBase, viewer: &Scope) -> Lookup {
         let found = self.peek(base, viewer).await;
         if let Lookup::Hit(_) = &found {
             self.metrics.hits.inc();
         }
+        tracing::Span::current().record(
+            "cache.result",
+            match &found {
+                Lookup::Hit(_) => "hit",
+                Lookup::Miss => "miss",
+                Lookup::Bypass => "bypass",
+            },
+        );
         found
     }
 
@@ -340,6 +349,7 @@ impl Cache {
 
     /// Stores `entry` under `key` with `tags`, unless one of the tags was purged since `snapshot`. Returns the
     /// point in purge order up to which the entry was checked fresh, or `None` if it was not stored.
+    #[tracing::instrument(level = "debug", name = "cache.store", skip_all, fields(cache.tags = tags.len()))]
     pub async fn store(
         &self,
         key: Key,
@@ -369,6 +379,7 @@ impl Cache {
     /// how many entries were dropped. With Redis unreachable the purge is kept and retried, nothing is served
     /// from Redis until it has been delivered, and the error is returned (and counted); the change is announced
     /// all the same.
+    #[tracing::instrument(level = "debug", name = "cache.purge", skip_all, fields(cache.tags = change.tags.len()))]
     pub async fn commit(&self, change: Change) -> Result<u64, AppError> {
         if change.is_empty() {
             return Ok(0);

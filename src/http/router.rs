@@ -26,12 +26,31 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn router(state: AppState) -> Router {
     let trace = TraceLayer::new_for_http()
         .make_span_with(|req: &Request| {
-            let id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
-            tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path())
+            let id = req
+                .headers()
+                .get(&REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            let span = tracing::info_span!(
+                "request",
+                id = %id,
+                method = %req.method(),
+                path = %req.uri().path(),
+                otel.name = format!("{} {}", req.method(), req.uri().path()),
+                otel.kind = "server",
+                http.response.status_code = tracing::field::Empty,
+            );
+            crate::telemetry::continue_trace(&span, req.headers());
+            span
         })
         .on_request(())
-        .on_response(|res: &Response, latency: Duration, _span: &Span| {
-            tracing::info!(status = res.status().as_u16(), duration_ms = latency.as_secs_f64() * 1000.0, "request");
+        .on_response(|res: &Response, latency: Duration, span: &Span| {
+            span.record("http.response.status_code", res.status().as_u16());
+            tracing::info!(
+                status = res.status().as_u16(),
+                duration_ms = latency.as_secs_f64() * 1000.0,
+                "request"
+            );
         });
     let mut routes = Router::new()
         .route(

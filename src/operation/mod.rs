@@ -33,7 +33,7 @@ pub mod persisted;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use async_graphql::parser::types::OperationType;
+use async_graphql::parser::types::{DocumentOperations, OperationType};
 use tokio::time::Instant;
 
 use crate::auth::Viewer;
@@ -103,6 +103,8 @@ pub struct PipelineParts {
     pub live: Arc<crate::live::Registry>,
     /// Read replicas (`DATABASE_REPLICA_URLS`), if any.
     pub replicas: Option<Arc<crate::replicas::Replicas>>,
+    /// Put documents on operation spans (`FOLIO_TRACE_DOCUMENTS`).
+    pub trace_documents: bool,
 }
 
 /// Runs operations. Cheap to clone: every transport holds one.
@@ -220,8 +222,51 @@ impl Pipeline {
         })
     }
 
-    /// `run` once the document is known.
+    /// `run` once the document is known, in the operation's span (when traces are exported).
     async fn run_resolved(&self, document: String, request: Request) -> Outcome {
+        use tracing::Instrument;
+        if !crate::telemetry::tracing_enabled() {
+            return self.operate(document, request).await;
+        }
+        let span = tracing::info_span!(
+            "graphql.operation",
+            otel.name = "GraphQL Operation",
+            graphql.operation.type = tracing::field::Empty,
+            graphql.operation.name = request.operation_name.as_deref(),
+            graphql.document = tracing::field::Empty,
+        );
+        if self.trace_documents {
+            span.record("graphql.document", document.as_str());
+        }
+        self.operate(document, request).instrument(span).await
+    }
+
+    /// Names the current operation span after the operation (GraphQL semantic conventions).
+    fn name_span(kind: OperationType, name: Option<&str>) {
+        if !crate::telemetry::tracing_enabled() {
+            return;
+        }
+        let kind = match kind {
+            OperationType::Query => "query",
+            OperationType::Mutation => "mutation",
+            OperationType::Subscription => "subscription",
+        };
+        let span = tracing::Span::current();
+        span.record("graphql.operation.type", kind);
+        if let Some(name) = name {
+            span.record("graphql.operation.name", name);
+        }
+        // The span has started (it was entered): rename the exported span itself.
+        crate::telemetry::rename(
+            &span,
+            match name {
+                Some(name) => format!("{kind} {name}"),
+                None => kind.to_owned(),
+            },
+        );
+    }
+
+    async fn operate(&self, document: String, request: Request) -> Outcome {
         let Request {
             operation_name,
             variables,
@@ -256,7 +301,17 @@ impl Pipeline {
                 None => KeyBase::new(&document, operation, &vars),
             };
             match self.cache.lookup(&base, &scope).await {
-                Lookup::Hit(entry) => return Outcome::hit(entry),
+                Lookup::Hit(entry) => {
+                    // Only queries are stored.
+                    let named = match &known {
+                        Some(kept) => {
+                            operation_label(kept.document_ref(), operation_name.as_deref())
+                        }
+                        None => operation_name.as_deref(),
+                    };
+                    Self::name_span(OperationType::Query, named);
+                    return Outcome::hit(entry);
+                }
                 Lookup::Miss => (Some(base), false),
                 Lookup::Bypass => (Some(base), true),
             }
@@ -286,6 +341,12 @@ impl Pipeline {
                 cost = admitted.cost;
                 private_sdl = admitted.private_sdl;
                 let kind = admitted.kind;
+                if let Some(kind) = kind {
+                    Self::name_span(
+                        kind,
+                        operation_label(parsed.document(), operation_name.as_deref()),
+                    );
+                }
                 // The executor gets its copy in `execute`, if it runs.
                 kept = Some(match parsed {
                     Parsed::Kept(kept) => kept,
@@ -367,6 +428,8 @@ impl Pipeline {
             scope.clone(),
             Some(arrival.clone()),
         );
+        // The flight runs on a task of its own: it carries this operation's span there.
+        let work = tracing::Instrument::in_current_span(work);
         let computed = match self.0.flights.run(flight_key, work).await {
             (Some(computed), true) => computed,
             // Another request's execution: usable only if it is known fresh as of this request's arrival (it may
@@ -517,6 +580,20 @@ struct Admitted {
 }
 
 /// Who runs an operation, and until when.
+/// The name of the operation that runs: the request's, or else the document's only operation's.
+fn operation_label<'a>(
+    document: &'a async_graphql::parser::types::ExecutableDocument,
+    requested: Option<&'a str>,
+) -> Option<&'a str> {
+    match (requested, &document.operations) {
+        (Some(name), _) => Some(name),
+        (None, DocumentOperations::Multiple(ops)) if ops.len() == 1 => {
+            ops.keys().next().map(|n| n.as_str())
+        }
+        _ => None,
+    }
+}
+
 #[derive(Clone)]
 struct Run {
     viewer: Viewer,

@@ -606,9 +606,15 @@ pub async fn replicated(store: &Store) {
 /// A second instance as a real `folio` process, on `config`'s database and cache (the same Redis prefix), for
 /// tests that must show what separate processes see. The database belongs to whoever created it.
 pub async fn spawn_process(config: &Config) -> TestApp {
+    spawn_process_with(config, &[]).await
+}
+
+/// `spawn_process` with more environment variables (settings a `Config` does not carry into a process).
+pub async fn spawn_process_with(config: &Config, env: &[(&str, &str)]) -> TestApp {
     use secrecy::ExposeSecret;
     use std::io::{BufRead, BufReader};
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_folio"));
+    cmd.envs(env.iter().copied());
     cmd.args(["serve", "--bind", "127.0.0.1:0", "--no-demo"])
         .current_dir(std::env::temp_dir())
         .env("DATABASE_URL", &config.database_url)

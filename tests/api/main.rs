@@ -24,4 +24,5 @@ mod queries;
 mod replicas;
 mod schema_sync;
 mod tokens;
+mod traces;
 mod webhooks;
