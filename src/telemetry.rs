@@ -283,6 +283,13 @@ where
         let Some(parent) = tracing_opentelemetry::get_otel_context(&span.id(), &dispatch) else {
             return;
         };
+        {
+            use opentelemetry::trace::TraceContextExt;
+            // A trace the sampler dropped: its statements would be dropped too.
+            if !parent.span().span_context().is_sampled() {
+                return;
+            }
+        }
         let mut statement = Statement::default();
         event.record(&mut statement);
         // sqlx gives the whole text only when it is longer than its summary.
