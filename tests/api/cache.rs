@@ -21,8 +21,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use crate::helpers::{
-    Fixture, RedisTarget, TestApp, TestDb, admin_token, bulk, first_code, new_admin, spawn_process,
-    test_config, token_for, uses_redis,
+    Fixture, RedisTarget, TestApp, TestDb, admin_token, bulk, first_code, new_admin, test_config,
+    token_for, two_instances, uses_redis,
 };
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -1270,10 +1270,7 @@ async fn a_mutation_through_one_instance_is_fresh_through_the_other() {
         );
         return;
     }
-    let db = TestDb::create().await;
-    let config = test_config(&db);
-    let a = TestApp::spawn_with(db, config.clone()).await;
-    let b = spawn_process(&config).await;
+    let (a, b, _) = two_instances().await;
     let f = Fixture::create(&a.store).await;
     let vars = json!({ "id": id(f.alice_posts[0]) });
 

@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{
-    Fixture, TestApp, TestDb, bulk, cluster_nodes, spawn_process, test_config, token_for,
-};
+use crate::helpers::{Fixture, TestApp, bulk, cluster_nodes, token_for, two_instances};
 
 const POST: &str = "query($id: ID!) { post(id: $id) { id title author { name } comments(first: 5) { totalCount nodes { body } } } }";
 
@@ -139,22 +137,8 @@ async fn restart(addr: &str, dir: &str) {
 }
 
 async fn read(app: &TestApp, id: i64) -> (String, Value) {
-    let res = app
-        .client
-        .post(format!("{}/graphql", app.base))
-        .json(&json!({ "query": POST, "variables": { "id": id.to_string() } }))
-        .send()
-        .await
-        .expect("request");
-    let x_cache = res
-        .headers()
-        .get("x-cache")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("<none>")
-        .to_owned();
-    let body: Value = res.json().await.expect("json body");
-    assert!(body.get("errors").is_none(), "{body}");
-    (x_cache, body["data"]["post"].clone())
+    let (x_cache, data) = app.read(POST, json!({ "id": id.to_string() })).await;
+    (x_cache, data["post"].clone())
 }
 
 /// Reads until a hit, which must carry `title`.
@@ -192,10 +176,7 @@ async fn a_purge_reaches_tags_on_every_node_from_every_instance() {
         );
         return;
     };
-    let db = TestDb::create().await;
-    let config = test_config(&db);
-    let a = TestApp::spawn_with(db, config.clone()).await;
-    let b = spawn_process(&config).await;
+    let (a, b, config) = two_instances().await;
     let f = Fixture::create(&a.store).await;
     let post = f.alice_posts[0];
 
@@ -258,10 +239,7 @@ async fn a_failover_costs_errors_and_database_reads_never_a_stale_one() {
         );
         return;
     };
-    let db = TestDb::create().await;
-    let config = test_config(&db);
-    let a = TestApp::spawn_with(db, config.clone()).await;
-    let b = spawn_process(&config).await;
+    let (a, b, config) = two_instances().await;
     let f = Fixture::create(&a.store).await;
     let token = token_for(f.alice);
     let seed = &nodes[0];

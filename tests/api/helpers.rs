@@ -323,6 +323,22 @@ impl TestApp {
         res.json().await.expect("JSON body")
     }
 
+    /// POSTs a query that must succeed without errors; returns `X-Cache` and `data`.
+    pub async fn read(&self, query: &str, variables: Value) -> (String, Value) {
+        let res = self
+            .post_graphql_as(None, json!({ "query": query, "variables": variables }))
+            .await;
+        let x_cache = res
+            .headers()
+            .get("x-cache")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("<none>")
+            .to_owned();
+        let body: Value = res.json().await.expect("JSON body");
+        assert!(body.get("errors").is_none(), "{body}");
+        (x_cache, body["data"].clone())
+    }
+
     pub async fn post_graphql_as(&self, token: Option<&str>, body: Value) -> reqwest::Response {
         let mut req = self
             .client
@@ -607,6 +623,16 @@ pub async fn replicated(store: &Store) {
 /// tests that must show what separate processes see. The database belongs to whoever created it.
 pub async fn spawn_process(config: &Config) -> TestApp {
     spawn_process_with(config, &[]).await
+}
+
+/// Two instances on one new database and cache, as behind a load balancer: `A` in this process (it owns the
+/// database) and `B` a `folio` process. Returns them with their configuration.
+pub async fn two_instances() -> (TestApp, TestApp, Config) {
+    let db = TestDb::create().await;
+    let config = test_config(&db);
+    let a = TestApp::spawn_with(db, config.clone()).await;
+    let b = spawn_process(&config).await;
+    (a, b, config)
 }
 
 /// `spawn_process` with more environment variables (settings a `Config` does not carry into a process).

@@ -6,10 +6,10 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::helpers::{
-    Fixture, TestApp, TestDb, replica_server, spawn_process, test_config, token_for, uses_redis,
+    Fixture, TestApp, TestDb, replica_server, test_config, token_for, two_instances, uses_redis,
 };
 
 const POST: &str =
@@ -21,28 +21,9 @@ async fn routes(app: &TestApp, route: &str) -> f64 {
 }
 
 async fn title(app: &TestApp, id: i64) -> (String, String) {
-    let res = app
-        .client
-        .post(format!("{}/graphql", app.base))
-        .json(&json!({ "query": POST, "variables": { "id": id.to_string() } }))
-        .send()
-        .await
-        .expect("request");
-    let x_cache = res
-        .headers()
-        .get("x-cache")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("<none>")
-        .to_owned();
-    let body: Value = res.json().await.expect("json");
-    assert!(body.get("errors").is_none(), "{body}");
-    (
-        x_cache,
-        body["data"]["post"]["title"]
-            .as_str()
-            .expect("title")
-            .to_owned(),
-    )
+    let (x_cache, data) = app.read(POST, json!({ "id": id.to_string() })).await;
+    let title = data["post"]["title"].as_str().expect("title").to_owned();
+    (x_cache, title)
 }
 
 /// Waits until the app's replica is in use and has replayed everything written so far.
@@ -86,10 +67,7 @@ async fn a_write_on_one_instance_is_never_read_older_on_another() {
         eprintln!("skipped: instances share write marks through Redis (set FOLIO_TEST_REDIS_URL)");
         return;
     }
-    let db = TestDb::create().await;
-    let config = test_config(&db);
-    let a = TestApp::spawn_with(db, config.clone()).await;
-    let b = spawn_process(&config).await;
+    let (a, b, _) = two_instances().await;
     let f = Fixture::create(&a.store).await;
     let post = f.alice_posts[0];
     replica_caught_up(&b, post).await;
