@@ -15,7 +15,6 @@ use anyhow::bail;
 use clap::{ArgAction, Args, FromArgMatches, ValueEnum};
 use secrecy::SecretString;
 
-use crate::cache::{CacheConfig, CacheMode};
 use crate::redis_conn::RedisTarget;
 
 /// Which database the service talks to, decided by `DATABASE_URL`.
@@ -552,6 +551,27 @@ pub struct Config {
     pub documents: DocumentConfig,
     pub live: LiveConfig,
     pub tracing: TracingConfig,
+}
+
+/// Which backend, from `FOLIO_CACHE` / `REDIS_URL`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CacheMode {
+    Off,
+    Memory,
+    Redis,
+}
+
+/// Cache settings (see `Config`).
+#[derive(Clone, Debug)]
+pub struct CacheConfig {
+    pub mode: CacheMode,
+    /// Where Redis is (`REDIS_URL` or `FOLIO_REDIS_CLUSTER_NODES`); secrets are never in logs or debug output.
+    pub redis: Option<RedisTarget>,
+    pub max_bytes: u64,
+    pub prefix: String,
+    pub redis_timeout: Duration,
+    /// The longest a response is cached (`FOLIO_CACHE_TTL_SECS`); type and field hints may only shorten it.
+    pub ttl: Duration,
 }
 
 /// Traces over OTLP (`OTEL_*`); off when `endpoint` is `None`.

@@ -29,10 +29,12 @@ use std::time::Duration;
 use prometheus::IntCounter;
 
 pub use key::{DocumentHash, Key, KeyBase, Scope};
+// Declared with the other settings; re-exported where they are used.
+pub use crate::config::{CacheConfig, CacheMode};
 
 use crate::error::AppError;
 use crate::live::{Bus, Change, Event};
-use crate::redis_conn::{RedisConn, RedisTarget};
+use crate::redis_conn::RedisConn;
 use crate::replicas::Replicas;
 
 /// The longest any entry lives, whatever its hints say.
@@ -216,27 +218,6 @@ pub struct CacheMetrics {
     pub bypass: IntCounter,
     pub purged: IntCounter,
     pub errors: IntCounter,
-}
-
-/// Which backend, from `FOLIO_CACHE` / `REDIS_URL`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum CacheMode {
-    Off,
-    Memory,
-    Redis,
-}
-
-/// Cache settings (see `Config`).
-#[derive(Clone, Debug)]
-pub struct CacheConfig {
-    pub mode: CacheMode,
-    /// Where Redis is (`REDIS_URL` or `FOLIO_REDIS_CLUSTER_NODES`); secrets are never in logs or debug output.
-    pub redis: Option<RedisTarget>,
-    pub max_bytes: u64,
-    pub prefix: String,
-    pub redis_timeout: Duration,
-    /// The longest a response is cached (`FOLIO_CACHE_TTL_SECS`); type and field hints may only shorten it.
-    pub ttl: Duration,
 }
 
 enum Backend {
