@@ -49,15 +49,20 @@ pub fn tracing_enabled() -> bool {
     TRACING.load(Ordering::Relaxed)
 }
 
-/// Makes the caller's trace (W3C `traceparent`, e.g. a gateway's span) the parent of `span`, when spans are
-/// exported.
-pub fn continue_trace(span: &tracing::Span, headers: &axum::http::HeaderMap) {
+/// When spans are exported: names the HTTP request's `span` (kind server) and makes the caller's trace (W3C
+/// `traceparent`, e.g. a gateway's span) its parent. Otherwise nothing (and the log lines stay as they were).
+pub fn continue_trace<B>(span: &tracing::Span, request: &axum::http::Request<B>) {
     use tracing_opentelemetry::OpenTelemetrySpanExt;
     if !tracing_enabled() {
         return;
     }
+    span.record(
+        "otel.name",
+        format!("{} {}", request.method(), request.uri().path()),
+    );
+    span.record("otel.kind", "server");
     let parent = opentelemetry::global::get_text_map_propagator(|p| {
-        p.extract(&opentelemetry_http::HeaderExtractor(headers))
+        p.extract(&opentelemetry_http::HeaderExtractor(request.headers()))
     });
     let _ = span.set_parent(parent);
 }

@@ -36,11 +36,11 @@ pub fn router(state: AppState) -> Router {
                 id = %id,
                 method = %req.method(),
                 path = %req.uri().path(),
-                otel.name = format!("{} {}", req.method(), req.uri().path()),
-                otel.kind = "server",
+                otel.name = tracing::field::Empty,
+                otel.kind = tracing::field::Empty,
                 http.response.status_code = tracing::field::Empty,
             );
-            crate::telemetry::continue_trace(&span, req.headers());
+            crate::telemetry::continue_trace(&span, req);
             span
         })
         .on_request(())
