@@ -9,8 +9,9 @@
 //! Here, as graphql-js's DataLoader does with its job queue: a load registers its key in the relation's open
 //! batch and waits at the batch's gate. `Batched` wraps the whole execution of a request; when the execution
 //! returns `Pending` without having woken itself, nothing in the request can make progress without I/O, so every
-//! sibling that will ask for a key has asked (after one yield to the scheduler, so wake-ups the runtime defers
-//! until the task yields are seen too). Then every open batch is dispatched, one statement each. The
+//! sibling that will ask for a key has asked, once the wake-ups the runtime deferred (a sibling's `yield_now`, a
+//! sibling out of cooperative budget) have been delivered too (see `Marker`). Then every open batch is
+//! dispatched, one statement each. The
 //! batch itself is a `Shared` future, so if the resolver driving it is dropped (its subtree failed), another
 //! waiter drives it and nobody waits forever.
 
@@ -223,12 +224,16 @@ where
 pub struct Batched<F> {
     inner: Pin<Box<F>>,
     dispatcher: Arc<Dispatcher>,
-    /// The waker handed to the execution, kept across polls while the task's waker stays the same, so a
-    /// poll costs no allocation and resolvers' stored wakers stay current.
-    note: Option<(Arc<NoteWake>, Waker)>,
-    /// The last poll looked idle with batches open: this poll first checks whether a deferred wake-up came in
-    /// since (see `poll`).
-    checking: bool,
+    /// The wakers handed to the execution and to the scheduler, kept across polls while the task's waker stays
+    /// the same, so a poll costs no allocation and resolvers' stored wakers stay current.
+    wakers: Option<Wakers>,
+}
+
+struct Wakers {
+    note: Arc<NoteWake>,
+    note_waker: Waker,
+    marker: Arc<Marker>,
+    marker_waker: Waker,
 }
 
 impl<F: Future> Batched<F> {
@@ -236,13 +241,12 @@ impl<F: Future> Batched<F> {
         Self {
             inner: Box::pin(inner),
             dispatcher,
-            note: None,
-            checking: false,
+            wakers: None,
         }
     }
 }
 
-/// Forwards wakes to the task and notes that one happened during the poll.
+/// Forwards wakes to the task and notes that one happened since the execution was last polled.
 struct NoteWake {
     task: Waker,
     woken: AtomicBool,
@@ -253,8 +257,73 @@ impl Wake for NoteWake {
         self.wake_by_ref();
     }
     fn wake_by_ref(self: &Arc<Self>) {
-        self.woken.store(true, Ordering::Release);
+        self.woken.store(true, Ordering::SeqCst);
         self.task.wake_by_ref();
+    }
+}
+
+/// Handed to the scheduler's deferred wake-ups right before each poll of the execution.
+///
+/// A runtime holds some wake-ups back until its worker has run out of work (a sibling's `yield_now`, a sibling
+/// out of cooperative budget), then wakes them newest first. A marker deferred before a poll is therefore woken
+/// only after every wake-up that poll deferred on the same worker, whichever worker it was. The scheduler holds
+/// a clone of the marker's `Arc` while it is deferred, so the `Arc`'s count says how many are still out: when
+/// none is, every wake-up any poll of the execution deferred has been delivered.
+struct Marker {
+    task: Waker,
+    /// The execution looked idle with batches open: wake the task as markers come back.
+    checking: Arc<AtomicBool>,
+}
+
+impl Wake for Marker {
+    fn wake(self: Arc<Self>) {
+        let (task, checking) = (self.task.clone(), Arc::clone(&self.checking));
+        // Released before `checking` is read (the poll sets `checking` before it counts the markers out), so
+        // either the poll sees this marker back or this wake sees the poll waiting.
+        drop(self);
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if checking.load(Ordering::SeqCst) {
+            task.wake();
+        }
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        // Only outside a runtime, which wakes at once instead of deferring: nothing was held back.
+        if self.checking.load(Ordering::SeqCst) {
+            self.task.wake_by_ref();
+        }
+    }
+}
+
+impl Wakers {
+    fn new(task: &Waker) -> Self {
+        let note = Arc::new(NoteWake {
+            task: task.clone(),
+            woken: AtomicBool::new(false),
+        });
+        let marker = Arc::new(Marker {
+            task: task.clone(),
+            checking: Arc::default(),
+        });
+        Self {
+            note_waker: Waker::from(Arc::clone(&note)),
+            marker_waker: Waker::from(Arc::clone(&marker)),
+            note,
+            marker,
+        }
+    }
+
+    /// Markers the scheduler still holds (the count less this struct's two references).
+    fn markers_out(&self) -> usize {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        Arc::strong_count(&self.marker).saturating_sub(2)
+    }
+
+    fn checking(&self) -> bool {
+        self.marker.checking.load(Ordering::SeqCst)
+    }
+
+    fn set_checking(&self, on: bool) {
+        self.marker.checking.store(on, Ordering::SeqCst);
     }
 }
 
@@ -266,31 +335,43 @@ impl<F: Future> Future for Batched<F> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = &mut *self;
         let reusable = this
-            .note
+            .wakers
             .as_ref()
-            .is_some_and(|(note, _)| note.task.will_wake(cx.waker()));
+            .is_some_and(|w| w.note.task.will_wake(cx.waker()));
         if !reusable {
-            let note = Arc::new(NoteWake {
-                task: cx.waker().clone(),
-                woken: AtomicBool::new(false),
-            });
-            let waker = Waker::from(Arc::clone(&note));
-            this.note = Some((note, waker));
+            this.wakers = Some(Wakers::new(cx.waker()));
         }
-        let Some((note, waker)) = this.note.clone() else {
+        let Some(w) = this.wakers.as_ref() else {
             return Poll::Pending;
         };
-        if std::mem::take(&mut this.checking) && !note.woken.load(Ordering::Acquire) {
-            // Idle last time, and nothing has woken since, deferred wake-ups included: every sibling that will
-            // ask for a key has asked. Dispatch, then let the loads run.
-            this.dispatcher.dispatch_all();
+        if w.checking() {
+            if w.note.woken.load(Ordering::SeqCst) {
+                // A sibling woke since the execution looked idle: it may be about to load. Poll it.
+                w.set_checking(false);
+            } else if w.markers_out() == 0 {
+                // Idle last time, and every wake-up deferred since has come back without waking anything: every
+                // sibling that will ask for a key has asked. Dispatch, then let the loads run.
+                w.set_checking(false);
+                this.dispatcher.dispatch_all();
+            } else {
+                // Markers are still out; each one that comes back wakes the task again.
+                return Poll::Pending;
+            }
         }
         loop {
-            note.woken.store(false, Ordering::Release);
-            if let Poll::Ready(out) = this.inner.as_mut().poll(&mut Context::from_waker(&waker)) {
+            // Behind this marker, on this worker, come back any wake-ups the poll below defers.
+            let _ = std::pin::pin!(tokio::task::yield_now())
+                .as_mut()
+                .poll(&mut Context::from_waker(&w.marker_waker));
+            w.note.woken.store(false, Ordering::SeqCst);
+            if let Poll::Ready(out) = this
+                .inner
+                .as_mut()
+                .poll(&mut Context::from_waker(&w.note_waker))
+            {
                 return Poll::Ready(out);
             }
-            if note.woken.load(Ordering::Acquire) {
+            if w.note.woken.load(Ordering::SeqCst) {
                 // Something is ready to run again at once (a resolver yielded): not idle yet. The task has been
                 // woken, so the executor polls us again.
                 return Poll::Pending;
@@ -299,20 +380,15 @@ impl<F: Future> Future for Batched<F> {
                 // Waiting on I/O only.
                 return Poll::Pending;
             }
-            // Looks idle with batches open. But on a runtime's worker threads some wake-ups are deferred (a
-            // sibling's `yield_now`, a sibling out of cooperative budget): tokio holds them until the worker is
-            // about to park, so a sibling may be about to run and load. So this task defers its own wake-up the
-            // same way, behind theirs: they fire first (setting `woken`), and the next poll dispatches only if
-            // none did.
-            this.checking = true;
-            let mut behind_deferred = std::pin::pin!(tokio::task::yield_now());
-            if behind_deferred.as_mut().poll(cx).is_ready() {
-                // Not on a runtime that defers: nothing can be pending behind us.
-                this.checking = false;
-                this.dispatcher.dispatch_all();
-                continue;
+            // Looks idle with batches open; but a sibling whose wake-up the runtime deferred may be about to run
+            // and load. Wait for the markers to come back (see `Marker`).
+            w.set_checking(true);
+            if w.markers_out() > 0 {
+                return Poll::Pending;
             }
-            return Poll::Pending;
+            // Nothing deferred (not on a runtime that defers, or already delivered): dispatch now.
+            w.set_checking(false);
+            this.dispatcher.dispatch_all();
         }
     }
 }
@@ -418,13 +494,58 @@ mod tests {
             total += batches;
             most = most.max(batches);
         }
-        // Alone on the machine every request takes exactly one batch. When other runtimes compete for the CPU
-        // (the rest of the suite), a deferred wake-up can still arrive after the check on a few requests, which
-        // then take a second batch; without the check each took about twenty.
-        assert!(
-            total <= 48 && most <= 4,
-            "{total} batches for 32 requests (at most {most} for one)"
+        eprintln!("worker threads: {total} batches for 32 requests, at most {most} for one");
+        // Each request's siblings reach their loads across deferred wake-ups, on whichever worker runs it, and
+        // with the rest of the suite competing for the CPU: still exactly one batch per request.
+        assert_eq!(
+            (total, most),
+            (32, 1),
+            "batches for 32 requests, most for one"
         );
+    }
+
+    /// Counts the polls of the future it wraps.
+    struct Counted<F>(Pin<Box<F>>, Arc<AtomicUsize>);
+
+    impl<F: Future> Future for Counted<F> {
+        type Output = F::Output;
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+            self.1.fetch_add(1, Ordering::SeqCst);
+            self.0.as_mut().poll(cx)
+        }
+    }
+
+    struct Slow;
+
+    impl BatchFn<i64> for Slow {
+        type Value = i64;
+        async fn load(&self, keys: &[i64]) -> Result<HashMap<i64, i64>, AppError> {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            Ok(keys.iter().map(|k| (*k, *k)).collect())
+        }
+    }
+
+    /// The markers handed to the scheduler on every poll wake the task only while it is checking for idleness:
+    /// a request waiting on its statement is not polled over and over.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiting_on_a_statement_does_not_spin() {
+        let polls = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&polls);
+        // Spawned, so it runs on a worker thread, where the scheduler defers wake-ups (the test's body does not).
+        let request = tokio::spawn(async move {
+            let loader = Arc::new(Slow);
+            let dispatcher = Arc::new(Dispatcher::default());
+            let batcher = Batcher::new(&dispatcher);
+            let work = async {
+                let loads = (0_i64..10).map(|k| batcher.load_one(&loader, k));
+                futures_util::future::join_all(loads).await
+            };
+            let results = Batched::new(dispatcher, Counted(Box::pin(work), counter)).await;
+            results.iter().all(|r| r.is_ok())
+        });
+        assert!(request.await.expect("request task"));
+        let polls = polls.load(Ordering::SeqCst);
+        assert!(polls <= 6, "{polls} polls for one 100 ms statement");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
