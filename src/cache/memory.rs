@@ -15,6 +15,8 @@ use super::{Entry, Key, MAX_TTL, Snapshot};
 const ENTRY_OVERHEAD: u32 = 1024;
 /// Purge sequence numbers are kept this long: far longer than any execution may run.
 const GEN_RETENTION: Duration = Duration::from_secs(3600);
+/// The index is not swept below this many keys.
+const MIN_SWEEP: usize = 4096;
 
 struct PerEntryTtl;
 
@@ -37,6 +39,9 @@ struct State {
     /// Tag → keys of the entries stored under it (some may have expired since).
     index: HashMap<String, HashSet<Key>>,
     indexed: usize,
+    /// `indexed` after the last sweep of the index (see `store`).
+    swept: usize,
+    sweeps: usize,
 }
 
 pub struct MemoryCache {
@@ -100,16 +105,18 @@ impl MemoryCache {
             }
         }
         // Keys of expired or evicted entries linger in the index until their tag is purged; sweep them out when
-        // they outnumber live entries, so the index stays proportional to the cache.
-        let live = usize::try_from(self.entries.entry_count()).unwrap_or(usize::MAX);
-        if state.indexed > 4 * live.max(1024) {
-            self.entries.run_pending_tasks();
+        // the index has doubled since the last sweep, so it stays proportional to the cache and a sweep (a walk of
+        // the whole index) costs each store a constant share, however many tags an entry has and entries there
+        // are.
+        if state.indexed > (2 * state.swept).max(MIN_SWEEP) {
             let entries = &self.entries;
             state.index.retain(|_, keys| {
                 keys.retain(|k| entries.contains_key(k));
                 !keys.is_empty()
             });
             state.indexed = state.index.values().map(HashSet::len).sum();
+            state.swept = state.indexed;
+            state.sweeps += 1;
         }
         Some(Snapshot {
             seq: state.seq,
@@ -155,6 +162,31 @@ mod tests {
             public: true,
             stored_at: 0,
         }
+    }
+
+    /// A response carries dozens of tags (a post page: the post, its comments, their authors), and with ids
+    /// rotating the cache holds thousands of entries: a store must not walk the whole index each time.
+    #[test]
+    fn the_index_is_swept_rarely_and_only_of_what_is_gone() {
+        // Room for about 500 entries: most of the 5,000 stored are evicted, and linger in the index.
+        let cache = MemoryCache::new(500 * (u64::from(ENTRY_OVERHEAD) + 2));
+        let snapshot = cache.begin();
+        for i in 0..5_000_u32 {
+            let mut key = [0; 32];
+            key[..4].copy_from_slice(&i.to_be_bytes());
+            let tags = (0..40).map(|t| format!("Comment:{}", i * 40 + t)).collect();
+            assert!(cache.store(Key(key), entry(), tags, &snapshot).is_some());
+        }
+        let state = cache.state();
+        // Each sweep walks about twice the live index and comes after the index doubled: a few per 5,000
+        // stores (before, every store past the first hundred walked it all).
+        assert!(
+            (1..=20).contains(&state.sweeps),
+            "{} sweeps for 5,000 stores",
+            state.sweeps
+        );
+        // What is left indexed is about what the cache holds, not everything ever stored.
+        assert!(state.indexed < 4 * 40 * 1_000, "{} keys indexed", state.indexed);
     }
 
     #[test]
