@@ -415,6 +415,12 @@ pub mod tags {
     pub fn post_comments(id: i64) -> String {
         format!("Post:{id}:comments")
     }
+    /// What a change to a comment (added, edited, deleted) purges: the comment, and its post's comments. So a
+    /// page of a post's comments is tagged with `post_comments` alone, not with every comment on it (a page of
+    /// 20 would otherwise carry 20 more tags for the cache to index on every store).
+    pub fn comment_changed(comment_id: i64, post_id: i64) -> Vec<String> {
+        vec![comment(comment_id), post_comments(post_id)]
+    }
 }
 
 #[cfg(test)]

@@ -51,7 +51,7 @@ impl CommentMutation {
             .await?
             // Unpublished or deleted between the check and the insert.
             .ok_or_else(missing)?;
-        ctx.purge_after_commit(vec![tags::comment(row.id), tags::post_comments(post_id)]);
+        ctx.purge_after_commit(tags::comment_changed(row.id, post_id));
         ctx.announce_after_commit(Event::CommentAdded {
             post_id,
             comment_id: row.id,
@@ -92,10 +92,7 @@ impl CommentMutation {
         if !store.delete_comment(comment_id).await? {
             return Err(missing().into());
         }
-        ctx.purge_after_commit(vec![
-            tags::comment(comment_id),
-            tags::post_comments(comment.post_id),
-        ]);
+        ctx.purge_after_commit(tags::comment_changed(comment_id, comment.post_id));
         Ok(ids::id(comment_id))
     }
 }

@@ -432,8 +432,8 @@ fn record(tracker: &Tracker, page: &[PostOut], query: &FeedQuery) {
         if query.counts || query.comments.is_some() {
             tracker.tag(tags::post_comments(p.post.id));
         }
+        // A comment page needs only its post's `post_comments` tag, above (`tags::comment_changed`).
         for c in &p.comments {
-            tracker.tag(tags::comment(c.id));
             if c.author.is_some() {
                 tracker.tag(tags::user(c.author_id));
             }

@@ -111,10 +111,8 @@ impl Post {
             page,
         };
         let rows = ctx.loaders()?.load_one(key).await?.unwrap_or_default();
+        // Every change to a comment purges this tag (`tags::comment_changed`): the page needs no other.
         ctx.tag(tags::post_comments(self.0.id));
-        for row in &rows {
-            ctx.tag(tags::comment(row.id));
-        }
         Ok(connection::build(
             rows,
             page,
