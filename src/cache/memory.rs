@@ -186,7 +186,11 @@ mod tests {
             state.sweeps
         );
         // What is left indexed is about what the cache holds, not everything ever stored.
-        assert!(state.indexed < 4 * 40 * 1_000, "{} keys indexed", state.indexed);
+        assert!(
+            state.indexed < 4 * 40 * 1_000,
+            "{} keys indexed",
+            state.indexed
+        );
     }
 
     #[test]

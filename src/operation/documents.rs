@@ -5,22 +5,27 @@
 //! copy of the document, because it strips `@skip`/`@include` selections from it according to the variables; a
 //! copy of the syntax tree shares its names and costs a fraction of a parse.
 //!
-//! Each kept document also has room for its compiled plan (`graphql/compiled`), filled once the document has
-//! executed without an error.
+//! Each kept document also has room for its planned reads (`graphql/compiled`), made once the document has
+//! executed without an error: one per set of `@include`/`@skip` values, a few at most.
 //!
 //! Only documents that parse are kept. The cache is bounded by an estimate of their size, and moka's
 //! admission policy keeps frequent operations when a stream of one-off documents passes through.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 
-use async_graphql::CacheControl;
 use async_graphql::parser::types::ExecutableDocument;
+use async_graphql::{CacheControl, Variables};
 
 use crate::cache::DocumentHash;
 use crate::graphql::compiled::Plan;
 
 /// How much memory the parsed documents may hold, estimated from their text (see `weight`).
 const MAX_BYTES: u64 = 16 * 1024 * 1024;
+
+/// How many plans (or attempts to plan) one document gets: one per `@include`/`@skip` combination it is sent
+/// with, up to this.
+const MAX_PLANS: usize = 4;
 
 /// What a syntax tree costs per token of its text, about: a name, a field node with its vectors and positions.
 const BYTES_PER_TOKEN: usize = 256;
@@ -34,9 +39,11 @@ pub struct Documents {
 pub struct Kept {
     document: ExecutableDocument,
     hash: DocumentHash,
-    /// Set after the first execution without an error: the plan, or `None` when the operation does not
-    /// compile (it is not tried again).
-    plan: OnceLock<Option<Arc<Plan>>>,
+    /// Made after executions without an error, for their operation and `@include`/`@skip` values.
+    plans: RwLock<Vec<Arc<Plan>>>,
+    /// How many times planning was tried (at most `MAX_PLANS`; an operation that does not plan is not tried
+    /// again and again).
+    tried: AtomicUsize,
 }
 
 impl Kept {
@@ -56,19 +63,40 @@ impl Kept {
         &self.hash
     }
 
-    /// The compiled plan for a request naming `operation`, if there is one.
-    pub fn plan(&self, operation: Option<&str>) -> Option<&Arc<Plan>> {
-        self.plan
-            .get()?
-            .as_ref()
-            .filter(|plan| plan.is_for(operation))
+    /// The plan for a request naming `operation` with `variables`, if there is one.
+    pub fn plan(&self, operation: Option<&str>, variables: &Variables) -> Option<Arc<Plan>> {
+        self.plans
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|plan| plan.is_for(operation, variables))
+            .cloned()
     }
 
-    /// Records that `operation` executed without an error, with the executor's cache policy: compiles it
-    /// unless this document has been compiled (or found not to compile) already.
-    pub fn executed(&self, operation: Option<&str>, cache_control: CacheControl) {
-        self.plan
-            .get_or_init(|| Plan::compile(&self.document, operation, cache_control).map(Arc::new));
+    /// Whether planning may still be tried for this document.
+    pub fn may_plan(&self) -> bool {
+        self.tried.load(Ordering::Relaxed) < MAX_PLANS
+    }
+
+    /// Records that `operation` executed with `variables` without an error, with the executor's cache policy:
+    /// plans it, unless a plan already takes such a request or this document has used up its attempts.
+    pub fn executed(
+        &self,
+        operation: Option<&str>,
+        variables: &Variables,
+        cache_control: CacheControl,
+    ) {
+        if self.plan(operation, variables).is_some()
+            || self.tried.fetch_add(1, Ordering::Relaxed) >= MAX_PLANS
+        {
+            return;
+        }
+        if let Some(plan) = Plan::compile(&self.document, operation, variables, cache_control) {
+            self.plans
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(Arc::new(plan));
+        }
     }
 }
 
@@ -133,7 +161,8 @@ impl Documents {
         let kept = Arc::new(Kept {
             document,
             hash: DocumentHash::new(query),
-            plan: OnceLock::new(),
+            plans: RwLock::default(),
+            tried: AtomicUsize::new(0),
         });
         self.parsed.insert(query.to_owned(), Arc::clone(&kept));
         kept

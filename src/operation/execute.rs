@@ -134,8 +134,14 @@ impl Pipeline {
         let tracker = tracker.map(|t| &**t);
         let (request_id, deadline, cost) = (who.request_id.as_str(), who.deadline, who.cost);
         let operation = request.operation_name.clone();
-        if let Some(plan) = kept.and_then(|k| k.plan(operation.as_deref())) {
-            let run = plan.run(store, &request.variables, self.max_complexity, tracker);
+        if let Some(plan) = kept.and_then(|k| k.plan(operation.as_deref(), &request.variables)) {
+            let run = plan.run(
+                store,
+                &who.viewer,
+                &request.variables,
+                self.max_complexity,
+                tracker,
+            );
             match tokio::time::timeout_at(deadline, run).await {
                 Ok(Some(mut output)) => {
                     self.metrics.compiled.inc();
@@ -156,6 +162,10 @@ impl Pipeline {
         if let Some(kept) = kept {
             request.set_parsed_query(kept.document());
         }
+        // Kept to plan the document with, should this execution succeed.
+        let variables = kept
+            .filter(|k| k.may_plan())
+            .map(|_| request.variables.clone());
         let (loaders, dispatcher) = Loaders::new(store.clone());
         let mut request = request.data(loaders);
         if let Some(replica) = replica {
@@ -174,8 +184,10 @@ impl Pipeline {
                             .unwrap_or_default(),
                     );
                 }
-                if let (true, Some(kept)) = (response.errors.is_empty(), kept) {
-                    kept.executed(operation.as_deref(), response.cache_control);
+                if let (true, Some(kept), Some(variables)) =
+                    (response.errors.is_empty(), kept, variables)
+                {
+                    kept.executed(operation.as_deref(), &variables, response.cache_control);
                 }
                 Some(Executed::Graphql(response))
             }

@@ -10,7 +10,6 @@
 
 mod billing;
 mod comments;
-mod feed;
 mod posts;
 mod replication;
 pub mod seed;
@@ -28,7 +27,6 @@ use sqlx::sqlite::{
 
 pub use billing::{BillingAction, BillingEvent, EventOutcome, IgnoreReason, WebhookEventRow};
 pub use comments::{CommentInPageRow, CommentOnPost, CommentRow, CreateComment};
-pub use feed::{FeedComment, FeedComments, FeedPost, FeedQuery, FeedRow, FeedUser};
 pub use posts::{Drafts, NewPost, PostChanges, PostListFilter, PostRow};
 pub use replication::{Lsn, ReplicaStatus};
 pub use users::{CreateAccount, ExternalUser, Plan, Role, UserRow};

@@ -1,13 +1,17 @@
-//! Compiled operations (`graphql/compiled`): a repeated feed query answered from one statement must be the
-//! executor's answer, must refuse what the executor refuses, and must purge like it.
+//! Planned reads (`graphql/compiled`): a repeated query answered without the executor must be the executor's
+//! answer, with the same cache tags and scope, must refuse what the executor refuses, and must purge like it.
 //!
-//! A document's first execution runs on the executor (which validates it) and compiles it; later ones run the
-//! plan. So the executor's answer for a request is the answer to a copy of the document with one more space (a
+//! A document's first execution runs on the executor (which validates it) and plans it; later ones run the
+//! plan. So the executor's answer for a request is the answer to a copy of the document with one more comment (a
 //! document of its own), and `folio_graphql_compiled_total` tells which path answered.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use folio::auth::Viewer;
 use folio::cache::CacheMode;
+use folio::operation::{Accepts, Outcome, Pipeline, Request, Status};
+use folio::store::Role;
 use folio::store::seed::{NewComment, NewPost, NewUser};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -68,8 +72,8 @@ fn copy(query: &str) -> String {
 
 /// Posts with text that needs escaping, an admin author, a post without comments and one with more comments
 /// than a page, on top of the shared fixture (which has a draft, and comments by several people).
-async fn varied_data(app: &TestApp) {
-    Fixture::create(&app.store).await;
+async fn varied_data(app: &TestApp) -> Fixture {
+    let fixture = Fixture::create(&app.store).await;
     let at = chrono::DateTime::parse_from_rfc3339("2026-02-01T10:20:30.123456Z")
         .expect("date")
         .with_timezone(&chrono::Utc);
@@ -116,6 +120,7 @@ async fn varied_data(app: &TestApp) {
         .insert_comments(&comments)
         .await
         .expect("comments");
+    fixture
 }
 
 const REFERENCE: &str =
@@ -126,7 +131,7 @@ const REFERENCE: &str =
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compiled_answers_are_the_executors() {
     let app = uncached_app().await;
-    varied_data(&app).await;
+    let _ = varied_data(&app).await;
     same_on_both(&app, REFERENCE, json!({ "n": 20 })).await;
     // Every field that compiles, aliases and `__typename` at every level, as Apollo Client sends them.
     let everything = "query Feed($first: Int = 3, $after: String, $c: Int) {
@@ -191,33 +196,6 @@ async fn compiled_answers_are_the_executors() {
     // Drafts never show in the feed, compiled or not.
     let titles = same_on_both(&app, "{ posts(first: 100) { nodes { title } } }", json!({})).await;
     assert!(!titles.contains("Secret draft"), "{titles}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_compiled_query_runs_one_statement_for_any_page_size() {
-    let app = uncached_app().await;
-    bulk(&app.store, 60, 7).await;
-    let mut counts = Vec::new();
-    for n in [5, 5, 50] {
-        let (body, statements) = app.statements_for(REFERENCE, json!({ "n": n })).await;
-        assert!(body.get("errors").is_none(), "{body}");
-        let edges = body["data"]["posts"]["edges"].as_array().expect("edges");
-        assert_eq!(edges.len(), n as usize);
-        for e in edges {
-            assert_eq!(e["node"]["commentCount"], 7);
-            assert_eq!(
-                e["node"]["comments"]["edges"]
-                    .as_array()
-                    .expect("comments")
-                    .len(),
-                5
-            );
-        }
-        counts.push(statements);
-    }
-    // The executor's first run (two statements, see `prefetch.rs`), then the compiled page: one.
-    assert_eq!(counts, [2, 1, 1]);
-    assert_eq!(app.metric(COMPILED).await, 2.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -294,19 +272,18 @@ async fn compiled_queries_refuse_what_the_executor_refuses() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn operations_outside_the_compiled_shape_stay_on_the_executor() {
+async fn operations_outside_what_plans_stay_on_the_executor() {
     let app = uncached_app().await;
     let fixture = Fixture::create(&app.store).await;
     let outside = [
-        // Fragments, directives, a filter, a field whose answer depends on the caller, a second root field,
-        // the feed's own total, two different comment pages.
-        "{ posts { edges { node { ...P } } } } fragment P on Post { id }",
-        "query($s: Boolean!) { posts { edges { node { id title @include(if: $s) } } } }",
-        "{ posts(filter: { drafts: true }) { edges { node { id } } } }",
+        // Fields whose answer depends on the caller beyond the rows they return, a root field that is the
+        // caller, a guarded list, a comment's post (hidden with a draft), federation entities, a mutation, and a
+        // fragment on an abstract type.
         "{ posts { edges { node { author { email plan } } } } }",
         "{ posts { nodes { id } } me { id } }",
-        "{ posts { totalCount } }",
-        "{ posts { nodes { a: comments(first: 1) { nodes { id } } b: comments(first: 2) { nodes { id } } } } }",
+        "{ users { nodes { id } } }",
+        "{ posts { nodes { comments { nodes { post { id } } } } } }",
+        "{ _entities(representations: [{ __typename: \"Post\", id: \"1\" }]) { ... on Post { id } } }",
         "mutation { updateProfile(input: { name: \"Alice\" }) { name } }",
     ];
     let token = token_for(fixture.alice);
@@ -385,4 +362,356 @@ async fn compiled_answers_are_cached_and_purged_like_the_executors() {
     assert!(renamed.get("errors").is_none(), "{renamed}");
     let after = app.gql(query, json!({ "n": 9 })).await;
     assert!(after.to_string().contains("Robert Marley"), "{after}");
+}
+
+fn pipeline_request(document: &str, variables: &Value, viewer: &Viewer) -> Request {
+    Request {
+        document: Some(document.to_owned()),
+        document_id: None,
+        operation_name: None,
+        variables: async_graphql::Variables::from_json(variables.clone()),
+        extensions: Default::default(),
+        viewer: viewer.clone(),
+        client: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        request_id: "planned-test".to_owned(),
+        accepts: Accepts::Any,
+        deadline: None,
+        reveals_sdl: false,
+    }
+}
+
+fn outcome_body(outcome: &Outcome) -> Value {
+    serde_json::from_slice(&outcome.entry.body).expect("a JSON body")
+}
+
+const ADMIN: Viewer = Viewer::User {
+    id: 0,
+    role: Role::Admin,
+};
+
+fn user(id: i64) -> Viewer {
+    Viewer::User {
+        id,
+        role: Role::User,
+    }
+}
+
+/// Runs `query` as `viewer` on the executor, then, its cached answer purged, planned; checks that both give
+/// the same JSON, the same cache scope (public, or the caller's own) and the same tags, and returns it.
+async fn same_as(app: &TestApp, query: &str, variables: Value, viewer: &Viewer) -> Value {
+    let pipeline: Pipeline = app.pipeline.clone().expect("an in-process app");
+    let doc = copy(query);
+    let executor = pipeline
+        .run(pipeline_request(&doc, &variables, viewer))
+        .await;
+    let expected = outcome_body(&executor);
+    assert_eq!(executor.status, Status::Ok, "{expected}");
+    assert!(expected.get("errors").is_none(), "{query}: {expected}");
+    // Drop the stored answer (any one of its tags does), so the next request executes again.
+    if let Some(tag) = executor.tags.first() {
+        let purged = pipeline
+            .run(pipeline_request(
+                "mutation($t: [String!]!) { purgeCache(tags: $t) }",
+                &json!({ "t": [tag] }),
+                &ADMIN,
+            ))
+            .await;
+        assert!(outcome_body(&purged).get("errors").is_none());
+    }
+    let before = app.metric(COMPILED).await;
+    let planned = pipeline
+        .run(pipeline_request(&doc, &variables, viewer))
+        .await;
+    assert_eq!(
+        app.metric(COMPILED).await - before,
+        1.0,
+        "the second request should have been planned: {query} {variables}"
+    );
+    let got = outcome_body(&planned);
+    assert_eq!(
+        got, expected,
+        "planned and executor answers differ for {query} {variables}"
+    );
+    assert_eq!(
+        planned.entry.public, executor.entry.public,
+        "cache scope differs for {query} {variables}"
+    );
+    let sorted = |tags: &[String]| {
+        let mut tags = tags.to_vec();
+        tags.sort();
+        tags.dedup();
+        tags
+    };
+    assert_eq!(
+        sorted(&planned.tags),
+        sorted(&executor.tags),
+        "tags differ for {query} {variables}"
+    );
+    got
+}
+
+/// The three workloads of `../shared/perf` as Apollo Client sends them: fragments, `__typename` everywhere.
+const APOLLO_FEED: &str = "query Feed($n: Int!) { posts(first: $n) { __typename edges { __typename node { ...PostCard } }
+    pageInfo { __typename hasNextPage endCursor } } }
+    fragment PostCard on Post { __typename id title author { ...Author } commentCount
+      comments(first: 5) { __typename edges { __typename node { __typename body author { ...Author } } } } }
+    fragment Author on User { __typename id name }";
+const APOLLO_DETAIL: &str = "query Detail($id: ID!) { post(id: $id) { ...PostDetail } }
+    fragment PostDetail on Post { __typename id title content author { __typename id name } commentCount
+      comments(first: 20) { __typename edges { __typename node { ...CommentItem } } pageInfo { __typename hasNextPage endCursor } } }
+    fragment CommentItem on Comment { __typename id body author { __typename id name } }";
+const APOLLO_AUTHOR: &str = "query Author($id: ID!) { user(id: $id) { __typename id name
+    posts(first: 10) { __typename edges { __typename node { __typename id title commentCount } } pageInfo { __typename hasNextPage endCursor } } } }";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fragments_typename_directives_and_every_root_field_plan_with_the_executors_answers() {
+    let app = TestApp::spawn().await;
+    let f = varied_data(&app).await;
+    let anon = Viewer::Anonymous;
+    let (alice, bob) = (user(f.alice), user(f.bob));
+    let post = f.alice_posts[0].to_string();
+    let draft = f.alice_draft.to_string();
+
+    same_as(&app, APOLLO_FEED, json!({ "n": 20 }), &anon).await;
+    let detail = same_as(&app, APOLLO_DETAIL, json!({ "id": post }), &anon).await;
+    assert_eq!(
+        detail["data"]["post"]["comments"]["edges"]
+            .as_array()
+            .map(Vec::len),
+        Some(3)
+    );
+    let author = same_as(
+        &app,
+        APOLLO_AUTHOR,
+        json!({ "id": f.bob.to_string() }),
+        &anon,
+    )
+    .await;
+    assert_eq!(
+        author["data"]["user"]["posts"]["edges"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+
+    // Inline fragments, a fragment inside a fragment, one response key selected several ways (merged), aliases,
+    // several root fields, and `@include`/`@skip` from variables and literals, each way.
+    let mixed = "query($id: ID!, $uid: ID!, $body: Boolean!, $skipAuthor: Boolean = false) {
+        __typename
+        a: post(id: $id) { ... on Post { id title } title author { name } author { id } ...Extra }
+        feed: posts(first: 3) { totalCount nodes { id ... @include(if: $body) { content } author @skip(if: $skipAuthor) { name } } }
+        u: user(id: $uid) { name ...UserPosts @include(if: true) createdAt @skip(if: true) }
+      }
+      fragment Extra on Post { comments(first: 2) { totalCount nodes { id body @include(if: $body) ...Who } } }
+      fragment Who on Comment { author { ...Name } }
+      fragment Name on User { name role }
+      fragment UserPosts on User { posts(first: 1) { totalCount nodes { title } } }";
+    for (body, skip) in [(true, false), (false, true), (true, true)] {
+        let vars =
+            json!({ "id": post, "uid": f.bob.to_string(), "body": body, "skipAuthor": skip });
+        let got = same_as(&app, mixed, vars, &anon).await;
+        assert_eq!(
+            got["data"]["feed"]["nodes"][0].get("content").is_some(),
+            body,
+            "{got}"
+        );
+    }
+
+    // Nulls: no such post or user; a draft, to anyone but its author and admins; and the same draft to them.
+    let nulls = "query($d: ID!) { missing: post(id: \"999999\") { id } nobody: user(id: \"999999\") { id } d: post(id: $d) { id title } }";
+    for viewer in [&anon, &bob, &alice, &ADMIN] {
+        let got = same_as(&app, nulls, json!({ "d": draft }), viewer).await;
+        assert!(got["data"]["missing"].is_null());
+        let sees = matches!(viewer, Viewer::User { id, .. } if *id == f.alice) || viewer == &ADMIN;
+        assert_eq!(got["data"]["d"].is_null(), !sees, "{got}");
+    }
+
+    // An author's posts include their drafts for them and for admins only; filters, literal and in variables.
+    let theirs = "query($a: ID!, $f: PostFilter) {
+        user(id: $a) { posts(first: 10) { totalCount nodes { title published } pageInfo { hasNextPage } } }
+        byFilter: posts(first: 10, filter: $f) { totalCount nodes { title } }
+        search: posts(filter: { authorId: $a, search: \"rust\" }) { nodes { title } }
+      }";
+    for viewer in [&anon, &bob, &alice, &ADMIN] {
+        for filter in [
+            json!(null),
+            json!({ "drafts": true }),
+            json!({ "search": "garden" }),
+        ] {
+            let got = same_as(
+                &app,
+                theirs,
+                json!({ "a": f.alice.to_string(), "f": filter }),
+                viewer,
+            )
+            .await;
+            let titles = got["data"]["user"].to_string();
+            let sees =
+                matches!(viewer, Viewer::User { id, .. } if *id == f.alice) || viewer == &ADMIN;
+            assert_eq!(titles.contains("Secret draft"), sees, "{got}");
+        }
+    }
+
+    // Deeper: authors' own posts under a page, and comment authors' posts, as a reader and as an author.
+    let deep =
+        "{ posts(first: 3) { nodes { author { posts(first: 2) { nodes { title author { name } } } }
+        comments { edges { cursor node { author { posts(first: 1) { totalCount } } } } } } } }";
+    same_as(&app, deep, json!({}), &anon).await;
+    same_as(&app, deep, json!({}), &alice).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planned_reads_run_one_statement_per_level() {
+    let app = uncached_app().await;
+    bulk(&app.store, 60, 7).await;
+    let apollo = |q: &str| q.to_owned();
+    for query in [REFERENCE.to_owned(), apollo(APOLLO_FEED)] {
+        let mut counts = Vec::new();
+        for n in [5, 5, 50] {
+            let (body, statements) = app.statements_for(&query, json!({ "n": n })).await;
+            assert!(body.get("errors").is_none(), "{body}");
+            let edges = body["data"]["posts"]["edges"].as_array().expect("edges");
+            assert_eq!(edges.len(), n as usize);
+            for e in edges {
+                assert_eq!(e["node"]["commentCount"], 7);
+                let comments = e["node"]["comments"]["edges"].as_array().expect("comments");
+                assert_eq!(comments.len(), 5);
+            }
+            counts.push(statements);
+        }
+        // The page with its authors, then the comment pages with their counts and authors: two statements, on
+        // the executor (see `prefetch.rs`) and planned, whatever the page size.
+        assert_eq!(counts, [2, 2, 2], "{query}");
+    }
+    let (body, _) = app
+        .statements_for(
+            "{ posts(first: 1) { nodes { id author { id } } } }",
+            json!({}),
+        )
+        .await;
+    let post = body["data"]["posts"]["nodes"][0]["id"].clone();
+    let author = body["data"]["posts"]["nodes"][0]["author"]["id"].clone();
+    // A post with its author and comment page (with counts and authors); a user, their page of posts, and the
+    // posts' comment counts: three statements each.
+    for (query, id) in [(APOLLO_DETAIL, &post), (APOLLO_AUTHOR, &author)] {
+        let mut counts = Vec::new();
+        for _ in 0..2 {
+            let (body, statements) = app.statements_for(query, json!({ "id": id })).await;
+            assert!(body.get("errors").is_none(), "{body}");
+            counts.push(statements);
+        }
+        assert_eq!(counts[1], 3, "{query}");
+    }
+}
+
+/// Where a field of each type the planned path answers can be reached from the root, around `{}`.
+fn reach(ty: &str) -> Option<&'static str> {
+    Some(match ty {
+        "Query" => "{ {} }",
+        "Post" => "{ posts(first: 5) { nodes { {} } } }",
+        "Comment" => "{ posts(first: 5) { nodes { comments { nodes { {} } } } } }",
+        "User" => {
+            "{ posts(first: 5) { nodes { author { {} } comments { nodes { author { {} } } } } } }"
+        }
+        "PostConnection" => "{ posts(first: 5) { {} } }",
+        "PostEdge" => "{ posts(first: 5) { edges { {} } } }",
+        "CommentConnection" => "{ posts(first: 5) { nodes { comments { {} } } } }",
+        "CommentEdge" => "{ posts(first: 5) { nodes { comments { edges { {} } } } } }",
+        "PageInfo" => "{ posts(first: 5) { pageInfo { {} } } }",
+        _ => return None,
+    })
+}
+
+/// Who may see what has one source of truth: the resolvers. `compiled::ANSWERED` declares every field the
+/// planned path answers; this walks the schema and, for each declared field, asks the executor (the resolvers,
+/// their guards and visibility rules) as four different callers:
+/// - a field declared `Public` must answer every caller without an error, the same, and without reading who
+///   asks (the answer stays publicly cacheable). A guard or a viewer-dependent rule added to such a field
+///   fails here;
+/// - a field declared `Rows` (its rows depend on the viewer, through the resolver's own rule that the planned
+///   path calls too) must at least answer without an error: a guard added to it fails here, and the
+///   comparison tests check each caller's rows;
+/// - every declared field exists in the schema with the declared type, and every other field of those types
+///   is refused by the planner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_planned_path_answers_is_what_the_resolvers_allow_every_caller() {
+    use apollo_compiler::schema::ExtendedType;
+    use folio::graphql::compiled::{ANSWERED, Access, Plan};
+
+    let app = TestApp::spawn().await;
+    let f = Fixture::create(&app.store).await;
+    let pipeline = app.pipeline.clone().expect("an in-process app");
+    let sdl = folio::graphql::schema::sdl();
+    let schema = apollo_compiler::Schema::parse(&sdl, "schema.graphql").expect("the schema parses");
+    let viewers = [Viewer::Anonymous, user(f.bob), user(f.alice), ADMIN];
+    let mut checked = 0;
+    for (ty, def) in &schema.types {
+        let (Some(around), ExtendedType::Object(object)) = (reach(ty.as_str()), def) else {
+            continue;
+        };
+        for (name, field) in &object.fields {
+            let returns = field.ty.inner_named_type().as_str();
+            let object_valued = matches!(schema.types.get(returns), Some(ExtendedType::Object(_)));
+            let declared = ANSWERED
+                .iter()
+                .find(|a| a.ty == ty.as_str() && a.field == name.as_str());
+            let Some(declared) = declared else {
+                // Not declared: the planner refuses any document selecting it.
+                let sub = if object_valued { " { __typename }" } else { "" };
+                let query = around.replace("{}", &format!("{name}{sub}"));
+                let doc = async_graphql::parser::parse_query(&query).expect("parses");
+                let variables = async_graphql::Variables::default();
+                let plan = Plan::compile(
+                    &doc,
+                    None,
+                    &variables,
+                    async_graphql::CacheControl::default(),
+                );
+                assert!(plan.is_none(), "{ty}.{name} is not declared, yet planned");
+                continue;
+            };
+            assert_eq!(
+                declared.returns, returns,
+                "{ty}.{name} is declared with another type"
+            );
+            let args = match (ty.as_str(), name.as_str()) {
+                ("Query", "post") => format!("(id: \"{}\")", f.alice_posts[0]),
+                ("Query", "user") => format!("(id: \"{}\")", f.alice),
+                _ => String::new(),
+            };
+            let sub = if object_valued { " { __typename }" } else { "" };
+            let query = around.replace("{}", &format!("{name}{args}{sub}"));
+            let mut answers = Vec::new();
+            for viewer in &viewers {
+                // A document of its own, so the executor answers it.
+                let outcome = pipeline
+                    .run(pipeline_request(&copy(&query), &json!({}), viewer))
+                    .await;
+                let body = outcome_body(&outcome);
+                assert!(
+                    body.get("errors").is_none(),
+                    "{ty}.{name} answers {viewer:?} with an error, but the planned path answers it for anyone: {body}"
+                );
+                if declared.access == Access::Public {
+                    assert!(
+                        outcome.entry.public,
+                        "{ty}.{name} reads who asks on the executor, but is declared the same for every caller"
+                    );
+                }
+                answers.push(body);
+            }
+            if declared.access == Access::Public {
+                assert!(
+                    answers.windows(2).all(|w| w[0] == w[1]),
+                    "{ty}.{name} answers callers differently, but is declared the same for every caller: {answers:?}"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(
+        checked,
+        ANSWERED.len(),
+        "every declared field was found in the schema and checked"
+    );
 }

@@ -1,261 +1,942 @@
-//! Running a compiled operation: its variables checked, one statement, the response written as JSON.
+//! Running a plan: its variables checked, the rows fetched level by level with the store's batch functions,
+//! the response written as JSON.
 //!
-//! The JSON is the executor's for the same request (tests compare them): strings escaped by serde_json as
-//! async-graphql's serialisation does, dates in RFC 3339, ids as strings. Fields come in selection order, as
-//! the GraphQL spec asks; the executor writes each object's fields in the order they finish resolving.
+//! **Fetching.** The root fields' statements run first (all `post(id)` roots share one, as do all `user(id)`).
+//! Then, level by level, every relation the plan reads at that level is one statement for all of its parents,
+//! through the same store functions the loaders and `prefetch.rs` call, run concurrently: the authors of a
+//! page's posts come joined into the page's statement, a comment page with its post's count and (if selected)
+//! its authors, an author's page of posts with `User.posts`. What an earlier statement already brought (a
+//! comment's author, a count) is not asked again. Tags are recorded where the resolvers record them.
+//!
+//! **Writing.** The JSON is the executor's for the same request (tests compare them): strings escaped by
+//! serde_json as async-graphql's serialisation does, dates in RFC 3339, ids as strings. Fields come in
+//! selection order, as the GraphQL spec asks.
 
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 
-use async_graphql::Value;
-use async_graphql::Variables;
 use async_graphql::connection::CursorType;
+use async_graphql::{InputType, Name, Value, Variables};
+use futures_util::future::try_join_all;
 
 use super::{
-    Args, CommentField, Conn, ConnField, EdgeField, Key, PageInfoField, Plan, PostField, Source,
-    UserField,
+    CommentField, CommentSel, Conn, ConnField, EdgeField, ListArgs, PageInfoField, Plan, PostField,
+    PostSel, RootField, Source, UserField, UserSel, cost,
 };
+use crate::auth::Viewer;
 use crate::cache::{Tracker, tags};
+use crate::error::AppError;
 use crate::graphql::connection::{self, Cursor};
-use crate::store::{
-    FeedComment, FeedComments, FeedPost, FeedQuery, FeedRow, FeedUser, Page, Role, Store,
-};
+use crate::graphql::posts::{PostFilter, visible_with};
+use crate::graphql::users::may_see_private;
+use crate::store::{CommentRow, Page, PostListFilter, PostRow, Role, Store, UserRow};
 
-/// A compiled operation's response body.
+/// A planned operation's response body.
 pub struct Output {
     pub body: Vec<u8>,
 }
 
-/// A post of the page with what was fetched for it.
-struct PostOut {
-    post: FeedPost,
-    author: Option<FeedUser>,
-    count: i64,
-    comments: Vec<FeedComment>,
+/// What a run fetched, keyed as the loaders key it.
+#[derive(Default)]
+struct Data {
+    posts: HashMap<i64, PostRow>,
+    users: HashMap<i64, UserRow>,
+    /// A post's number of comments.
+    counts: HashMap<i64, i64>,
+    /// A page of a post's comments.
+    comment_pages: HashMap<(i64, Page), Vec<CommentRow>>,
+    /// A page of an author's posts (ids into `posts`), with or without drafts.
+    author_pages: HashMap<(i64, bool, Page), Vec<i64>>,
+    /// An author's number of posts, with or without drafts.
+    author_counts: HashMap<(i64, bool), i64>,
 }
 
-/// What a run needs besides the plan: the pages as resolved from this request's variables.
-struct Pages {
-    posts: Page,
-    comments: Option<Page>,
+/// A root field as resolved for this request.
+enum Root {
+    Typename,
+    Posts {
+        page: Page,
+        /// The page's post ids (one more than shown when another page follows).
+        ids: Vec<i64>,
+        total: Option<i64>,
+    },
+    /// The post, if there is one the viewer may see.
+    Post(Option<i64>),
+    /// The user, if there is one.
+    User(Option<i64>),
+}
+
+/// One statement.
+enum Fetch {
+    Feed {
+        root: usize,
+        filter: PostListFilter,
+        page: Page,
+        authors: bool,
+    },
+    FeedTotal {
+        root: usize,
+        filter: PostListFilter,
+    },
+    Posts(Vec<i64>),
+    Users(Vec<i64>),
+    CommentPages {
+        page: Page,
+        posts: Vec<i64>,
+        authors: bool,
+    },
+    Counts(Vec<i64>),
+    AuthorPages {
+        drafts: bool,
+        page: Page,
+        authors: Vec<i64>,
+    },
+    AuthorCounts {
+        drafts: bool,
+        authors: Vec<i64>,
+    },
+}
+
+/// What a statement returned.
+enum Got {
+    Feed(usize, Vec<PostRow>, Vec<UserRow>),
+    FeedTotal(usize, i64),
+    Posts(Vec<PostRow>),
+    Users(Vec<UserRow>),
+    CommentPages(Page, Vec<i64>, Vec<(CommentRow, i64, Option<UserRow>)>),
+    Counts(Vec<i64>, Vec<(i64, i64)>),
+    AuthorPages(bool, Page, Vec<i64>, Vec<PostRow>),
+    AuthorCounts(bool, Vec<i64>, Vec<(i64, i64)>),
+}
+
+impl Fetch {
+    async fn run(self, store: &Store) -> Result<Got, AppError> {
+        Ok(match self {
+            Fetch::Feed {
+                root,
+                filter,
+                page,
+                authors: true,
+            } => {
+                let rows = store.list_posts_with_authors(&filter, page).await?;
+                let (posts, users) = rows.into_iter().unzip();
+                Got::Feed(root, posts, users)
+            }
+            Fetch::Feed {
+                root, filter, page, ..
+            } => Got::Feed(root, store.list_posts(&filter, page).await?, Vec::new()),
+            Fetch::FeedTotal { root, filter } => {
+                Got::FeedTotal(root, store.count_posts(&filter).await?)
+            }
+            Fetch::Posts(ids) => Got::Posts(store.posts_by_ids(&ids).await?),
+            Fetch::Users(ids) => Got::Users(store.users_by_ids(&ids).await?),
+            Fetch::CommentPages {
+                page,
+                posts,
+                authors,
+            } => {
+                let rows = store.comment_pages(&posts, page, authors).await?;
+                Got::CommentPages(page, posts, rows)
+            }
+            Fetch::Counts(ids) => {
+                let found = store.comment_counts(&ids).await?;
+                Got::Counts(ids, found)
+            }
+            Fetch::AuthorPages {
+                drafts,
+                page,
+                authors,
+            } => {
+                let rows = store.posts_by_authors(&authors, drafts, page).await?;
+                Got::AuthorPages(drafts, page, authors, rows)
+            }
+            Fetch::AuthorCounts { drafts, authors } => {
+                let found = store.post_counts_by_authors(&authors, drafts).await?;
+                Got::AuthorCounts(drafts, authors, found)
+            }
+        })
+    }
+}
+
+impl Data {
+    fn absorb(&mut self, got: Got, roots: &mut [Root]) {
+        match got {
+            Got::Feed(root, posts, users) => {
+                if let Some(Root::Posts { ids, .. }) = roots.get_mut(root) {
+                    *ids = posts.iter().map(|p| p.id).collect();
+                }
+                self.add_posts(posts);
+                self.add_users(users);
+            }
+            Got::FeedTotal(root, n) => {
+                if let Some(Root::Posts { total, .. }) = roots.get_mut(root) {
+                    *total = Some(n);
+                }
+            }
+            Got::Posts(posts) => self.add_posts(posts),
+            Got::Users(users) => self.add_users(users),
+            Got::CommentPages(page, posts, rows) => {
+                for post in posts {
+                    self.comment_pages.entry((post, page)).or_default();
+                    // A post without rows has no comments after the cursor; without a cursor, none at all.
+                    if page.after.is_none() {
+                        self.counts.entry(post).or_insert(0);
+                    }
+                }
+                for (comment, total, author) in rows {
+                    // Counted over all of the post's comments, whatever the cursor.
+                    self.counts.insert(comment.post_id, total);
+                    if let Some(author) = author {
+                        self.users.insert(author.id, author);
+                    }
+                    self.comment_pages
+                        .entry((comment.post_id, page))
+                        .or_default()
+                        .push(comment);
+                }
+            }
+            Got::Counts(ids, found) => {
+                // Posts without comments are absent from the result: they count zero.
+                for id in ids {
+                    self.counts.entry(id).or_insert(0);
+                }
+                self.counts.extend(found);
+            }
+            Got::AuthorPages(drafts, page, authors, rows) => {
+                for author in authors {
+                    self.author_pages.entry((author, drafts, page)).or_default();
+                }
+                for row in rows {
+                    if let Some(list) = self.author_pages.get_mut(&(row.author_id, drafts, page)) {
+                        list.push(row.id);
+                    }
+                    self.posts.insert(row.id, row);
+                }
+            }
+            Got::AuthorCounts(drafts, authors, found) => {
+                let found: HashMap<i64, i64> = found.into_iter().collect();
+                for author in authors {
+                    let n = found.get(&author).copied().unwrap_or(0);
+                    self.author_counts.insert((author, drafts), n);
+                }
+            }
+        }
+    }
+
+    fn add_posts(&mut self, posts: Vec<PostRow>) {
+        for p in posts {
+            self.posts.insert(p.id, p);
+        }
+    }
+
+    fn add_users(&mut self, users: Vec<UserRow>) {
+        for u in users {
+            self.users.insert(u.id, u);
+        }
+    }
+}
+
+/// The work of one level: a selection over the objects it applies to.
+enum Work<'p> {
+    Posts(&'p PostSel, Vec<i64>),
+    Comments(&'p CommentSel, Vec<(i64, Page)>),
+    Users(&'p UserSel, Vec<i64>),
+}
+
+/// One run of a plan.
+struct Runner<'a> {
+    plan: &'a Plan,
+    store: &'a Store,
+    viewer: &'a Viewer,
+    variables: &'a Variables,
+    tracker: Option<&'a Tracker>,
 }
 
 impl Plan {
-    /// Runs the plan for a request with `variables`, recording what it read in `tracker`. `None` when this
-    /// request should run on the executor instead (see the module header): nothing has been written then.
+    /// Runs the plan for a request by `viewer` with `variables`, recording what it read in `tracker`. `None`
+    /// when this request should run on the executor instead (see the module header): nothing has been written
+    /// then.
     pub async fn run(
         &self,
         store: &Store,
+        viewer: &Viewer,
         variables: &Variables,
         max_complexity: usize,
         tracker: Option<&Tracker>,
     ) -> Option<Output> {
-        let (pages, complexity) = self.pages(variables)?;
-        if complexity > max_complexity {
+        if cost::evaluate(&self.cost, variables, &self.variables)? > max_complexity {
             return None;
         }
-        let reads = &self.reads;
-        let query = FeedQuery {
-            page: pages.posts,
-            content: reads.content,
-            post_details: reads.post_details,
-            authors: reads.authors,
-            author_details: reads.author_details,
-            counts: reads.counts,
-            comments: pages.comments.map(|page| FeedComments {
-                page,
-                authors: reads.comment_authors,
-                dates: reads.comment_dates,
-            }),
+        let runner = Runner {
+            plan: self,
+            store,
+            viewer,
+            variables,
+            tracker,
         };
-        let rows = match store.feed(&query).await {
-            Ok(rows) => rows,
+        match runner.fetch().await {
+            Ok(Some((roots, data))) => {
+                let mut body = Vec::with_capacity(8192);
+                runner.write(&mut body, &roots, &data).ok()?;
+                Some(Output { body })
+            }
+            Ok(None) => None,
             Err(err) => {
-                tracing::warn!(error = ?err, "compiled feed statement failed; running on the executor");
-                return None;
+                tracing::warn!(error = ?err, "a planned read's statement failed; running on the executor");
+                None
             }
-        };
-        let page = group(rows);
-        if let Some(tracker) = tracker {
-            record(tracker, &page, &query);
         }
-        let mut body = Vec::with_capacity(4096 + page.len() * 1024);
-        self.write(&mut body, &page, &pages).ok()?;
-        Some(Output { body })
+    }
+}
+
+/// An argument's value: `Some(None)` when absent (the argument's default applies), `None` when the request
+/// should go to the executor (a variable that may not be omitted was).
+pub(super) fn value(
+    source: &Source,
+    variables: &Variables,
+    defaults: &[(Name, Option<Value>)],
+) -> Option<Option<Value>> {
+    match source {
+        Source::Absent => Some(None),
+        Source::Literal(v) => Some(Some(v.clone())),
+        Source::Variable(name) => {
+            if let Some(v) = variables.get(name) {
+                return Some(Some(v.clone()));
+            }
+            let (_, default) = defaults.iter().find(|(n, _)| n == name)?;
+            default.clone().map(Some)
+        }
+        // Every variable inside must be given or have a default; otherwise the executor decides.
+        Source::Input(input) => input
+            .clone()
+            .into_const_with(
+                |name| match value(&Source::Variable(name), variables, defaults) {
+                    Some(Some(v)) => Ok(v),
+                    _ => Err(()),
+                },
+            )
+            .ok()
+            .map(Some),
+    }
+}
+
+impl Runner<'_> {
+    /// The viewer, noting (as `ContextExt::viewer` does) that the response depends on who asks.
+    fn viewer(&self) -> &Viewer {
+        if let Some(tracker) = self.tracker {
+            tracker.mark_viewer_dependent();
+        }
+        self.viewer
     }
 
-    /// Resolves the pages from `variables`, checking what validation would check of them, and the operation's
-    /// complexity with them. `None`: leave the request to the executor.
-    fn pages(&self, variables: &Variables) -> Option<(Pages, usize)> {
-        let posts = self.page_of(&self.page, variables)?;
-        let mut comments: Option<(i32, Page)> = None;
-        for args in &self.comment_pages {
-            let page = self.page_of(args, variables)?;
-            // Two differing comment pages are the executor's (a compiled run fetches one per post).
-            if comments.is_some_and(|c| c != page) {
-                return None;
-            }
-            comments = Some(page);
+    fn tag(&self, tag: impl FnOnce() -> String) {
+        if let Some(tracker) = self.tracker {
+            tracker.tag(tag());
         }
-        let complexity = self.complexity(posts.0, comments.map(|c| c.0));
-        let pages = Pages {
-            posts: posts.1,
-            comments: comments.map(|c| c.1),
-        };
-        Some((pages, complexity))
     }
 
-    /// A connection's `first` (for the complexity) and page, from its arguments.
-    fn page_of(&self, args: &Args, variables: &Variables) -> Option<(i32, Page)> {
-        let first = match self.value(&args.first, variables)? {
+    fn value(&self, source: &Source) -> Option<Option<Value>> {
+        value(source, self.variables, &self.plan.variables)
+    }
+
+    /// A list field's page, checked as `connection::page_args` checks it for the resolvers.
+    fn page(&self, args: &ListArgs) -> Option<Page> {
+        let first = match self.value(&args.first)? {
             None => 20,
             Some(Value::Number(n)) => i32::try_from(n.as_i64()?).ok()?,
             Some(_) => return None,
         };
-        let after = match self.value(&args.after, variables)? {
+        let after = match self.value(&args.after)? {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s),
             Some(_) => return None,
         };
-        let page = connection::page_args(first, after.as_deref()).ok()?;
-        Some((first, page))
+        connection::page_args(first, after.as_deref()).ok()
     }
 
-    /// An argument's value: `Some(None)` when absent (the argument's default applies), `None` when the request
-    /// should go to the executor (a variable that may not be omitted was).
-    fn value(&self, source: &Source, variables: &Variables) -> Option<Option<Value>> {
-        match source {
-            Source::Absent => Some(None),
-            Source::Literal(v) => Some(Some(v.clone())),
-            Source::Variable(name) => {
-                if let Some(v) = variables.get(name) {
-                    return Some(Some(v.clone()));
+    /// An `ID` argument, read as `ids::parse` reads it.
+    fn id(&self, source: &Source) -> Option<i64> {
+        match self.value(source)?? {
+            Value::String(s) => s.trim().parse().ok(),
+            Value::Number(n) => n.as_i64(),
+            _ => None,
+        }
+    }
+
+    /// `posts(filter:)`, through the resolver's own checks and draft rule.
+    fn filter(&self, source: &Source) -> Option<PostListFilter> {
+        let filter = match self.value(source)? {
+            None | Some(Value::Null) => PostFilter::default(),
+            Some(v) => PostFilter::parse(Some(v)).ok()?,
+        };
+        filter.into_store(|| self.viewer()).ok()
+    }
+
+    /// Fetches everything the plan reads. `Ok(None)`: leave the request to the executor.
+    async fn fetch(&self) -> Result<Option<(Vec<Root>, Data)>, AppError> {
+        let mut data = Data::default();
+        let mut roots = Vec::with_capacity(self.plan.root.len());
+        let mut fetches = Vec::new();
+        let (mut post_ids, mut user_ids) = (Vec::new(), Vec::new());
+        for (i, root) in self.plan.root.iter().enumerate() {
+            roots.push(match &root.field {
+                RootField::Typename => Root::Typename,
+                RootField::Posts(args, conn) => {
+                    let (Some(page), Some(filter)) = (self.page(args), self.filter(&args.filter))
+                    else {
+                        return Ok(None);
+                    };
+                    let authors = conn
+                        .nodes()
+                        .iter()
+                        .any(|sel| sel.iter().any(|f| matches!(f.field, PostField::Author(_))));
+                    if conn.has_total() {
+                        fetches.push(Fetch::FeedTotal {
+                            root: i,
+                            filter: filter.clone(),
+                        });
+                    }
+                    fetches.push(Fetch::Feed {
+                        root: i,
+                        filter,
+                        page,
+                        authors,
+                    });
+                    Root::Posts {
+                        page,
+                        ids: Vec::new(),
+                        total: None,
+                    }
                 }
-                let (_, default) = self.variables.iter().find(|(n, _)| n == name)?;
-                default.clone().map(Some)
+                RootField::Post(id, _) => {
+                    let Some(id) = self.id(id) else {
+                        return Ok(None);
+                    };
+                    // Tagged even when null: creating or publishing this post must purge a cached `null`.
+                    self.tag(|| tags::post(id));
+                    post_ids.push(id);
+                    Root::Post(Some(id))
+                }
+                RootField::User(id, _) => {
+                    let Some(id) = self.id(id) else {
+                        return Ok(None);
+                    };
+                    self.tag(|| tags::user(id));
+                    user_ids.push(id);
+                    Root::User(Some(id))
+                }
+            });
+        }
+        if !post_ids.is_empty() {
+            fetches.push(Fetch::Posts(dedup(post_ids)));
+        }
+        if !user_ids.is_empty() {
+            fetches.push(Fetch::Users(dedup(user_ids)));
+        }
+        self.run_all(fetches, &mut data, &mut roots).await?;
+
+        // The roots' rows, checked as their resolvers check them, and the first level of work.
+        let mut work = Vec::new();
+        for (root, planned) in roots.iter_mut().zip(&self.plan.root) {
+            match (root, &planned.field) {
+                (Root::Posts { ids, page, .. }, RootField::Posts(_, conn)) => {
+                    // Every fetched row is tagged, as the resolver tags them; only the shown ones are resolved
+                    // further (the extra row only tells whether another page follows).
+                    self.tag(|| tags::POST_LIST.to_owned());
+                    for id in ids.iter() {
+                        self.tag(|| tags::post(*id));
+                    }
+                    let shown = &ids[..page.shown().min(ids.len())];
+                    for sel in conn.nodes() {
+                        work.push(Work::Posts(sel, shown.to_vec()));
+                    }
+                }
+                (Root::Post(found), RootField::Post(_, sel)) => {
+                    *found = found.filter(|id| {
+                        data.posts
+                            .get(id)
+                            .is_some_and(|row| visible_with(row, || self.viewer()))
+                    });
+                    if let Some(id) = found {
+                        work.push(Work::Posts(sel, vec![*id]));
+                    }
+                }
+                (Root::User(found), RootField::User(_, sel)) => {
+                    *found = found.filter(|id| data.users.contains_key(id));
+                    if let Some(id) = found {
+                        work.push(Work::Users(sel, vec![*id]));
+                    }
+                }
+                _ => {}
             }
         }
-    }
-
-    /// The operation's complexity as async-graphql computes it: each field costs one plus its children, a
-    /// connection `first.clamp(1, 100)` times its children (`connection::complexity`), and `__typename`
-    /// nothing (it is not among a type's fields in the registry, and the visitor does not count it).
-    fn complexity(&self, posts_first: i32, comments_first: Option<i32>) -> usize {
-        let user = |fields: &Vec<Key<UserField>>| {
-            1 + fields
-                .iter()
-                .filter(|f| !matches!(f.field, UserField::Typename))
-                .count()
-        };
-        let comment = |fields: &Vec<Key<CommentField>>| {
-            fields
-                .iter()
-                .map(|f| match &f.field {
-                    CommentField::Typename => 0,
-                    CommentField::Author(u) => user(u),
-                    _ => 1,
-                })
-                .sum::<usize>()
-        };
-        let post = |fields: &Vec<Key<PostField>>| {
-            fields
-                .iter()
-                .map(|f| match &f.field {
-                    PostField::Typename => 0,
-                    PostField::Author(u) => user(u),
-                    PostField::Comments(_, conn) => {
-                        connection::complexity(comments_first.unwrap_or(20), conn.cost(comment))
-                    }
-                    _ => 1,
-                })
-                .sum::<usize>()
-        };
-        connection::complexity(posts_first, self.conn.cost(post))
-    }
-
-    fn write(&self, out: &mut Vec<u8>, page: &[PostOut], pages: &Pages) -> io::Result<()> {
-        out.extend_from_slice(b"{\"data\":{");
-        let mut written = 0;
-        for (_, k) in self.typename.iter().filter(|(after, _)| !after) {
-            comma(out, written);
-            key(out, k);
-            string(out, "Query")?;
-            written += 1;
+        while !work.is_empty() {
+            let Some(fetches) = self.level(&work, &data) else {
+                return Ok(None);
+            };
+            self.run_all(fetches, &mut data, &mut roots).await?;
+            let Some(next) = self.next(&work, &data) else {
+                return Ok(None);
+            };
+            work = next;
         }
-        comma(out, written);
-        key(out, &self.key);
-        let shown = pages.posts.shown();
-        self.conn.write(
-            out,
-            "Post",
-            &page[..shown.min(page.len())],
-            page.len() > shown,
-            pages.posts,
-            None,
-            |p| p.post.id,
-            |out, p, fields| write_post(out, p, fields, pages),
-        )?;
-        for (_, k) in self.typename.iter().filter(|(after, _)| *after) {
-            out.push(b',');
-            key(out, k);
-            string(out, "Query")?;
+        Ok(Some((roots, data)))
+    }
+
+    async fn run_all(
+        &self,
+        fetches: Vec<Fetch>,
+        data: &mut Data,
+        roots: &mut [Root],
+    ) -> Result<(), AppError> {
+        let got = try_join_all(fetches.into_iter().map(|f| f.run(self.store))).await?;
+        for got in got {
+            data.absorb(got, roots);
+        }
+        Ok(())
+    }
+
+    /// The statements a level needs (one per relation), and its tags. `None`: leave it to the executor.
+    fn level(&self, work: &[Work<'_>], data: &Data) -> Option<Vec<Fetch>> {
+        let mut users: HashSet<i64> = HashSet::new();
+        let mut counts: HashSet<i64> = HashSet::new();
+        // page -> (posts, whether their comments' authors are read)
+        let mut comment_pages: HashMap<Page, (HashSet<i64>, bool)> = HashMap::new();
+        let mut author_pages: HashMap<(bool, Page), HashSet<i64>> = HashMap::new();
+        let mut author_counts: HashMap<bool, HashSet<i64>> = HashMap::new();
+        for w in work {
+            match w {
+                Work::Posts(sel, ids) => {
+                    let rows: Vec<&PostRow> =
+                        ids.iter().filter_map(|id| data.posts.get(id)).collect();
+                    for f in sel.iter() {
+                        match &f.field {
+                            PostField::Author(_) => {
+                                for p in &rows {
+                                    self.tag(|| tags::user(p.author_id));
+                                    if !data.users.contains_key(&p.author_id) {
+                                        users.insert(p.author_id);
+                                    }
+                                }
+                            }
+                            PostField::CommentCount => {
+                                for p in &rows {
+                                    self.tag(|| tags::post_comments(p.id));
+                                    counts.insert(p.id);
+                                }
+                            }
+                            PostField::Comments(comments) => {
+                                let (args, conn) = &**comments;
+                                let page = self.page(args)?;
+                                let authors = conn.nodes().iter().any(|sel| {
+                                    sel.iter()
+                                        .any(|f| matches!(f.field, CommentField::Author(_)))
+                                });
+                                let entry = comment_pages.entry(page).or_default();
+                                entry.1 |= authors;
+                                for p in &rows {
+                                    self.tag(|| tags::post_comments(p.id));
+                                    if !data.comment_pages.contains_key(&(p.id, page)) {
+                                        entry.0.insert(p.id);
+                                    }
+                                    if conn.has_total() {
+                                        counts.insert(p.id);
+                                    }
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                Work::Comments(sel, pages) => {
+                    for f in sel.iter() {
+                        if let CommentField::Author(_) = f.field {
+                            for c in pages.iter().flat_map(|k| data.shown_comments(k)) {
+                                self.tag(|| tags::user(c.author_id));
+                                if !data.users.contains_key(&c.author_id) {
+                                    users.insert(c.author_id);
+                                }
+                            }
+                        }
+                    }
+                }
+                Work::Users(sel, ids) => {
+                    for f in sel.iter() {
+                        if let UserField::Posts(posts) = &f.field {
+                            let (args, conn) = &**posts;
+                            let page = self.page(args)?;
+                            for id in ids {
+                                let drafts = may_see_private(self.viewer(), *id);
+                                self.tag(|| tags::user_posts(*id));
+                                if !data.author_pages.contains_key(&(*id, drafts, page)) {
+                                    author_pages.entry((drafts, page)).or_default().insert(*id);
+                                }
+                                if conn.has_total()
+                                    && !data.author_counts.contains_key(&(*id, drafts))
+                                {
+                                    author_counts.entry(drafts).or_default().insert(*id);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let mut fetches = Vec::new();
+        for (page, (posts, authors)) in comment_pages {
+            // A page without a cursor brings its posts' counts along.
+            if page.after.is_none() {
+                for id in &posts {
+                    counts.remove(id);
+                }
+            }
+            if !posts.is_empty() {
+                fetches.push(Fetch::CommentPages {
+                    page,
+                    posts: posts.into_iter().collect(),
+                    authors,
+                });
+            }
+        }
+        counts.retain(|id| !data.counts.contains_key(id));
+        if !counts.is_empty() {
+            fetches.push(Fetch::Counts(counts.into_iter().collect()));
+        }
+        if !users.is_empty() {
+            fetches.push(Fetch::Users(users.into_iter().collect()));
+        }
+        for ((drafts, page), authors) in author_pages {
+            fetches.push(Fetch::AuthorPages {
+                drafts,
+                page,
+                authors: authors.into_iter().collect(),
+            });
+        }
+        for (drafts, authors) in author_counts {
+            fetches.push(Fetch::AuthorCounts {
+                drafts,
+                authors: authors.into_iter().collect(),
+            });
+        }
+        Some(fetches)
+    }
+
+    /// The next level's work: the objects this level's relations brought. `None` for a broken invariant (a
+    /// post or comment whose author is missing): the executor reports it.
+    fn next<'p>(&self, work: &[Work<'p>], data: &Data) -> Option<Vec<Work<'p>>> {
+        let mut next = Vec::new();
+        for w in work {
+            match w {
+                Work::Posts(sel, ids) => {
+                    for f in sel.iter() {
+                        match &f.field {
+                            PostField::Author(user) => {
+                                let authors = ids
+                                    .iter()
+                                    .map(|id| Some(data.posts.get(id)?.author_id))
+                                    .collect::<Option<Vec<_>>>()?;
+                                next.push(Work::Users(user, authors));
+                            }
+                            PostField::Comments(comments) => {
+                                let (args, conn) = &**comments;
+                                let page = self.page(args)?;
+                                let keys: Vec<(i64, Page)> =
+                                    ids.iter().map(|id| (*id, page)).collect();
+                                for sel in conn.nodes() {
+                                    next.push(Work::Comments(sel, keys.clone()));
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                Work::Comments(sel, pages) => {
+                    for f in sel.iter() {
+                        if let CommentField::Author(user) = &f.field {
+                            let authors: Vec<i64> = pages
+                                .iter()
+                                .flat_map(|k| data.shown_comments(k))
+                                .map(|c| c.author_id)
+                                .collect();
+                            next.push(Work::Users(user, authors));
+                        }
+                    }
+                }
+                Work::Users(sel, ids) => {
+                    for f in sel.iter() {
+                        if let UserField::Posts(posts) = &f.field {
+                            let (args, conn) = &**posts;
+                            let page = self.page(args)?;
+                            let mut posts = Vec::new();
+                            for id in ids {
+                                let drafts = may_see_private(self.viewer(), *id);
+                                let fetched = data.author_pages.get(&(*id, drafts, page))?;
+                                for post in fetched {
+                                    self.tag(|| tags::post(*post));
+                                }
+                                posts.extend(fetched.iter().take(page.shown()));
+                            }
+                            for sel in conn.nodes() {
+                                next.push(Work::Posts(sel, posts.clone()));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Every author a level asked for must have come back.
+        for w in &next {
+            if let Work::Users(_, ids) = w
+                && !ids.iter().all(|id| data.users.contains_key(id))
+            {
+                return None;
+            }
+        }
+        Some(next)
+    }
+
+    fn write(&self, out: &mut Vec<u8>, roots: &[Root], data: &Data) -> io::Result<()> {
+        out.extend_from_slice(b"{\"data\":{");
+        for (i, (root, planned)) in roots.iter().zip(&self.plan.root).enumerate() {
+            comma(out, i);
+            key(out, &planned.key);
+            match (root, &planned.field) {
+                (Root::Typename, _) => string(out, "Query")?,
+                (Root::Posts { page, ids, total }, RootField::Posts(_, conn)) => {
+                    let rows = lookup(ids, &data.posts)?;
+                    let w = ConnWrite {
+                        node_type: "Post",
+                        page: *page,
+                        total: *total,
+                    };
+                    w.write(
+                        out,
+                        conn,
+                        &rows,
+                        |p| p.id,
+                        |out, p, sel| self.post(out, p, sel, data),
+                    )?;
+                }
+                (Root::Post(found), RootField::Post(_, sel)) => match found {
+                    Some(id) => {
+                        let row = data.posts.get(id).ok_or_else(missing)?;
+                        self.post(out, row, sel, data)?;
+                    }
+                    None => out.extend_from_slice(b"null"),
+                },
+                (Root::User(found), RootField::User(_, sel)) => match found {
+                    Some(id) => {
+                        let row = data.users.get(id).ok_or_else(missing)?;
+                        self.user(out, row, sel, data)?;
+                    }
+                    None => out.extend_from_slice(b"null"),
+                },
+                _ => return Err(missing()),
+            }
         }
         out.extend_from_slice(b"}}");
         Ok(())
     }
+
+    fn post(&self, out: &mut Vec<u8>, p: &PostRow, sel: &PostSel, data: &Data) -> io::Result<()> {
+        out.push(b'{');
+        for (i, f) in sel.iter().enumerate() {
+            comma(out, i);
+            key(out, &f.key);
+            match &f.field {
+                PostField::Typename => string(out, "Post")?,
+                PostField::Id => id(out, p.id)?,
+                PostField::Title => string(out, &p.title)?,
+                PostField::Content => string(out, &p.content)?,
+                PostField::Published => boolean(out, p.published),
+                PostField::PublishedAt => opt_string(out, p.published_at.map(|t| t.to_rfc3339()))?,
+                PostField::CreatedAt => string(out, &p.created_at.to_rfc3339())?,
+                PostField::UpdatedAt => string(out, &p.updated_at.to_rfc3339())?,
+                PostField::CommentCount => {
+                    let n = data.counts.get(&p.id).ok_or_else(missing)?;
+                    number(out, connection::count(*n).into())?;
+                }
+                PostField::Author(user) => {
+                    let author = data.users.get(&p.author_id).ok_or_else(missing)?;
+                    self.user(out, author, user, data)?;
+                }
+                PostField::Comments(comments) => {
+                    let (args, conn) = &**comments;
+                    let page = self.page(args).ok_or_else(missing)?;
+                    let rows: Vec<&CommentRow> = data.comments(&(p.id, page)).collect();
+                    let total = match conn.has_total() {
+                        true => Some(*data.counts.get(&p.id).ok_or_else(missing)?),
+                        false => None,
+                    };
+                    let w = ConnWrite {
+                        node_type: "Comment",
+                        page,
+                        total,
+                    };
+                    w.write(
+                        out,
+                        conn,
+                        &rows,
+                        |c| c.id,
+                        |out, c, sel| self.comment(out, c, sel, data),
+                    )?;
+                }
+            }
+        }
+        out.push(b'}');
+        Ok(())
+    }
+
+    fn comment(
+        &self,
+        out: &mut Vec<u8>,
+        c: &CommentRow,
+        sel: &CommentSel,
+        data: &Data,
+    ) -> io::Result<()> {
+        out.push(b'{');
+        for (i, f) in sel.iter().enumerate() {
+            comma(out, i);
+            key(out, &f.key);
+            match &f.field {
+                CommentField::Typename => string(out, "Comment")?,
+                CommentField::Id => id(out, c.id)?,
+                CommentField::Body => string(out, &c.body)?,
+                CommentField::CreatedAt => string(out, &c.created_at.to_rfc3339())?,
+                CommentField::Author(user) => {
+                    let author = data.users.get(&c.author_id).ok_or_else(missing)?;
+                    self.user(out, author, user, data)?;
+                }
+            }
+        }
+        out.push(b'}');
+        Ok(())
+    }
+
+    fn user(&self, out: &mut Vec<u8>, u: &UserRow, sel: &UserSel, data: &Data) -> io::Result<()> {
+        out.push(b'{');
+        for (i, f) in sel.iter().enumerate() {
+            comma(out, i);
+            key(out, &f.key);
+            match &f.field {
+                UserField::Typename => string(out, "User")?,
+                UserField::Id => id(out, u.id)?,
+                UserField::Name => string(out, &u.name)?,
+                UserField::Role => string(
+                    out,
+                    match u.role {
+                        Role::User => "USER",
+                        Role::Admin => "ADMIN",
+                    },
+                )?,
+                UserField::CreatedAt => string(out, &u.created_at.to_rfc3339())?,
+                UserField::Posts(posts) => {
+                    let (args, conn) = &**posts;
+                    let page = self.page(args).ok_or_else(missing)?;
+                    // Decided as the resolver decides it (and already noted as viewer-dependent by `level`).
+                    let drafts = may_see_private(self.viewer, u.id);
+                    let ids = data
+                        .author_pages
+                        .get(&(u.id, drafts, page))
+                        .ok_or_else(missing)?;
+                    let rows = lookup(ids, &data.posts)?;
+                    let total = match conn.has_total() {
+                        true => Some(
+                            *data
+                                .author_counts
+                                .get(&(u.id, drafts))
+                                .ok_or_else(missing)?,
+                        ),
+                        false => None,
+                    };
+                    let w = ConnWrite {
+                        node_type: "Post",
+                        page,
+                        total,
+                    };
+                    w.write(
+                        out,
+                        conn,
+                        &rows,
+                        |p| p.id,
+                        |out, p, sel| self.post(out, p, sel, data),
+                    )?;
+                }
+            }
+        }
+        out.push(b'}');
+        Ok(())
+    }
+}
+
+impl Data {
+    /// A post's page of comments, as fetched (one more than shown when another page follows).
+    fn comments(&self, key: &(i64, Page)) -> impl Iterator<Item = &CommentRow> {
+        self.comment_pages.get(key).into_iter().flatten()
+    }
+
+    /// The comments of a page that are shown (not the extra one that tells whether another page follows).
+    fn shown_comments(&self, key: &(i64, Page)) -> impl Iterator<Item = &CommentRow> {
+        self.comments(key).take(key.1.shown())
+    }
 }
 
 impl<N> Conn<N> {
-    /// The complexity of the connection's selection, `node` being that of one node's selection.
-    fn cost(&self, node: impl Fn(&N) -> usize) -> usize {
-        self.fields
-            .iter()
-            .map(|f| match &f.field {
+    /// The node selections of the connection (under `edges { node }` and `nodes`).
+    pub(super) fn nodes(&self) -> Vec<&N> {
+        let mut out = Vec::new();
+        for f in &self.fields {
+            match &f.field {
+                ConnField::Nodes(n) => out.push(n),
                 ConnField::Edges(edges) => {
-                    1 + edges
-                        .iter()
-                        .map(|e| match &e.field {
-                            EdgeField::Node(n) => 1 + node(n),
-                            EdgeField::Cursor => 1,
-                            EdgeField::Typename => 0,
-                        })
-                        .sum::<usize>()
+                    for e in edges {
+                        if let EdgeField::Node(n) = &e.field {
+                            out.push(n);
+                        }
+                    }
                 }
-                ConnField::Nodes(n) => 1 + node(n),
-                ConnField::PageInfo(p) => {
-                    1 + p
-                        .iter()
-                        .filter(|f| !matches!(f.field, PageInfoField::Typename))
-                        .count()
-                }
-                ConnField::TotalCount => 1,
-                ConnField::Typename => 0,
-            })
-            .sum()
+                _ => {}
+            }
+        }
+        out
     }
 
-    /// Writes the connection object over `items` (the shown ones).
-    #[allow(clippy::too_many_arguments)]
-    fn write<T>(
+    fn has_total(&self) -> bool {
+        self.fields
+            .iter()
+            .any(|f| matches!(f.field, ConnField::TotalCount))
+    }
+}
+
+/// How to write one connection: its node type, page and total.
+struct ConnWrite {
+    node_type: &'static str,
+    page: Page,
+    total: Option<i64>,
+}
+
+impl ConnWrite {
+    /// Writes the connection object over `rows` as fetched (one more than shown when another page follows).
+    fn write<T, N>(
         &self,
         out: &mut Vec<u8>,
-        node_type: &str,
-        items: &[T],
-        has_next_page: bool,
-        page: Page,
-        total: Option<i64>,
+        conn: &Conn<N>,
+        rows: &[&T],
         id: impl Fn(&T) -> i64,
         node: impl Fn(&mut Vec<u8>, &T, &N) -> io::Result<()>,
     ) -> io::Result<()> {
+        let shown = self.page.shown().min(rows.len());
+        let (items, has_next_page) = (&rows[..shown], rows.len() > shown);
+        let node_type = self.node_type;
         out.push(b'{');
-        for (i, f) in self.fields.iter().enumerate() {
+        for (i, f) in conn.fields.iter().enumerate() {
             comma(out, i);
             key(out, &f.key);
             match &f.field {
                 ConnField::Typename => string(out, &format!("{node_type}Connection"))?,
-                // Only comment connections compile with `totalCount` (see `Plan::compile`).
                 ConnField::TotalCount => {
-                    let total = total.ok_or_else(|| io::Error::other("no total for this list"))?;
-                    number(out, total)?;
+                    let total = self.total.ok_or_else(missing)?;
+                    number(out, connection::count(total).into())?;
                 }
                 ConnField::Nodes(n) => list(out, items, |out, item| node(out, item, n))?,
                 ConnField::Edges(edges) => list(out, items, |out, item| {
@@ -277,11 +958,14 @@ impl<N> Conn<N> {
                     for (j, p) in fields.iter().enumerate() {
                         comma(out, j);
                         key(out, &p.key);
-                        let cursor = |item: Option<&T>| item.map(|t| Cursor(id(t)).encode_cursor());
+                        let cursor =
+                            |item: Option<&&T>| item.map(|t| Cursor(id(t)).encode_cursor());
                         match p.field {
                             PageInfoField::Typename => string(out, "PageInfo")?,
                             PageInfoField::HasNextPage => boolean(out, has_next_page),
-                            PageInfoField::HasPreviousPage => boolean(out, page.after.is_some()),
+                            PageInfoField::HasPreviousPage => {
+                                boolean(out, self.page.after.is_some())
+                            }
                             PageInfoField::StartCursor => opt_string(out, cursor(items.first()))?,
                             PageInfoField::EndCursor => opt_string(out, cursor(items.last()))?,
                         }
@@ -295,150 +979,21 @@ impl<N> Conn<N> {
     }
 }
 
-fn write_post(
-    out: &mut Vec<u8>,
-    p: &PostOut,
-    fields: &[Key<PostField>],
-    pages: &Pages,
-) -> io::Result<()> {
-    let missing = || io::Error::other("a compiled row lacks a selected column");
-    out.push(b'{');
-    for (i, f) in fields.iter().enumerate() {
-        comma(out, i);
-        key(out, &f.key);
-        match &f.field {
-            PostField::Typename => string(out, "Post")?,
-            PostField::Id => id(out, p.post.id)?,
-            PostField::Title => string(out, &p.post.title)?,
-            PostField::Content => string(out, p.post.content.as_deref().ok_or_else(missing)?)?,
-            PostField::Published => boolean(out, p.post.published.ok_or_else(missing)?),
-            PostField::PublishedAt => opt_string(out, p.post.published_at.map(|t| t.to_rfc3339()))?,
-            PostField::CreatedAt => {
-                string(out, &p.post.created_at.ok_or_else(missing)?.to_rfc3339())?
-            }
-            PostField::UpdatedAt => {
-                string(out, &p.post.updated_at.ok_or_else(missing)?.to_rfc3339())?
-            }
-            PostField::CommentCount => number(out, connection::count(p.count).into())?,
-            PostField::Author(user) => {
-                write_user(out, p.author.as_ref().ok_or_else(missing)?, user)?
-            }
-            PostField::Comments(_, conn) => {
-                let page = pages.comments.ok_or_else(missing)?;
-                let shown = page.shown().min(p.comments.len());
-                let total = connection::count(p.count).into();
-                conn.write(
-                    out,
-                    "Comment",
-                    &p.comments[..shown],
-                    p.comments.len() > shown,
-                    page,
-                    Some(total),
-                    |c| c.id,
-                    |out, c, fields| write_comment(out, c, fields),
-                )?;
-            }
-        }
-    }
-    out.push(b'}');
-    Ok(())
+fn dedup(mut ids: Vec<i64>) -> Vec<i64> {
+    ids.sort_unstable();
+    ids.dedup();
+    ids
 }
 
-fn write_comment(
-    out: &mut Vec<u8>,
-    c: &FeedComment,
-    fields: &[Key<CommentField>],
-) -> io::Result<()> {
-    out.push(b'{');
-    for (i, f) in fields.iter().enumerate() {
-        comma(out, i);
-        key(out, &f.key);
-        match &f.field {
-            CommentField::Typename => string(out, "Comment")?,
-            CommentField::Id => id(out, c.id)?,
-            CommentField::Body => string(out, &c.body)?,
-            CommentField::CreatedAt => string(
-                out,
-                &c.created_at
-                    .ok_or_else(|| io::Error::other("a compiled comment lacks its date"))?
-                    .to_rfc3339(),
-            )?,
-            CommentField::Author(user) => {
-                let author = c
-                    .author
-                    .as_ref()
-                    .ok_or_else(|| io::Error::other("a compiled comment lacks its author"))?;
-                write_user(out, author, user)?;
-            }
-        }
-    }
-    out.push(b'}');
-    Ok(())
+/// The rows of `ids`, in order.
+fn lookup<'d, T>(ids: &[i64], rows: &'d HashMap<i64, T>) -> io::Result<Vec<&'d T>> {
+    ids.iter()
+        .map(|id| rows.get(id).ok_or_else(missing))
+        .collect()
 }
 
-fn write_user(out: &mut Vec<u8>, u: &FeedUser, fields: &[Key<UserField>]) -> io::Result<()> {
-    let missing = || io::Error::other("a compiled author lacks a selected column");
-    out.push(b'{');
-    for (i, f) in fields.iter().enumerate() {
-        comma(out, i);
-        key(out, &f.key);
-        match f.field {
-            UserField::Typename => string(out, "User")?,
-            UserField::Id => id(out, u.id)?,
-            UserField::Name => string(out, &u.name)?,
-            UserField::Role => string(
-                out,
-                match u.role.ok_or_else(missing)? {
-                    Role::User => "USER",
-                    Role::Admin => "ADMIN",
-                },
-            )?,
-            UserField::CreatedAt => string(out, &u.created_at.ok_or_else(missing)?.to_rfc3339())?,
-        }
-    }
-    out.push(b'}');
-    Ok(())
-}
-
-/// The statement's rows, one entry per post in feed order, each with its comments.
-fn group(rows: Vec<FeedRow>) -> Vec<PostOut> {
-    let mut out: Vec<PostOut> = Vec::new();
-    for row in rows {
-        let same = out.last().is_some_and(|p| p.post.id == row.post.id);
-        if !same {
-            out.push(PostOut {
-                post: row.post,
-                author: row.author,
-                count: row.comment_count.unwrap_or(0),
-                comments: Vec::new(),
-            });
-        }
-        if let (Some(comment), Some(last)) = (row.comment, out.last_mut()) {
-            last.comments.push(comment);
-        }
-    }
-    out
-}
-
-/// Records the tags the executor's resolvers would have recorded for the same response (a few more at
-/// most, which can only purge it sooner).
-fn record(tracker: &Tracker, page: &[PostOut], query: &FeedQuery) {
-    tracker.tag(tags::POST_LIST.to_owned());
-    for p in page {
-        tracker.tag(tags::post(p.post.id));
-        if query.authors {
-            tracker.tag(tags::user(p.post.author_id));
-        }
-        if query.counts || query.comments.is_some() {
-            tracker.tag(tags::post_comments(p.post.id));
-        }
-        // A comment page needs only its post's `post_comments` tag, above (`tags::comment_changed`).
-        for c in &p.comments {
-            if c.author.is_some() {
-                tracker.tag(tags::user(c.author_id));
-            }
-        }
-    }
+fn missing() -> io::Error {
+    io::Error::other("a planned read lacks a row it fetched")
 }
 
 fn key(out: &mut Vec<u8>, key: &str) {
@@ -493,86 +1048,4 @@ fn list<T>(
     }
     out.push(b']');
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use async_graphql::{CacheControl, Request};
-    use serde_json::json;
-
-    use super::*;
-    use crate::graphql::{Limits, build_schema};
-
-    /// The complexity async-graphql's validation computes for `query`: the smallest limit it accepts it under.
-    async fn executor_complexity(query: &str, variables: &serde_json::Value) -> usize {
-        let accepts = |limit: usize| async move {
-            let schema = build_schema(
-                None,
-                Limits {
-                    max_depth: usize::MAX,
-                    max_complexity: limit,
-                    max_directives: usize::MAX,
-                    introspection: true,
-                    suggestions: true,
-                },
-            );
-            let request = Request::new(query).variables(Variables::from_json(variables.clone()));
-            let response = schema.execute(request).await;
-            !response
-                .errors
-                .iter()
-                .any(|e| e.message.contains("too complex"))
-        };
-        let (mut low, mut high) = (1, 1_000_000);
-        assert!(accepts(high).await, "{query}");
-        while low < high {
-            let mid = (low + high) / 2;
-            if accepts(mid).await {
-                high = mid;
-            } else {
-                low = mid + 1;
-            }
-        }
-        low
-    }
-
-    #[tokio::test]
-    async fn complexity_is_the_executors() {
-        let cases = [
-            (
-                "query($n: Int!) { posts(first: $n) { edges { node { id title author { name } commentCount
-                 comments(first: 5) { edges { node { body author { name } } } } } } pageInfo { hasNextPage endCursor } } }",
-                json!({ "n": 20 }),
-            ),
-            (
-                "query($n: Int!) { posts(first: $n) { edges { node { id } } } }",
-                json!({ "n": 0 }),
-            ),
-            (
-                "query($c: Int) { __typename posts { __typename edges { __typename cursor node { __typename id
-                 writer: author { __typename id name role createdAt } comments(first: $c) { __typename totalCount
-                 pageInfo { __typename hasNextPage hasPreviousPage startCursor endCursor }
-                 edges { cursor node { __typename id body createdAt author { id } } } nodes { id } } } }
-                 nodes { id t: title } pageInfo { hasNextPage } } after: __typename }",
-                json!({ "c": 7 }),
-            ),
-            (
-                "{ posts(first: 100) { nodes { content published publishedAt createdAt updatedAt comments { nodes { id } } } } }",
-                json!({}),
-            ),
-        ];
-        for (query, variables) in cases {
-            let doc = async_graphql::parser::parse_query(query).unwrap();
-            let plan = Plan::compile(&doc, None, CacheControl::default())
-                .unwrap_or_else(|| panic!("compiles: {query}"));
-            let (_, ours) = plan
-                .pages(&Variables::from_json(variables.clone()))
-                .unwrap();
-            assert_eq!(
-                ours,
-                executor_complexity(query, &variables).await,
-                "{query}"
-            );
-        }
-    }
 }

@@ -7,7 +7,7 @@ mod subscription;
 mod types;
 
 pub use mutation::PostMutation;
-pub use query::PostQuery;
+pub use query::{PostFilter, PostQuery};
 pub use subscription::PostSubscription;
 pub(crate) use subscription::trigger;
-pub use types::{Post, visible_in, visible_to};
+pub use types::{Post, visible_in, visible_to, visible_with};

@@ -34,7 +34,7 @@ pub struct PostFilter {
 impl PostFilter {
     /// Checks the filter and turns it into the store's form, deciding which drafts the viewer may list. The
     /// viewer is consulted only when drafts are asked for: only then does the list depend on who asks.
-    fn into_store<'a>(
+    pub(crate) fn into_store<'a>(
         self,
         viewer: impl FnOnce() -> &'a Viewer,
     ) -> Result<PostListFilter, AppError> {

@@ -36,7 +36,13 @@ pub fn visible_to(viewer: &Viewer, row: &PostRow) -> bool {
 /// consults (and thereby marks the response as depending on) the viewer: a published post stays cacheable for
 /// everyone.
 pub fn visible_in(ctx: &Context<'_>, row: &PostRow) -> bool {
-    row.published || visible_to(ctx.viewer(), row)
+    visible_with(row, || ctx.viewer())
+}
+
+/// `visible_in` for a path without a resolver context (`graphql/compiled`): `viewer` is asked, and so marks
+/// the response as depending on who asks, only for a draft.
+pub fn visible_with<'v>(row: &PostRow, viewer: impl FnOnce() -> &'v Viewer) -> bool {
+    row.published || visible_to(viewer(), row)
 }
 
 #[Object(cache_control(max_age = 60))]

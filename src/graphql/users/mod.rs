@@ -7,4 +7,4 @@ mod types;
 
 pub use mutation::{AuthPayload, UserMutation};
 pub use query::UserQuery;
-pub use types::{Plan, Role, User};
+pub use types::{Plan, Role, User, may_see_private};

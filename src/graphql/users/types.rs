@@ -3,6 +3,7 @@
 use async_graphql::{Context, Enum, ID, Object};
 use chrono::{DateTime, Utc};
 
+use crate::auth::Viewer;
 use crate::cache::tags;
 use crate::graphql::connection::{self, Conn, CountOf};
 use crate::graphql::context::ContextExt;
@@ -51,8 +52,14 @@ impl User {
 
     /// Whether the viewer may see this user's private fields (email, plan, drafts).
     fn private_visible(&self, ctx: &Context<'_>) -> bool {
-        self.to_self || ctx.viewer().owns_or_admin(self.row.id)
+        self.to_self || may_see_private(ctx.viewer(), self.row.id)
     }
+}
+
+/// Whether `viewer` may see the private side of user `user_id` (email, plan, drafts): the user and admins. Every
+/// path that answers these asks this.
+pub fn may_see_private(viewer: &Viewer, user_id: i64) -> bool {
+    viewer.owns_or_admin(user_id)
 }
 
 #[Object(cache_control(max_age = 60))]
