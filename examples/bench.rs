@@ -6,8 +6,11 @@
 //! cargo run --release --example bench -- --ops nested,post --seconds 5
 //! ```
 //!
-//! Operations: `nested` (the reference query: 20 posts with author, comment count and 5 comments with their
-//! authors), `post` (one `post(id)` with its comments), `post-apq` (the same operation sent as an automatic
+//! Operations: `feed`, `detail` and `author`, the three workloads of `../shared/perf` (`feed` is the reference
+//! query: 20 posts with author, comment count and 5 comments with their authors; `detail` one `post(id)` with its
+//! author and 20 comments; `author` one `user(id)` with 10 posts and their comment counts), and each of them as
+//! Apollo Client sends it, with fragments and `__typename` everywhere (`feed-apollo`, `detail-apollo`,
+//! `author-apollo`); `nested` (the reference query), `post` (one `post(id)` with its comments), `post-apq` (the same operation sent as an automatic
 //! persisted query: the hash and the variables, no text), `user` (`user(id) { posts }`), `search` (a
 //! title/content search), `mutation` (`createPost` as a freshly signed-up user). Statements per request come from the server's
 //! `folio_db_statements_total`, so run it against an otherwise idle server. With the response cache on, repeated
@@ -31,12 +34,19 @@ struct Args {
     /// Concurrent connections.
     #[arg(long, default_value_t = 32)]
     conns: usize,
-    /// Comma-separated operations: nested, post, post-apq, user, search, mutation.
-    #[arg(long, default_value = "nested,post,post-apq,user,search,mutation")]
+    /// Comma-separated operations: feed, feed-apollo, detail, detail-apollo, author, author-apollo, nested, post,
+    /// post-apq, user, search, mutation.
+    #[arg(
+        long,
+        default_value = "feed,feed-apollo,detail,detail-apollo,author,author-apollo,post-apq,search,mutation"
+    )]
     ops: String,
     /// Posts per page in the nested query.
     #[arg(long, default_value_t = 20)]
     posts: u32,
+    /// How many post ids (and their authors) `detail`, `author`, `post` and `user` rotate over.
+    #[arg(long, default_value_t = 500)]
+    ids: usize,
 }
 
 const NESTED: &str = "query($n:Int!){ posts(first:$n){ edges{ node{ id title author{ name } commentCount \
@@ -44,6 +54,24 @@ const NESTED: &str = "query($n:Int!){ posts(first:$n){ edges{ node{ id title aut
 const POST: &str = "query($id:ID!){ post(id:$id){ id title content author{ name } comments(first:20){ nodes{ body author{ name } } } } }";
 const USER: &str =
     "query($id:ID!){ user(id:$id){ name posts(first:10){ totalCount nodes{ id title } } } }";
+const FEED: &str = NESTED;
+const FEED_APOLLO: &str = "query Feed($n:Int!){ posts(first:$n){ __typename edges{ __typename node{ ...PostCard } } \
+    pageInfo{ __typename hasNextPage endCursor } } } \
+    fragment PostCard on Post{ __typename id title author{ ...Author } commentCount \
+    comments(first:5){ __typename edges{ __typename node{ __typename body author{ ...Author } } } } } \
+    fragment Author on User{ __typename id name }";
+const DETAIL: &str = "query($id:ID!){ post(id:$id){ id title content author{ id name } commentCount comments(first:20){ \
+    edges{ node{ id body author{ id name } } } pageInfo{ hasNextPage endCursor } } } }";
+const DETAIL_APOLLO: &str = "query Detail($id:ID!){ post(id:$id){ ...PostDetail } } \
+    fragment PostDetail on Post{ __typename id title content author{ __typename id name } commentCount \
+    comments(first:20){ __typename edges{ __typename node{ ...CommentItem } } pageInfo{ __typename hasNextPage endCursor } } } \
+    fragment CommentItem on Comment{ __typename id body author{ __typename id name } }";
+const AUTHOR: &str = "query($id:ID!){ user(id:$id){ id name posts(first:10){ edges{ node{ id title commentCount } } \
+    pageInfo{ hasNextPage endCursor } } } }";
+const AUTHOR_APOLLO: &str = "query Author($id:ID!){ user(id:$id){ ...AuthorPage } } \
+    fragment AuthorPage on User{ __typename id name posts(first:10){ __typename edges{ __typename node{ ...PostRow } } \
+    pageInfo{ __typename hasNextPage endCursor } } } \
+    fragment PostRow on Post{ __typename id title commentCount }";
 const SEARCH: &str =
     "query($q:String!){ posts(first:10, filter:{ search:$q }){ nodes{ id title } } }";
 const CREATE: &str = "mutation($i:CreatePostInput!){ createPost(input:$i){ id } }";
@@ -62,7 +90,7 @@ async fn main() -> anyhow::Result<()> {
         .pool_max_idle_per_host(args.conns)
         .build()?;
     let endpoint = format!("{}/graphql", args.url.trim_end_matches('/'));
-    let sample = prepare(&client, &endpoint, args.ops.contains("mutation")).await?;
+    let sample = prepare(&client, &endpoint, args.ops.contains("mutation"), args.ids).await?;
     // Registered once, as a client's first request would; from then on `post-apq` sends the hash only.
     client
         .post(&endpoint)
@@ -70,7 +98,7 @@ async fn main() -> anyhow::Result<()> {
         .send()
         .await?;
     println!(
-        "{:<9} {:>9} {:>9} {:>9} {:>8} {:>9}",
+        "{:<14} {:>9} {:>9} {:>9} {:>8} {:>9}",
         "operation", "req/s", "p50", "p99", "errors", "SQL/req"
     );
     for op in args.ops.split(',').map(str::trim).filter(|o| !o.is_empty()) {
@@ -84,7 +112,7 @@ async fn main() -> anyhow::Result<()> {
             _ => "-".into(),
         };
         println!(
-            "{:<9} {:>9.0} {:>9} {:>9} {:>8} {:>9}",
+            "{:<14} {:>9.0} {:>9} {:>9} {:>8} {:>9}",
             op,
             result.requests as f64 / result.elapsed.as_secs_f64(),
             fmt(result.p50),
@@ -105,31 +133,35 @@ async fn prepare(
     client: &reqwest::Client,
     endpoint: &str,
     mutation: bool,
+    wanted: usize,
 ) -> anyhow::Result<Sample> {
-    let body = gql(
-        client,
-        endpoint,
-        None,
-        "{ posts(first: 100) { nodes { id author { id } } } }",
-        json!({}),
-    )
-    .await?;
-    let nodes = body["data"]["posts"]["nodes"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    anyhow::ensure!(
-        !nodes.is_empty(),
-        "the server has no published posts; seed it first: {body}"
-    );
-    let ids = nodes
-        .iter()
-        .filter_map(|n| n["id"].as_str().map(str::to_owned))
-        .collect();
-    let authors = nodes
-        .iter()
-        .filter_map(|n| n["author"]["id"].as_str().map(str::to_owned))
-        .collect();
+    let (mut ids, mut authors, mut after) = (Vec::new(), Vec::new(), Value::Null);
+    while ids.len() < wanted {
+        let body = gql(
+            client,
+            endpoint,
+            None,
+            "query($a: String) { posts(first: 100, after: $a) { nodes { id author { id } } pageInfo { hasNextPage endCursor } } }",
+            json!({ "a": after }),
+        )
+        .await?;
+        let page = &body["data"]["posts"];
+        let nodes = page["nodes"].as_array().cloned().unwrap_or_default();
+        anyhow::ensure!(
+            !nodes.is_empty() || !ids.is_empty(),
+            "the server has no published posts; seed it first: {body}"
+        );
+        for n in &nodes {
+            ids.extend(n["id"].as_str().map(str::to_owned));
+            authors.extend(n["author"]["id"].as_str().map(str::to_owned));
+        }
+        after = page["pageInfo"]["endCursor"].clone();
+        if page["pageInfo"]["hasNextPage"] != json!(true) {
+            break;
+        }
+    }
+    authors.sort();
+    authors.dedup();
     let token = if mutation {
         let email = format!("bench-{}@example.com", uuid::Uuid::new_v4().simple());
         let body = gql(
@@ -224,7 +256,14 @@ async fn run(
                 while !stop.load(Ordering::Relaxed) {
                     i += 1;
                     let (query, vars, auth) = match op.as_str() {
-                        "nested" => (NESTED, json!({ "n": posts }), None),
+                        "nested" | "feed" => (FEED, json!({ "n": posts }), None),
+                        "feed-apollo" => (FEED_APOLLO, json!({ "n": posts }), None),
+                        "detail" => (DETAIL, json!({ "id": ids[i % ids.len()] }), None),
+                        "detail-apollo" => (DETAIL_APOLLO, json!({ "id": ids[i % ids.len()] }), None),
+                        "author" => (AUTHOR, json!({ "id": authors[i % authors.len()] }), None),
+                        "author-apollo" => {
+                            (AUTHOR_APOLLO, json!({ "id": authors[i % authors.len()] }), None)
+                        }
                         "post" | "post-apq" => (POST, json!({ "id": ids[i % ids.len()] }), None),
                         "user" => (USER, json!({ "id": authors[i % authors.len()] }), None),
                         "search" => {

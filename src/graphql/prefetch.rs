@@ -21,7 +21,7 @@ use crate::error::AppError;
 use crate::graphql::connection;
 use crate::graphql::context::ContextExt;
 use crate::graphql::loaders::{CommentCount, Loaders, PostComments, UserId};
-use crate::store::{Page, PostListFilter, PostRow, Store};
+use crate::store::{Content, Page, PostListFilter, PostRow, Store};
 
 /// What the selection on a set of posts reads beyond the posts' own columns.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -96,7 +96,7 @@ impl PostPlan {
     ) -> Result<Vec<PostRow>, AppError> {
         let (store, loaders) = (ctx.store()?, ctx.loaders()?);
         let rows = if self.authors {
-            let joined = store.list_posts_with_authors(filter, page).await?;
+            let joined = store.list_posts_with_authors(filter, page, Content::Read).await?;
             let mut rows = Vec::with_capacity(joined.len());
             for (post, author) in joined {
                 loaders.prime(UserId(author.id), author);
@@ -104,7 +104,7 @@ impl PostPlan {
             }
             rows
         } else {
-            store.list_posts(filter, page).await?
+            store.list_posts(filter, page, Content::Read).await?
         };
         // The page holds one row more than `first` when another page follows; that row is not shown.
         let shown = page.shown().min(rows.len());

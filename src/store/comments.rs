@@ -120,66 +120,85 @@ impl Store {
         page: Page,
         authors: bool,
     ) -> Result<Vec<CommentInPageRow>, AppError> {
-        macro_rules! postgres_pages {
-            () => {
-                concat!(
-                    " FROM unnest($1::bigint[]) AS p(id)",
-                    " CROSS JOIN LATERAL (SELECT COUNT(*) AS total FROM comments WHERE post_id = p.id) n",
-                    " CROSS JOIN LATERAL (SELECT ",
-                    comment_cols!(),
-                    " FROM comments WHERE post_id = p.id AND id > $2 ORDER BY id LIMIT $3) c"
-                )
-            };
-        }
-        macro_rules! sqlite_pages {
-            () => {
-                concat!(
-                    " FROM (SELECT ",
-                    comment_cols!(),
-                    ", SUM(id > $2) OVER (PARTITION BY post_id ORDER BY id ROWS UNBOUNDED PRECEDING) AS rn",
-                    ", COUNT(*) OVER (PARTITION BY post_id) AS total",
-                    " FROM comments WHERE post_id IN (SELECT value FROM json_each($1))) c"
-                )
-            };
-        }
-        let extra = [page.after.unwrap_or(0), page.limit];
+        // The page size and the cursor are written into the text (integers, not input), as in `post_page`:
+        // each page shape is planned once per connection rather than on every execution.
+        let after = page.after.unwrap_or(0);
+        let limit = page.limit;
+        let (postgres, sqlite) = if authors {
+            (
+                format!(
+                    concat!(
+                        "SELECT c.id, c.post_id, c.author_id, c.body, c.created_at, n.total, ",
+                        joined_user_cols!(),
+                        " FROM unnest($1::bigint[]) AS p(id)",
+                        " CROSS JOIN LATERAL (SELECT COUNT(*) AS total FROM comments WHERE post_id = p.id) n",
+                        " CROSS JOIN LATERAL (SELECT ",
+                        comment_cols!(),
+                        " FROM comments WHERE post_id = p.id AND id > {after} ORDER BY id LIMIT {limit}) c",
+                        " CROSS JOIN LATERAL (SELECT * FROM users WHERE users.id = c.author_id LIMIT 1) u",
+                        " ORDER BY c.post_id, c.id"
+                    ),
+                    after = after,
+                    limit = limit
+                ),
+                format!(
+                    concat!(
+                        "SELECT c.id, c.post_id, c.author_id, c.body, c.created_at, c.total, ",
+                        joined_user_cols!(),
+                        " FROM (SELECT ",
+                        comment_cols!(),
+                        ", SUM(id > {after}) OVER (PARTITION BY post_id ORDER BY id ROWS UNBOUNDED PRECEDING) AS rn",
+                        ", COUNT(*) OVER (PARTITION BY post_id) AS total",
+                        " FROM comments WHERE post_id IN (SELECT value FROM json_each($1))) c",
+                        " JOIN users u ON u.id = c.author_id WHERE c.id > {after} AND c.rn <= {limit}",
+                        " ORDER BY c.post_id, c.id"
+                    ),
+                    after = after,
+                    limit = limit
+                ),
+            )
+        } else {
+            (
+                format!(
+                    concat!(
+                        "SELECT c.id, c.post_id, c.author_id, c.body, c.created_at, n.total",
+                        " FROM unnest($1::bigint[]) AS p(id)",
+                        " CROSS JOIN LATERAL (SELECT COUNT(*) AS total FROM comments WHERE post_id = p.id) n",
+                        " CROSS JOIN LATERAL (SELECT ",
+                        comment_cols!(),
+                        " FROM comments WHERE post_id = p.id AND id > {after} ORDER BY id LIMIT {limit}) c",
+                        " ORDER BY c.post_id, c.id"
+                    ),
+                    after = after,
+                    limit = limit
+                ),
+                format!(
+                    concat!(
+                        "SELECT c.id, c.post_id, c.author_id, c.body, c.created_at, c.total",
+                        " FROM (SELECT ",
+                        comment_cols!(),
+                        ", SUM(id > {after}) OVER (PARTITION BY post_id ORDER BY id ROWS UNBOUNDED PRECEDING) AS rn",
+                        ", COUNT(*) OVER (PARTITION BY post_id) AS total",
+                        " FROM comments WHERE post_id IN (SELECT value FROM json_each($1))) c",
+                        " WHERE c.id > {after} AND c.rn <= {limit} ORDER BY c.post_id, c.id"
+                    ),
+                    after = after,
+                    limit = limit
+                ),
+            )
+        };
         if authors {
-            const SQL: IdListSql = IdListSql {
-                postgres: concat!(
-                    "SELECT c.id, c.post_id, c.author_id, c.body, c.created_at, n.total, ",
-                    joined_user_cols!(),
-                    postgres_pages!(),
-                    " CROSS JOIN LATERAL (SELECT * FROM users WHERE users.id = c.author_id LIMIT 1) u",
-                    " ORDER BY c.post_id, c.id"
-                ),
-                sqlite: concat!(
-                    "SELECT c.id, c.post_id, c.author_id, c.body, c.created_at, c.total, ",
-                    joined_user_cols!(),
-                    sqlite_pages!(),
-                    " JOIN users u ON u.id = c.author_id WHERE c.id > $2 AND c.rn <= $3",
-                    " ORDER BY c.post_id, c.id"
-                ),
-            };
-            let rows: Vec<CommentInPageWithAuthor> =
-                self.fetch_for_ids(&SQL, post_ids, &extra).await?;
+            let rows: Vec<CommentInPageWithAuthor> = self
+                .fetch_for_ids_in(&postgres, &sqlite, post_ids, &[])
+                .await?;
             Ok(rows
                 .into_iter()
                 .map(|r| (r.comment, r.total, Some(r.author)))
                 .collect())
         } else {
-            const SQL: IdListSql = IdListSql {
-                postgres: concat!(
-                    "SELECT c.id, c.post_id, c.author_id, c.body, c.created_at, n.total",
-                    postgres_pages!(),
-                    " ORDER BY c.post_id, c.id"
-                ),
-                sqlite: concat!(
-                    "SELECT c.id, c.post_id, c.author_id, c.body, c.created_at, c.total",
-                    sqlite_pages!(),
-                    " WHERE c.id > $2 AND c.rn <= $3 ORDER BY c.post_id, c.id"
-                ),
-            };
-            let rows: Vec<CommentInPage> = self.fetch_for_ids(&SQL, post_ids, &extra).await?;
+            let rows: Vec<CommentInPage> = self
+                .fetch_for_ids_in(&postgres, &sqlite, post_ids, &[])
+                .await?;
             Ok(rows
                 .into_iter()
                 .map(|r| (r.comment, r.total, None))

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use prometheus::IntCounter;
+use sqlx::AssertSqlSafe;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -27,7 +28,7 @@ use sqlx::sqlite::{
 
 pub use billing::{BillingAction, BillingEvent, EventOutcome, IgnoreReason, WebhookEventRow};
 pub use comments::{CommentInPageRow, CommentOnPost, CommentRow, CreateComment};
-pub use posts::{Drafts, NewPost, PostChanges, PostListFilter, PostRow};
+pub use posts::{Content, Drafts, NewPost, PostChanges, PostListFilter, PostRow};
 pub use replication::{Lsn, ReplicaStatus};
 pub use users::{CreateAccount, ExternalUser, Plan, Role, UserRow};
 
@@ -328,13 +329,28 @@ impl Store {
     where
         T: DecodeOnBoth,
     {
+        self.fetch_for_ids_in(sql.postgres, sql.sqlite, ids, extra)
+            .await
+    }
+
+    /// `fetch_for_ids` with statement texts built at run time (only ever from fixed fragments and integers).
+    pub(crate) async fn fetch_for_ids_in<T>(
+        &self,
+        postgres: &str,
+        sqlite: &str,
+        ids: &[i64],
+        extra: &[i64],
+    ) -> Result<Vec<T>, AppError>
+    where
+        T: DecodeOnBoth,
+    {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         self.count(1);
         let rows = match &self.db {
             Db::Postgres(pool) => {
-                let mut q = sqlx::query_as::<_, T>(sql.postgres).bind(ids);
+                let mut q = sqlx::query_as::<_, T>(AssertSqlSafe(postgres)).bind(ids);
                 for v in extra {
                     q = q.bind(*v);
                 }
@@ -342,7 +358,7 @@ impl Store {
             }
             Db::Sqlite(pool) => {
                 let json = serde_json::Value::from(ids).to_string();
-                let mut q = sqlx::query_as::<_, T>(sql.sqlite).bind(json);
+                let mut q = sqlx::query_as::<_, T>(AssertSqlSafe(sqlite)).bind(json);
                 for v in extra {
                     q = q.bind(*v);
                 }

@@ -147,6 +147,8 @@ pub struct Plan {
     root: Vec<Key<RootField>>,
     /// The operation's complexity, as async-graphql's validation computes it.
     cost: Vec<Cost>,
+    /// Whether any post's `content` is selected (otherwise pages of posts leave it unread).
+    reads_content: bool,
 }
 
 /// A field of a selection with its response key (alias or name).
@@ -302,6 +304,7 @@ impl Plan {
         };
         let root = cx.root()?;
         let cost = cost::of_operation(doc, &op.selection_set.node)?;
+        let reads_content = selects_content(&op.selection_set.node, doc, 0);
         Some(Self {
             operation: operation.map(str::to_owned),
             cache_control,
@@ -309,6 +312,7 @@ impl Plan {
             variables: defaults,
             root,
             cost,
+            reads_content,
         })
     }
 
@@ -324,6 +328,22 @@ impl Plan {
     pub fn cache_control(&self) -> CacheControl {
         self.cache_control
     }
+}
+
+/// Whether a `content` field is selected anywhere in `set` (fragments included, whatever the conditions): only
+/// posts have one among the types that plan.
+fn selects_content(set: &SelectionSet, doc: &ExecutableDocument, depth: usize) -> bool {
+    depth < 64
+        && set.items.iter().any(|item| match &item.node {
+            Selection::Field(f) => {
+                f.node.name.node == "content" || selects_content(&f.node.selection_set.node, doc, depth + 1)
+            }
+            Selection::InlineFragment(f) => selects_content(&f.node.selection_set.node, doc, depth + 1),
+            Selection::FragmentSpread(s) => doc
+                .fragments
+                .get(&s.node.fragment_name.node)
+                .is_some_and(|d| selects_content(&d.node.selection_set.node, doc, depth + 1)),
+        })
 }
 
 /// A `Boolean` variable's value in a request: given, else its default; `None` if neither is a boolean.

@@ -29,7 +29,7 @@ use crate::error::AppError;
 use crate::graphql::connection::{self, Cursor};
 use crate::graphql::posts::{PostFilter, visible_with};
 use crate::graphql::users::may_see_private;
-use crate::store::{CommentRow, Page, PostListFilter, PostRow, Role, Store, UserRow};
+use crate::store::{CommentRow, Content, Page, PostListFilter, PostRow, Role, Store, UserRow};
 
 /// A planned operation's response body.
 pub struct Output {
@@ -73,6 +73,7 @@ enum Fetch {
         filter: PostListFilter,
         page: Page,
         authors: bool,
+        content: Content,
     },
     FeedTotal {
         root: usize,
@@ -117,14 +118,19 @@ impl Fetch {
                 filter,
                 page,
                 authors: true,
+                content,
             } => {
-                let rows = store.list_posts_with_authors(&filter, page).await?;
+                let rows = store.list_posts_with_authors(&filter, page, content).await?;
                 let (posts, users) = rows.into_iter().unzip();
                 Got::Feed(root, posts, users)
             }
             Fetch::Feed {
-                root, filter, page, ..
-            } => Got::Feed(root, store.list_posts(&filter, page).await?, Vec::new()),
+                root,
+                filter,
+                page,
+                content,
+                ..
+            } => Got::Feed(root, store.list_posts(&filter, page, content).await?, Vec::new()),
             Fetch::FeedTotal { root, filter } => {
                 Got::FeedTotal(root, store.count_posts(&filter).await?)
             }
@@ -396,11 +402,18 @@ impl Runner<'_> {
                             filter: filter.clone(),
                         });
                     }
+                    // A post's content is read only if the plan shows it anywhere (a post fetched twice, by the
+                    // page and by id, is one row).
+                    let content = match self.plan.reads_content {
+                        true => Content::Read,
+                        false => Content::Skip,
+                    };
                     fetches.push(Fetch::Feed {
                         root: i,
                         filter,
                         page,
                         authors,
+                        content,
                     });
                     Root::Posts {
                         page,
