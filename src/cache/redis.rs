@@ -93,6 +93,14 @@ redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 return 1
 ";
 
+// A single server's lookup in one step. KEYS: pending, then the entries to try in order. ARGV: now (s). Returns
+// the number of undelivered purges (as text), then each entry or false.
+const LOOKUP: &str = r"
+local out = {tostring(redis.call('ZCOUNT', KEYS[1], ARGV[1], '+inf'))}
+for i = 2, #KEYS do out[i] = redis.call('GET', KEYS[i]) end
+return out
+";
+
 // A single server's store in one step (every key on one node), with the same checks as TAG_STORE for each
 // tag and then ENTRY_STORE: a response carries dozens of tags, and one script per tag cost Redis more CPU than
 // the lookup a miss had made. KEYS: entry, epoch, then {t:<tag>}g, {t:<tag>}s per tag. ARGV: start seq, value,
@@ -160,6 +168,7 @@ struct Scripts {
     tag_store: redis::Script,
     entry_store: redis::Script,
     store_all: redis::Script,
+    lookup: redis::Script,
     tag_purge: redis::Script,
     tomb: redis::Script,
     delivered: redis::Script,
@@ -188,6 +197,7 @@ impl RedisCache {
                 tag_store: redis::Script::new(TAG_STORE),
                 entry_store: redis::Script::new(ENTRY_STORE),
                 store_all: redis::Script::new(STORE_ALL),
+                lookup: redis::Script::new(LOOKUP),
                 tag_purge: redis::Script::new(TAG_PURGE),
                 tomb: redis::Script::new(TOMB),
                 delivered: redis::Script::new(DELIVERED),
@@ -240,7 +250,32 @@ impl RedisCache {
         }
         let pending = self.meta("pending");
         let now = unix_now();
-        // Concurrent on the multiplexed connection(s): one round trip on a single server.
+        if !self.redis.is_cluster() {
+            // One command: the undelivered purges and the entries, in order.
+            let mut invocation = self.scripts.lookup.key(&pending);
+            for key in keys {
+                invocation.key(self.entry_key(key));
+            }
+            invocation.arg(now);
+            let found: Option<Vec<Option<Vec<u8>>>> = self
+                .call("get", |mut conn| async move {
+                    invocation.invoke_async(&mut conn).await
+                })
+                .await;
+            let Some(found) = found else {
+                return Lookup::Bypass;
+            };
+            let mut found = found.into_iter();
+            let stuck = found
+                .next()
+                .flatten()
+                .and_then(|n| std::str::from_utf8(&n).ok()?.parse::<u64>().ok());
+            if stuck != Some(0) {
+                return Lookup::Bypass;
+            }
+            return found.flatten().find_map(|raw| Entry::decode(&raw)).into();
+        }
+        // On a cluster the keys are in different slots: concurrent commands on the multiplexed connections.
         let stuck = self.call("get", |mut conn| async move {
             redis::cmd("ZCOUNT")
                 .arg(pending)

@@ -96,7 +96,9 @@ impl PostPlan {
     ) -> Result<Vec<PostRow>, AppError> {
         let (store, loaders) = (ctx.store()?, ctx.loaders()?);
         let rows = if self.authors {
-            let joined = store.list_posts_with_authors(filter, page, Content::Read).await?;
+            let joined = store
+                .list_posts_with_authors(filter, page, Content::Read)
+                .await?;
             let mut rows = Vec::with_capacity(joined.len());
             for (post, author) in joined {
                 loaders.prime(UserId(author.id), author);

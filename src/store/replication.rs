@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::postgres::PgPoolOptions;
 
 use super::{Db, Store, postgres_options};
 use crate::config::DatabaseOptions;
@@ -37,9 +36,7 @@ impl Store {
     ) -> anyhow::Result<Self> {
         let connect = postgres_options(&options.url, options.tls_from_env)
             .context("DATABASE_REPLICA_URLS holds an invalid PostgreSQL URL")?;
-        let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections)
-            .acquire_timeout(options.acquire_timeout)
+        let pool = super::pg_pool_options(options.max_connections, options.acquire_timeout)
             .connect_lazy_with(connect);
         Ok(Self {
             db: Db::Postgres(pool),

@@ -336,9 +336,12 @@ fn selects_content(set: &SelectionSet, doc: &ExecutableDocument, depth: usize) -
     depth < 64
         && set.items.iter().any(|item| match &item.node {
             Selection::Field(f) => {
-                f.node.name.node == "content" || selects_content(&f.node.selection_set.node, doc, depth + 1)
+                f.node.name.node == "content"
+                    || selects_content(&f.node.selection_set.node, doc, depth + 1)
             }
-            Selection::InlineFragment(f) => selects_content(&f.node.selection_set.node, doc, depth + 1),
+            Selection::InlineFragment(f) => {
+                selects_content(&f.node.selection_set.node, doc, depth + 1)
+            }
             Selection::FragmentSpread(s) => doc
                 .fragments
                 .get(&s.node.fragment_name.node)

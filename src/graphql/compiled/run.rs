@@ -120,7 +120,9 @@ impl Fetch {
                 authors: true,
                 content,
             } => {
-                let rows = store.list_posts_with_authors(&filter, page, content).await?;
+                let rows = store
+                    .list_posts_with_authors(&filter, page, content)
+                    .await?;
                 let (posts, users) = rows.into_iter().unzip();
                 Got::Feed(root, posts, users)
             }
@@ -130,7 +132,11 @@ impl Fetch {
                 page,
                 content,
                 ..
-            } => Got::Feed(root, store.list_posts(&filter, page, content).await?, Vec::new()),
+            } => Got::Feed(
+                root,
+                store.list_posts(&filter, page, content).await?,
+                Vec::new(),
+            ),
             Fetch::FeedTotal { root, filter } => {
                 Got::FeedTotal(root, store.count_posts(&filter).await?)
             }
