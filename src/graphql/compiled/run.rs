@@ -79,7 +79,10 @@ enum Fetch {
         root: usize,
         filter: PostListFilter,
     },
-    Posts(Vec<i64>),
+    Posts {
+        ids: Vec<i64>,
+        authors: bool,
+    },
     Users(Vec<i64>),
     CommentPages {
         page: Page,
@@ -103,6 +106,7 @@ enum Got {
     Feed(usize, Vec<PostRow>, Vec<UserRow>),
     FeedTotal(usize, i64),
     Posts(Vec<PostRow>),
+    PostsWithAuthors(Vec<PostRow>, Vec<UserRow>),
     Users(Vec<UserRow>),
     CommentPages(Page, Vec<i64>, Vec<(CommentRow, i64, Option<UserRow>)>),
     Counts(Vec<i64>, Vec<(i64, i64)>),
@@ -140,7 +144,12 @@ impl Fetch {
             Fetch::FeedTotal { root, filter } => {
                 Got::FeedTotal(root, store.count_posts(&filter).await?)
             }
-            Fetch::Posts(ids) => Got::Posts(store.posts_by_ids(&ids).await?),
+            Fetch::Posts { ids, authors: true } => {
+                let rows = store.posts_by_ids_with_authors(&ids).await?;
+                let (posts, users) = rows.into_iter().unzip();
+                Got::PostsWithAuthors(posts, users)
+            }
+            Fetch::Posts { ids, .. } => Got::Posts(store.posts_by_ids(&ids).await?),
             Fetch::Users(ids) => Got::Users(store.users_by_ids(&ids).await?),
             Fetch::CommentPages {
                 page,
@@ -186,6 +195,10 @@ impl Data {
                 }
             }
             Got::Posts(posts) => self.add_posts(posts),
+            Got::PostsWithAuthors(posts, users) => {
+                self.add_posts(posts);
+                self.add_users(users);
+            }
             Got::Users(users) => self.add_users(users),
             Got::CommentPages(page, posts, rows) => {
                 for post in posts {
@@ -447,7 +460,17 @@ impl Runner<'_> {
             });
         }
         if !post_ids.is_empty() {
-            fetches.push(Fetch::Posts(dedup(post_ids)));
+            // The authors joined in when any `post(id)` root reads them.
+            let authors = self.plan.root.iter().any(|r| match &r.field {
+                RootField::Post(_, sel) => {
+                    sel.iter().any(|f| matches!(f.field, PostField::Author(_)))
+                }
+                _ => false,
+            });
+            fetches.push(Fetch::Posts {
+                ids: dedup(post_ids),
+                authors,
+            });
         }
         if !user_ids.is_empty() {
             fetches.push(Fetch::Users(dedup(user_ids)));
