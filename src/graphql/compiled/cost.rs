@@ -34,7 +34,7 @@ fn walk(
     out: &mut Vec<Cost>,
     depth: usize,
 ) -> Option<()> {
-    if depth > 64 {
+    if depth > super::MAX_NESTING {
         return None;
     }
     for item in &set.items {
@@ -87,7 +87,7 @@ pub(super) fn evaluate(
         total = total.saturating_add(match &cost.first {
             None => 1 + children,
             Some(first) => {
-                let first = match super::run::value(first, variables, defaults)? {
+                let first = match super::value(first, variables, defaults)? {
                     None => 20,
                     Some(Value::Number(n)) => i32::try_from(n.as_i64()?).ok()?,
                     Some(_) => return None,

@@ -51,6 +51,10 @@ pub enum Access {
     Rows(&'static str),
 }
 
+/// How deep fragments may nest while a document is walked. Validation refuses fragment cycles; this bound only
+/// keeps a bug from recursing forever.
+const MAX_NESTING: usize = 64;
+
 /// A field the planned path may answer.
 #[derive(Clone, Copy, Debug)]
 pub struct Answered {
@@ -333,7 +337,7 @@ impl Plan {
 /// Whether a `content` field is selected anywhere in `set` (fragments included, whatever the conditions): only
 /// posts have one among the types that plan.
 fn selects_content(set: &SelectionSet, doc: &ExecutableDocument, depth: usize) -> bool {
-    depth < 64
+    depth < MAX_NESTING
         && set.items.iter().any(|item| match &item.node {
             Selection::Field(f) => {
                 f.node.name.node == "content"
@@ -347,6 +351,37 @@ fn selects_content(set: &SelectionSet, doc: &ExecutableDocument, depth: usize) -
                 .get(&s.node.fragment_name.node)
                 .is_some_and(|d| selects_content(&d.node.selection_set.node, doc, depth + 1)),
         })
+}
+
+/// An argument's value: `Some(None)` when absent (the argument's default applies), `None` when the request
+/// should go to the executor (a variable that may not be omitted was).
+fn value(
+    source: &Source,
+    variables: &Variables,
+    defaults: &[(Name, Option<Value>)],
+) -> Option<Option<Value>> {
+    match source {
+        Source::Absent => Some(None),
+        Source::Literal(v) => Some(Some(v.clone())),
+        Source::Variable(name) => {
+            if let Some(v) = variables.get(name) {
+                return Some(Some(v.clone()));
+            }
+            let (_, default) = defaults.iter().find(|(n, _)| n == name)?;
+            default.clone().map(Some)
+        }
+        // Every variable inside must be given or have a default; otherwise the executor decides.
+        Source::Input(input) => input
+            .clone()
+            .into_const_with(
+                |name| match value(&Source::Variable(name), variables, defaults) {
+                    Some(Some(v)) => Ok(v),
+                    _ => Err(()),
+                },
+            )
+            .ok()
+            .map(Some),
+    }
 }
 
 /// A `Boolean` variable's value in a request: given, else its default; `None` if neither is a boolean.
@@ -569,8 +604,7 @@ impl<'d> Cx<'d> {
         out: &mut Collected<'d>,
         depth: usize,
     ) -> Option<()> {
-        // Validation refuses fragment cycles; this bound only keeps a bug from recursing forever.
-        if depth > 64 {
+        if depth > MAX_NESTING {
             return None;
         }
         for item in &set.items {

@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::{self, Write};
 
 use async_graphql::connection::CursorType;
-use async_graphql::{InputType, Name, Value, Variables};
+use async_graphql::{InputType, Value, Variables};
 use futures_util::future::try_join_all;
 
 use super::{
@@ -314,37 +314,6 @@ impl Plan {
     }
 }
 
-/// An argument's value: `Some(None)` when absent (the argument's default applies), `None` when the request
-/// should go to the executor (a variable that may not be omitted was).
-pub(super) fn value(
-    source: &Source,
-    variables: &Variables,
-    defaults: &[(Name, Option<Value>)],
-) -> Option<Option<Value>> {
-    match source {
-        Source::Absent => Some(None),
-        Source::Literal(v) => Some(Some(v.clone())),
-        Source::Variable(name) => {
-            if let Some(v) = variables.get(name) {
-                return Some(Some(v.clone()));
-            }
-            let (_, default) = defaults.iter().find(|(n, _)| n == name)?;
-            default.clone().map(Some)
-        }
-        // Every variable inside must be given or have a default; otherwise the executor decides.
-        Source::Input(input) => input
-            .clone()
-            .into_const_with(
-                |name| match value(&Source::Variable(name), variables, defaults) {
-                    Some(Some(v)) => Ok(v),
-                    _ => Err(()),
-                },
-            )
-            .ok()
-            .map(Some),
-    }
-}
-
 impl Runner<'_> {
     /// The viewer, noting (as `ContextExt::viewer` does) that the response depends on who asks.
     fn viewer(&self) -> &Viewer {
@@ -361,7 +330,7 @@ impl Runner<'_> {
     }
 
     fn value(&self, source: &Source) -> Option<Option<Value>> {
-        value(source, self.variables, &self.plan.variables)
+        super::value(source, self.variables, &self.plan.variables)
     }
 
     /// A list field's page, checked as `connection::page_args` checks it for the resolvers.
