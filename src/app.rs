@@ -97,7 +97,7 @@ impl App {
             &config.database(),
             redis.clone(),
             &config.cache.prefix,
-            metrics.replica_reads.clone(),
+            metrics.replicas.clone(),
             metrics.db_statements.clone(),
         )?;
         let cache = Arc::new(Cache::new(

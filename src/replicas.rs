@@ -4,7 +4,10 @@
 //! - **Writes leave a mark.** Every committed change (`Cache::commit`, the one place writes report what they
 //!   changed) records, for each of its tags, the primary's WAL position after the commit (`record`). The marks
 //!   live where every instance sees them: in Redis when it is configured (`{t:<tag>}l`, the tag's slot), in
-//!   process otherwise (then one instance only).
+//!   process otherwise (then one instance only). A mark that cannot be written to Redis within 3 s is given up
+//!   and counted (`folio_replica_mark_errors_total`): until the replicas have replayed that write, other
+//!   instances could read it older from them (the same Redis outage usually sends their reads to the primary,
+//!   as marks they cannot read count as not replayed).
 //! - **Reads prove they are fresh.** A query picks a healthy replica and notes how far it has replayed
 //!   (`pick`), runs there, and then checks the marks of the tags it read (`covers`): if the replica had
 //!   replayed past all of them, the answer is as fresh as the primary's would have been when the query started.
@@ -19,12 +22,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use prometheus::IntCounterVec;
 use secrecy::ExposeSecret;
 
 use crate::config::{DatabaseOptions, ReplicaConfig};
 use crate::redis_conn::RedisConn;
 use crate::store::{Lsn, Store};
+use crate::telemetry::ReplicaMetrics;
 
 /// How often each replica's health is checked.
 const CHECK_EVERY: Duration = Duration::from_millis(250);
@@ -94,7 +97,7 @@ pub struct Replicas {
     next: AtomicUsize,
     max_lag: Duration,
     marks: Marks,
-    reads: IntCounterVec,
+    metrics: ReplicaMetrics,
 }
 
 impl Replicas {
@@ -106,7 +109,7 @@ impl Replicas {
         database: &DatabaseOptions,
         redis: Option<Arc<RedisConn>>,
         prefix: &str,
-        reads: IntCounterVec,
+        metrics: ReplicaMetrics,
         statements: prometheus::IntCounter,
     ) -> anyhow::Result<Option<Arc<Self>>> {
         if config.urls.is_empty() {
@@ -145,7 +148,7 @@ impl Replicas {
             next: AtomicUsize::new(0),
             max_lag: config.max_lag,
             marks,
-            reads,
+            metrics,
         });
         tokio::spawn(check_health(Arc::downgrade(&replicas)));
         Ok(Some(replicas))
@@ -157,7 +160,7 @@ impl Replicas {
 
     /// Counts where a query read.
     pub fn count(&self, route: Route) {
-        self.reads.with_label_values(&[route.label()]).inc();
+        self.metrics.reads.with_label_values(&[route.label()]).inc();
     }
 
     /// A healthy replica and how far it has replayed, for a query about to start; `None`: read the primary.
@@ -267,6 +270,7 @@ impl Replicas {
                         break;
                     }
                     if started.elapsed() >= RECORD_FOR {
+                        self.metrics.mark_errors.inc();
                         tracing::error!(
                             tags = left.len(),
                             "could not mark written tags in Redis; replicas may serve older data for them on \

@@ -352,10 +352,19 @@ pub struct Metrics {
     pub documents_unknown: IntCounter,
     /// `folio_persisted_query_errors_total`: APQ registry calls that could not reach Redis.
     pub persisted_errors: IntCounter,
-    /// `folio_replica_reads_total{route}`: where queries read with read replicas configured.
-    pub replica_reads: IntCounterVec,
+    /// `folio_replica_*`: where queries read with read replicas configured, and marks that could not be written.
+    pub replicas: ReplicaMetrics,
     /// `folio_live_*`: connections, subscriptions, live queries, events, re-executions, slow consumers, bus errors.
     pub live: crate::live::LiveMetrics,
+}
+
+/// The read replicas' metrics.
+#[derive(Clone)]
+pub struct ReplicaMetrics {
+    /// `folio_replica_reads_total{route}`: where queries read.
+    pub reads: IntCounterVec,
+    /// `folio_replica_mark_errors_total`: writes whose tags could not be marked in Redis in time.
+    pub mark_errors: IntCounter,
 }
 
 impl Metrics {
@@ -461,6 +470,14 @@ impl Metrics {
             &["route"],
         )?;
         registry.register(Box::new(replica_reads.clone()))?;
+        let replicas = ReplicaMetrics {
+            reads: replica_reads,
+            mark_errors: counter(
+                "folio_replica_mark_errors_total",
+                "Writes whose tags could not be marked in Redis: other instances may read them from a replica \
+                 that has not replayed them",
+            )?,
+        };
         registry.register(Box::new(EXPORT_ERRORS.clone()))?;
         registry.register(Box::new(db_statements.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
@@ -476,7 +493,7 @@ impl Metrics {
             compiled,
             documents_unknown,
             persisted_errors,
-            replica_reads,
+            replicas,
             live,
         })
     }

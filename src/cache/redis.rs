@@ -19,7 +19,11 @@
 //!   lost to a timeout, yet ran, leaves its entries for the next purge of the tag to find). A store racing with the purge either finds the tag's new number
 //!   (refused), or was in the set the purge took, so its entry is tombstoned, before or after it is written
 //!   (the tombstone refuses the write).
-//! - **undelivered**: a purge that could not reach every slot it needs (a node failing over) is recorded in
+//! - **replicated** (cluster): Redis replicates asynchronously, so a purge is delivered only once `WAIT` says
+//!   every master that has a replica passed it on; otherwise a master that crashed right after acknowledging it
+//!   could be replaced by a replica without it.
+//! - **undelivered**: a purge that could not reach every slot it needs (a node failing over), or not reach
+//!   their replicas, is recorded in
 //!   `{m}pending` before the mutation answers; while anything is pending no instance serves or stores a
 //!   response, and every instance retries the pending purges until one delivers them.
 //!
@@ -494,7 +498,61 @@ impl RedisCache {
         )
         .await;
         failed.extend(failed_by_tomb);
+        if failed.len() < tags.len() && !self.replicated().await {
+            // Not on a replica yet: a failover now could promote one without this purge.
+            return (dropped, tags.to_vec());
+        }
         (dropped, failed)
+    }
+
+    /// On a cluster, whether this connection's writes so far (a purge's) have reached a replica of every master
+    /// that has one, so that a failover cannot promote a replica without them: Redis replicates asynchronously,
+    /// and a purge a master acknowledged and lost in a crash would leave the replica serving what it dropped.
+    /// `WAIT` goes to every master and answers the fewest replicas that confirmed; when that is none, a master
+    /// with no replica in sync (none attached, or still in its first sync) has nothing to lose to a failover, so
+    /// only masters that have one count.
+    async fn replicated(&self) -> bool {
+        if !self.redis.is_cluster() {
+            return true;
+        }
+        let wait_ms = (self.redis.timeout().as_millis() / 2).max(1) as u64;
+        let confirmed: Option<i64> = self
+            .call("purge", |mut conn| async move {
+                redis::cmd("WAIT")
+                    .arg(1)
+                    .arg(wait_ms)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await;
+        match confirmed {
+            Some(n) if n >= 1 => return true,
+            None => return false,
+            Some(_) => {}
+        }
+        // Some master's replica did not confirm: fine only if that master has no replica at all.
+        let infos: Option<HashMap<String, String>> = self
+            .call("purge", |mut conn| async move {
+                redis::cmd("INFO")
+                    .arg("replication")
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await;
+        let Some(infos) = infos else {
+            return false;
+        };
+        // `slave0:ip=...,port=...,state=online,...`: a replica still in its first sync holds nothing to serve.
+        let unreplicated = infos.values().any(|info| {
+            !info
+                .lines()
+                .any(|l| l.starts_with("slave") && l.contains("state=online"))
+        });
+        if !unreplicated {
+            self.errors.inc();
+            tracing::warn!("a cache purge reached no replica in time; treating it as undelivered");
+        }
+        unreplicated
     }
 
     /// Records undelivered purges where every instance sees them, trying for up to `patience` (a cluster

@@ -136,6 +136,55 @@ async fn restart(addr: &str, dir: &str) {
     }
 }
 
+/// A post whose tag is on another master than the purge counter (`{m}`), so the undelivered part of a purge
+/// of it can be recorded for every instance; with that master.
+async fn post_away_from_meta(a: &TestApp, f: &Fixture, seed: &str, prefix: &str) -> (i64, String) {
+    let meta = master_of(seed, &format!("{prefix}{{m}}seq")).await;
+    for id in f
+        .alice_posts
+        .iter()
+        .copied()
+        .chain(bulk(&a.store, 20, 0).await)
+    {
+        let holder = master_of(seed, &format!("{prefix}{{t:Post:{id}}}g")).await;
+        if holder != meta {
+            return (id, holder);
+        }
+    }
+    panic!("some post's tag lives on another master than {meta}");
+}
+
+/// The process id of the node at `addr`.
+async fn pid_of(addr: &str) -> String {
+    redis::cmd("INFO")
+        .arg("server")
+        .query_async::<String>(&mut node(addr).await)
+        .await
+        .expect("INFO")
+        .lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .expect("process_id")
+        .trim()
+        .to_owned()
+}
+
+/// Sends `signal` to the process `pid`.
+fn signal(pid: &str, signal: &str) {
+    let sent = std::process::Command::new("kill")
+        .args([signal, pid])
+        .status();
+    assert!(sent.is_ok_and(|s| s.success()), "kill {signal} {pid}");
+}
+
+/// A stopped node, continued when dropped (also when the test fails).
+struct Stopped(String);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        signal(&self.0, "-CONT");
+    }
+}
+
 async fn read(app: &TestApp, id: i64) -> (String, Value) {
     let (x_cache, data) = app.read(POST, json!({ "id": id.to_string() })).await;
     (x_cache, data["post"].clone())
@@ -244,23 +293,7 @@ async fn a_failover_costs_errors_and_database_reads_never_a_stale_one() {
     let token = token_for(f.alice);
     let seed = &nodes[0];
 
-    // A post whose tag is on another master than the purge counter, so the purge's undelivered part can be
-    // recorded for every instance.
-    let meta = master_of(seed, &format!("{}{{m}}seq", config.cache.prefix)).await;
-    let mut post = None;
-    for id in f
-        .alice_posts
-        .iter()
-        .copied()
-        .chain(bulk(&a.store, 20, 0).await)
-    {
-        let holder = master_of(seed, &format!("{}{{t:Post:{id}}}g", config.cache.prefix)).await;
-        if holder != meta {
-            post = Some((id, holder));
-            break;
-        }
-    }
-    let (post, victim) = post.expect("some post's tag lives on another master");
+    let (post, victim) = post_away_from_meta(&a, &f, seed, &config.cache.prefix).await;
     let title = read(&a, post).await.1["title"]
         .as_str()
         .expect("title")
@@ -269,16 +302,7 @@ async fn a_failover_costs_errors_and_database_reads_never_a_stale_one() {
     warm(&b, post, &title).await;
 
     let mut victim_conn = node(&victim).await;
-    let pid: String = redis::cmd("INFO")
-        .arg("server")
-        .query_async::<String>(&mut victim_conn)
-        .await
-        .expect("INFO")
-        .lines()
-        .find_map(|l| l.strip_prefix("process_id:"))
-        .expect("process_id")
-        .trim()
-        .to_owned();
+    let pid = pid_of(&victim).await;
     let (_, dir): (String, String) = redis::cmd("CONFIG")
         .arg("GET")
         .arg("dir")
@@ -286,10 +310,7 @@ async fn a_failover_costs_errors_and_database_reads_never_a_stale_one() {
         .await
         .expect("CONFIG GET dir");
     let errors_before = a.metric("folio_cache_errors_total").await;
-    let killed = std::process::Command::new("kill")
-        .args(["-KILL", &pid])
-        .status();
-    assert!(killed.is_ok_and(|s| s.success()), "kill the master");
+    signal(&pid, "-KILL");
     rename(&a, &token, post, "Renamed during the failover").await;
     let mut seen = HashMap::<String, usize>::new();
     let until = Instant::now() + Duration::from_secs(8);
@@ -319,4 +340,73 @@ async fn a_failover_costs_errors_and_database_reads_never_a_stale_one() {
     assert_ne!(promoted, victim, "the replica was promoted");
     warm(&a, post, "Renamed during the failover").await;
     warm(&b, post, "Renamed during the failover").await;
+}
+
+/// Redis replicates asynchronously: a purge its master acknowledged could be lost in a crash, and a promoted
+/// replica would then serve what it dropped. So a purge counts as delivered only once a replica has it. Here the
+/// replica of the master holding a post's tag is stopped (`SIGSTOP`): the rename's purge cannot reach it, so it
+/// stays undelivered, both instances answer from the database (never the entry it dropped) with the errors
+/// counted, and once the replica is back the purge is delivered and the cache serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_lags_keeps_a_purge_undelivered_until_it_has_it() {
+    let (Some(nodes), true) = (
+        cluster_nodes(),
+        std::env::var("FOLIO_TEST_REDIS_CLUSTER_FAILOVER").is_ok_and(|v| v == "1"),
+    ) else {
+        eprintln!(
+            "skipped: stops a cluster node (set FOLIO_TEST_REDIS_CLUSTER_NODES and FOLIO_TEST_REDIS_CLUSTER_FAILOVER=1)"
+        );
+        return;
+    };
+    let (a, b, config) = two_instances().await;
+    let f = Fixture::create(&a.store).await;
+    let token = token_for(f.alice);
+    let (post, holder) = post_away_from_meta(&a, &f, &nodes[0], &config.cache.prefix).await;
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query_async(&mut node(&holder).await)
+        .await
+        .expect("INFO replication");
+    // slave0:ip=127.0.0.1,port=7104,state=online,offset=...,lag=0
+    let replica = info
+        .lines()
+        .find_map(|l| l.strip_prefix("slave0:"))
+        .and_then(|l| {
+            let field = |k: &str| {
+                l.split(',')
+                    .find_map(|kv| kv.strip_prefix(&format!("{k}=")).map(str::to_owned))
+            };
+            Some(format!("{}:{}", field("ip")?, field("port")?))
+        })
+        .expect("the master has a replica");
+    let title = read(&a, post).await.1["title"]
+        .as_str()
+        .expect("title")
+        .to_owned();
+    warm(&a, post, &title).await;
+    warm(&b, post, &title).await;
+
+    let errors_before = a.metric("folio_cache_errors_total").await;
+    let stopped = Stopped(pid_of(&replica).await);
+    signal(&stopped.0, "-STOP");
+    rename(&a, &token, post, "Renamed while a replica lagged").await;
+    assert!(
+        a.metric("folio_cache_errors_total").await > errors_before,
+        "the purge that reached no replica is counted"
+    );
+    for _ in 0..10 {
+        for (name, app) in [("A", &a), ("B", &b)] {
+            let (x_cache, got) = read(app, post).await;
+            assert_eq!(
+                got["title"], "Renamed while a replica lagged",
+                "no stale read on {name}"
+            );
+            assert_eq!(x_cache, "BYPASS", "answered from the database on {name}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(stopped);
+    // The replica catches up, the purge is delivered, and both instances are served from the cache again.
+    warm(&a, post, "Renamed while a replica lagged").await;
+    warm(&b, post, "Renamed while a replica lagged").await;
 }

@@ -97,6 +97,17 @@ async fn a_write_on_one_instance_is_never_read_older_on_another() {
     );
     // Once the replica has replayed the last write, reads use it again, and they are as new.
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    // What the reads above stored while the replica was behind is what is served now: the newest title.
+    let mut stored = Vec::new();
+    for app in [&a, &b] {
+        let (x_cache, seen) = title(app, post).await;
+        assert_eq!(seen, "Version 5", "no stale cache entry ({x_cache})");
+        stored.push(x_cache);
+    }
+    assert!(
+        stored.iter().any(|x| x == "HIT"),
+        "the entries stored meanwhile were read back: {stored:?}"
+    );
     let before = routes(&b, "replica").await;
     let mut seen_replica = false;
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -3,7 +3,8 @@
 // queries sit on the other, so every event crosses Redis pub/sub.
 //
 // Needs FOLIO_TEST_DATABASE_URL (a PostgreSQL server URL; a database of its own is created and dropped) and
-// FOLIO_TEST_REDIS_URL, as `.ci/run` sets them.
+// either FOLIO_TEST_REDIS_URL (one Redis server) or FOLIO_TEST_REDIS_CLUSTER_NODES (a Redis Cluster's seed nodes,
+// which the instances then share instead), as `.ci/run` sets them: it runs the suite on both.
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -18,9 +19,15 @@ import WebSocket from 'ws';
 import { Folio, JWT_SECRET } from '../support/folio.js';
 
 const ADMIN_URL = process.env.FOLIO_TEST_DATABASE_URL;
-const REDIS_URL = process.env.FOLIO_TEST_REDIS_URL;
-if (!ADMIN_URL || !REDIS_URL) {
-  throw new Error('set FOLIO_TEST_DATABASE_URL (PostgreSQL) and FOLIO_TEST_REDIS_URL (Redis): this suite runs two instances on them');
+const CLUSTER_NODES = process.env.FOLIO_TEST_REDIS_CLUSTER_NODES;
+const REDIS = CLUSTER_NODES
+  ? { FOLIO_REDIS_CLUSTER_NODES: CLUSTER_NODES }
+  : { REDIS_URL: process.env.FOLIO_TEST_REDIS_URL };
+if (!ADMIN_URL || !(CLUSTER_NODES || process.env.FOLIO_TEST_REDIS_URL)) {
+  throw new Error(
+    'set FOLIO_TEST_DATABASE_URL (PostgreSQL) and FOLIO_TEST_REDIS_URL or FOLIO_TEST_REDIS_CLUSTER_NODES (Redis): '
+    + 'this suite runs two instances on them',
+  );
 }
 
 const DB = `folio_live_${randomUUID().replaceAll('-', '')}`;
@@ -64,7 +71,7 @@ before(async () => {
   psql(ADMIN_URL, `CREATE DATABASE ${DB}`);
   const env = {
     DATABASE_URL: dbUrl(DB),
-    REDIS_URL,
+    ...REDIS,
     FOLIO_CACHE_PREFIX: `folio-live-${randomUUID().slice(0, 8)}:`,
     FOLIO_WS_INIT_TIMEOUT_MS: '500',
     FOLIO_LIVE_QUEUE: '8',
