@@ -27,7 +27,7 @@ pub struct CommentOnPost {
 }
 
 /// One comment of a page fetched for several posts at once, with its post's comment count.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Clone, Debug, sqlx::FromRow)]
 struct CommentInPage {
     #[sqlx(flatten)]
     comment: CommentRow,
@@ -35,6 +35,7 @@ struct CommentInPage {
 }
 
 /// `CommentInPage` with the comment's author joined in: `comment_cols!()`, `total`, `joined_user_cols!()`.
+#[derive(Clone)]
 struct CommentInPageWithAuthor {
     comment: CommentRow,
     total: i64,
@@ -75,7 +76,8 @@ impl Store {
             concat!("SELECT ", comment_cols!(), " FROM comments WHERE id"),
             ""
         );
-        self.fetch_for_ids(&SQL, ids, &[]).await
+        self.fetch_for_ids(&SQL, ids, &[], |c: &CommentRow| c.id)
+            .await
     }
 
     /// Comments by id, each with its post's state (see `CommentOnPost`). One statement.
@@ -91,7 +93,8 @@ impl Store {
             ),
             ""
         );
-        self.fetch_for_ids(&SQL, ids, &[]).await
+        self.fetch_for_ids(&SQL, ids, &[], |c: &CommentOnPost| c.comment.id)
+            .await
     }
 
     /// The same page of comments (oldest first) for each of several posts: one statement whatever the number
@@ -189,7 +192,13 @@ impl Store {
         };
         if authors {
             let rows: Vec<CommentInPageWithAuthor> = self
-                .fetch_for_ids_in(&postgres, &sqlite, post_ids, &[])
+                .fetch_for_ids_in(
+                    &postgres,
+                    &sqlite,
+                    post_ids,
+                    &[],
+                    |r: &CommentInPageWithAuthor| r.comment.post_id,
+                )
                 .await?;
             Ok(rows
                 .into_iter()
@@ -197,7 +206,9 @@ impl Store {
                 .collect())
         } else {
             let rows: Vec<CommentInPage> = self
-                .fetch_for_ids_in(&postgres, &sqlite, post_ids, &[])
+                .fetch_for_ids_in(&postgres, &sqlite, post_ids, &[], |r: &CommentInPage| {
+                    r.comment.post_id
+                })
                 .await?;
             Ok(rows
                 .into_iter()
@@ -212,7 +223,8 @@ impl Store {
             "SELECT post_id, COUNT(*) FROM comments WHERE post_id",
             " GROUP BY post_id"
         );
-        self.fetch_for_ids(&SQL, post_ids, &[]).await
+        self.fetch_for_ids(&SQL, post_ids, &[], |r: &(i64, i64)| r.0)
+            .await
     }
 }
 

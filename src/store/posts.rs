@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::AssertSqlSafe;
 
+use super::share::Statement;
 use super::users::{joined_user_cols, read_author};
 use super::{
     Db, DecodeOnBoth, IdListSql, Page, Store, UserRow, from_columns, id_list_sql, like_pattern,
@@ -24,6 +25,7 @@ pub struct PostRow {
 }
 
 /// A post with its author's columns, from one statement: `post_cols!()` then `joined_user_cols!()`.
+#[derive(Clone)]
 struct PostWithAuthor {
     post: PostRow,
     author: UserRow,
@@ -94,6 +96,7 @@ pub enum Drafts {
 }
 
 /// A value bound to a dynamically assembled statement.
+#[derive(Clone, Debug)]
 enum Arg {
     Int(i64),
     Text(String),
@@ -154,7 +157,7 @@ impl Store {
     pub async fn posts_by_ids(&self, ids: &[i64]) -> Result<Vec<PostRow>, AppError> {
         const SQL: IdListSql =
             id_list_sql!(concat!("SELECT ", post_cols!(), " FROM posts WHERE id"), "");
-        self.fetch_for_ids(&SQL, ids, &[]).await
+        self.fetch_for_ids(&SQL, ids, &[], |p: &PostRow| p.id).await
     }
 
     /// `posts_by_ids` with each post's author joined in (for a selection that reads the authors: one
@@ -172,7 +175,9 @@ impl Store {
             ),
             ""
         );
-        let rows: Vec<PostWithAuthor> = self.fetch_for_ids(&SQL, ids, &[]).await?;
+        let rows: Vec<PostWithAuthor> = self
+            .fetch_for_ids(&SQL, ids, &[], |r: &PostWithAuthor| r.post.id)
+            .await?;
         Ok(rows.into_iter().map(|r| (r.post, r.author)).collect())
     }
 
@@ -213,7 +218,7 @@ impl Store {
         content: Content,
     ) -> Result<Vec<T>, AppError>
     where
-        T: DecodeOnBoth,
+        T: DecodeOnBoth + Clone + Sync + 'static,
     {
         let (clause, args) = post_where(filter, &self.db);
         let after = match page.after {
@@ -245,20 +250,26 @@ impl Store {
                 sql
             );
         }
-        self.count(1);
-        match &self.db {
-            Db::Postgres(pool) => {
-                bind_args!(sqlx::query_as(AssertSqlSafe(sql)), args)
-                    .fetch_all(pool)
-                    .await
-            }
-            Db::Sqlite(pool) => {
-                bind_args!(sqlx::query_as(AssertSqlSafe(sql)), args)
-                    .fetch_all(pool)
-                    .await
-            }
-        }
-        .map_err(AppError::from)
+        // Shared by concurrent callers asking for the same page (text and values): each gets all of its rows.
+        let statement = Statement::new::<T>(&format!("{sql}\n{args:?}"), &[]);
+        self.sharing
+            .rows(statement, &[], None, |_| async move {
+                self.count(1);
+                match &self.db {
+                    Db::Postgres(pool) => {
+                        bind_args!(sqlx::query_as(AssertSqlSafe(sql)), args)
+                            .fetch_all(pool)
+                            .await
+                    }
+                    Db::Sqlite(pool) => {
+                        bind_args!(sqlx::query_as(AssertSqlSafe(sql)), args)
+                            .fetch_all(pool)
+                            .await
+                    }
+                }
+                .map_err(AppError::from)
+            })
+            .await
     }
 
     /// How many posts a list holds in all (for `totalCount`).
@@ -317,6 +328,7 @@ impl Store {
             &sql(" IN (SELECT value FROM json_each($1))"),
             author_ids,
             &[],
+            |p: &PostRow| p.author_id,
         )
         .await
     }
@@ -336,7 +348,8 @@ impl Store {
             " GROUP BY author_id"
         );
         let sql = if include_drafts { &ALL } else { &PUBLISHED };
-        self.fetch_for_ids(sql, author_ids, &[]).await
+        self.fetch_for_ids(sql, author_ids, &[], |r: &(i64, i64)| r.0)
+            .await
     }
 }
 

@@ -41,6 +41,7 @@ impl Store {
         Ok(Self {
             db: Db::Postgres(pool),
             statements,
+            sharing: Default::default(),
         })
     }
 

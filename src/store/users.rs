@@ -107,7 +107,7 @@ impl Store {
     pub async fn users_by_ids(&self, ids: &[i64]) -> Result<Vec<UserRow>, AppError> {
         const SQL: super::IdListSql =
             id_list_sql!(concat!("SELECT ", user_cols!(), " FROM users WHERE id"), "");
-        self.fetch_for_ids(&SQL, ids, &[]).await
+        self.fetch_for_ids(&SQL, ids, &[], |u: &UserRow| u.id).await
     }
 
     /// One page of all users by id ascending.

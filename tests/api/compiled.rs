@@ -715,3 +715,64 @@ async fn what_the_planned_path_answers_is_what_the_resolvers_allow_every_caller(
         "every declared field was found in the schema and checked"
     );
 }
+
+/// Concurrent requests share statements (`store/share.rs`): many requests at once, for different posts and
+/// authors, planned and on the executor, run fewer statements than they would one by one, and each gets
+/// exactly the answer it gets alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_share_statements_and_each_gets_its_own_answer() {
+    let app = uncached_app().await;
+    let mut posts = bulk(&app.store, 20, 2).await;
+    posts.extend(bulk(&app.store, 20, 5).await);
+    // Not planned (`me`): the executor's loaders, which read through the same store functions.
+    const EXECUTOR: &str = "query($id: ID!) { me { id } post(id: $id) { id title commentCount \
+        comments(first: 3) { nodes { id body author { name } } } } }";
+    let mut calls: Vec<(&str, Value)> = Vec::new();
+    for id in &posts {
+        calls.push((APOLLO_DETAIL, json!({ "id": id.to_string() })));
+        calls.push((EXECUTOR, json!({ "id": id.to_string() })));
+    }
+    let body = app
+        .gql(
+            "{ posts(first: 40) { nodes { author { id } } } }",
+            json!({}),
+        )
+        .await;
+    let mut authors: Vec<String> = body["data"]["posts"]["nodes"]
+        .as_array()
+        .expect("posts")
+        .iter()
+        .map(|p| p["author"]["id"].as_str().expect("id").to_owned())
+        .collect();
+    authors.dedup();
+    assert_eq!(authors.len(), 2, "two authors");
+    for id in authors {
+        calls.push((APOLLO_AUTHOR, json!({ "id": id })));
+    }
+    // Alone, each twice (the first run of a document plans it).
+    let mut alone = Vec::new();
+    let mut one_by_one = 0;
+    for (query, variables) in &calls {
+        app.gql(query, variables.clone()).await;
+        let (body, statements) = app.statements_for(query, variables.clone()).await;
+        assert!(body.get("errors").is_none(), "{body}");
+        alone.push(body);
+        one_by_one += statements;
+    }
+    let before = app.metric("folio_db_statements_total").await;
+    let answers = futures_util::future::join_all(
+        calls
+            .iter()
+            .map(|(query, variables)| app.gql(query, variables.clone())),
+    )
+    .await;
+    let together = (app.metric("folio_db_statements_total").await - before) as u64;
+    for ((answer, alone), (query, variables)) in answers.iter().zip(&alone).zip(&calls) {
+        assert_eq!(answer, alone, "{query} with {variables}");
+    }
+    assert!(
+        together < one_by_one,
+        "{} requests at once ran {together} statements, one by one {one_by_one}",
+        calls.len()
+    );
+}
