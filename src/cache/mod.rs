@@ -124,7 +124,8 @@ impl Snapshot {
 /// The answer of a lookup.
 pub enum Lookup {
     Hit(Entry),
-    Miss,
+    /// Not stored; with the snapshot `Cache::begin` would take now, when the lookup could take it on the way.
+    Miss(Option<Snapshot>),
     /// The cache cannot be asked (Redis unreachable, or purges still undelivered): answer from the database.
     Bypass,
 }
@@ -302,7 +303,7 @@ impl Cache {
             "cache.result",
             match &found {
                 Lookup::Hit(_) => "hit",
-                Lookup::Miss => "miss",
+                Lookup::Miss(_) => "miss",
                 Lookup::Bypass => "bypass",
             },
         );
@@ -387,7 +388,7 @@ impl From<Option<Entry>> for Lookup {
     fn from(found: Option<Entry>) -> Self {
         match found {
             Some(entry) => Lookup::Hit(entry),
-            None => Lookup::Miss,
+            None => Lookup::Miss(None),
         }
     }
 }

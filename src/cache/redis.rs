@@ -97,11 +97,26 @@ redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 return 1
 ";
 
-// A single server's lookup in one step. KEYS: pending, then the entries to try in order. ARGV: now (s). Returns
-// the number of undelivered purges (as text), then each entry or false.
+// A single server's lookup in one step, with BEGIN's answer on a miss (a miss executes next, and the lookup
+// is before anything is read: one round trip fewer). KEYS: seq, epoch, pending, then the entries to try in
+// order. ARGV: now (s), a fresh epoch, meta ttl. Returns the number of undelivered purges (as text), the
+// sequence number and the epoch (false on a hit), then each entry or false.
 const LOOKUP: &str = r"
-local out = {tostring(redis.call('ZCOUNT', KEYS[1], ARGV[1], '+inf'))}
-for i = 2, #KEYS do out[i] = redis.call('GET', KEYS[i]) end
+local stuck = redis.call('ZCOUNT', KEYS[3], ARGV[1], '+inf')
+local out = {tostring(stuck), false, false}
+local hit = false
+for i = 4, #KEYS do
+  local v = redis.call('GET', KEYS[i])
+  out[i] = v
+  if v and string.byte(v, 1) ~= 0 then hit = true end
+end
+if not hit and stuck == 0 then
+  redis.call('SET', KEYS[2], ARGV[2], 'NX')
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+  redis.call('EXPIRE', KEYS[2], ARGV[3])
+  out[2] = redis.call('GET', KEYS[1])
+  out[3] = redis.call('GET', KEYS[2])
+end
 return out
 ";
 
@@ -201,7 +216,7 @@ impl RedisCache {
                 tag_store: redis::Script::new(TAG_STORE),
                 entry_store: redis::Script::new(ENTRY_STORE),
                 store_all: redis::Script::new(STORE_ALL),
-                lookup: redis::Script::new(LOOKUP),
+                lookup: redis::Script::new(&format!("{INIT_SEQ}{LOOKUP}")),
                 tag_purge: redis::Script::new(TAG_PURGE),
                 tomb: redis::Script::new(TOMB),
                 delivered: redis::Script::new(DELIVERED),
@@ -255,12 +270,16 @@ impl RedisCache {
         let pending = self.meta("pending");
         let now = unix_now();
         if !self.redis.is_cluster() {
-            // One command: the undelivered purges and the entries, in order.
-            let mut invocation = self.scripts.lookup.key(&pending);
+            // One command: the undelivered purges, the entries in order, and on a miss `begin`'s snapshot.
+            let mut invocation = self.scripts.lookup.key(self.meta("seq"));
+            invocation.key(self.meta("epoch")).key(&pending);
             for key in keys {
                 invocation.key(self.entry_key(key));
             }
-            invocation.arg(now);
+            invocation
+                .arg(now)
+                .arg(uuid::Uuid::new_v4().simple().to_string())
+                .arg(META_TTL_SECS);
             let found: Option<Vec<Option<Vec<u8>>>> = self
                 .call("get", |mut conn| async move {
                     invocation.invoke_async(&mut conn).await
@@ -277,7 +296,19 @@ impl RedisCache {
             if stuck != Some(0) {
                 return Lookup::Bypass;
             }
-            return found.flatten().find_map(|raw| Entry::decode(&raw)).into();
+            let text = |v: Option<Option<Vec<u8>>>| String::from_utf8(v.flatten()?).ok();
+            let (seq, epoch) = (text(found.next()), text(found.next()));
+            if let Some(entry) = found.flatten().find_map(|raw| Entry::decode(&raw)) {
+                return Lookup::Hit(entry);
+            }
+            let snapshot = match (seq.and_then(|s| s.parse().ok()), epoch) {
+                (Some(seq), Some(epoch)) if !self.has_pending() => Some(Snapshot {
+                    seq,
+                    epoch: Some(epoch),
+                }),
+                _ => None,
+            };
+            return Lookup::Miss(snapshot);
         }
         // On a cluster the keys are in different slots: concurrent commands on the multiplexed connections.
         let stuck = self.call("get", |mut conn| async move {
@@ -310,11 +341,14 @@ impl RedisCache {
                 None => return Lookup::Bypass,
             }
         }
-        values
+        match values
             .into_iter()
             .flatten()
             .find_map(|raw| Entry::decode(&raw))
-            .into()
+        {
+            Some(entry) => Lookup::Hit(entry),
+            None => Lookup::Miss(None),
+        }
     }
 
     pub async fn begin(&self) -> Option<Snapshot> {

@@ -293,7 +293,7 @@ impl Pipeline {
             Viewer::User { id, .. } => Scope::User(*id),
         };
         // With the cache off there is nothing to hash or look up.
-        let (base, bypass) = if self.cache.enabled() {
+        let (base, bypass, early) = if self.cache.enabled() {
             let vars = serde_json::to_vec(&variables).unwrap_or_default();
             let operation = operation_name.as_deref();
             let base = match &known {
@@ -312,11 +312,11 @@ impl Pipeline {
                     Self::name_span(OperationType::Query, named);
                     return Outcome::hit(entry);
                 }
-                Lookup::Miss => (Some(base), false),
-                Lookup::Bypass => (Some(base), true),
+                Lookup::Miss(early) => (Some(base), false, early),
+                Lookup::Bypass => (Some(base), true, None),
             }
         } else {
-            (None, true)
+            (None, true, None)
         };
         // Parsed once here (or found among recent documents); execution reuses the parsed document.
         let mut parse_failed = false;
@@ -392,10 +392,11 @@ impl Pipeline {
         }
         // Where this request stands in purge order, before anything is read: purges from now on make its result
         // unstorable, and a shared result must be at least this fresh.
-        let arrival = if bypass {
-            None
-        } else {
-            self.cache.begin().await
+        let arrival = match (bypass, early) {
+            (true, _) => None,
+            // The lookup took it: nothing has been read since.
+            (false, Some(early)) => Some(early),
+            (false, None) => self.cache.begin().await,
         };
         let Some(arrival) = arrival else {
             // Without the cache's view of purges, a running execution cannot be shown to be fresh enough to
