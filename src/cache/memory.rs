@@ -98,6 +98,12 @@ impl MemoryCache {
         if stale {
             return None;
         }
+        // The body kept at its exact size: the response buffer it came in holds spare capacity (a planned
+        // response starts at 8 KiB), which the weigher would not count and the cache would keep alive.
+        let entry = Entry {
+            body: bytes::Bytes::copy_from_slice(&entry.body),
+            ..entry
+        };
         self.entries.insert(key, entry);
         for tag in tags {
             if state.index.entry(tag).or_default().insert(key) {
