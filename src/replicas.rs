@@ -22,12 +22,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use prometheus::{IntCounter, IntCounterVec};
 use secrecy::ExposeSecret;
 
 use crate::config::{DatabaseOptions, ReplicaConfig};
 use crate::redis_conn::RedisConn;
 use crate::store::{Lsn, Store};
-use crate::telemetry::ReplicaMetrics;
 
 /// How often each replica's health is checked.
 const CHECK_EVERY: Duration = Duration::from_millis(250);
@@ -89,6 +89,15 @@ enum Marks {
         prefix: String,
         raise: redis::Script,
     },
+}
+
+/// The read replicas' metrics (registered with the others in `telemetry`).
+#[derive(Clone)]
+pub struct ReplicaMetrics {
+    /// `folio_replica_reads_total{route}`: where queries read.
+    pub reads: IntCounterVec,
+    /// `folio_replica_mark_errors_total`: writes whose tags could not be marked in Redis in time.
+    pub mark_errors: IntCounter,
 }
 
 pub struct Replicas {

@@ -353,18 +353,9 @@ pub struct Metrics {
     /// `folio_persisted_query_errors_total`: APQ registry calls that could not reach Redis.
     pub persisted_errors: IntCounter,
     /// `folio_replica_*`: where queries read with read replicas configured, and marks that could not be written.
-    pub replicas: ReplicaMetrics,
+    pub replicas: crate::replicas::ReplicaMetrics,
     /// `folio_live_*`: connections, subscriptions, live queries, events, re-executions, slow consumers, bus errors.
     pub live: crate::live::LiveMetrics,
-}
-
-/// The read replicas' metrics.
-#[derive(Clone)]
-pub struct ReplicaMetrics {
-    /// `folio_replica_reads_total{route}`: where queries read.
-    pub reads: IntCounterVec,
-    /// `folio_replica_mark_errors_total`: writes whose tags could not be marked in Redis in time.
-    pub mark_errors: IntCounter,
 }
 
 impl Metrics {
@@ -470,7 +461,7 @@ impl Metrics {
             &["route"],
         )?;
         registry.register(Box::new(replica_reads.clone()))?;
-        let replicas = ReplicaMetrics {
+        let replicas = crate::replicas::ReplicaMetrics {
             reads: replica_reads,
             mark_errors: counter(
                 "folio_replica_mark_errors_total",
