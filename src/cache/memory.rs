@@ -3,31 +3,43 @@
 //! `store` and `purge` run under one lock, so "were my tags purged since I started?" and the write happen as one
 //! step, as do "bump the tags' sequence" and "drop their entries". Lookups do not take that lock.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
+use smallvec::SmallVec;
 
 use super::{Entry, Key, MAX_TTL, Snapshot};
 
 /// Each entry weighs its body plus this much, so the byte bound also bounds the number of entries.
 const ENTRY_OVERHEAD: u32 = 1024;
+/// And this much per tag: its share of the tag index (the key in the tag's list, and for the many tags only one
+/// entry reads, such as a post's, the list and the tag's name), with the index's slack between sweeps.
+/// Unweighed, with a hash set per tag, a 32 MiB cache took 114 MB of memory under rotating post pages.
+const TAG_OVERHEAD: u32 = 128;
 /// Purge sequence numbers are kept this long: far longer than any execution may run.
 const GEN_RETENTION: Duration = Duration::from_secs(3600);
 /// The index is not swept below this many keys.
 const MIN_SWEEP: usize = 4096;
 
+/// An entry as kept: the response, and how many tags index it (for its weight).
+#[derive(Clone)]
+struct Kept {
+    entry: Entry,
+    tags: u32,
+}
+
 struct PerEntryTtl;
 
-impl Expiry<Key, Entry> for PerEntryTtl {
+impl Expiry<Key, Kept> for PerEntryTtl {
     fn expire_after_create(
         &self,
         _key: &Key,
-        value: &Entry,
+        value: &Kept,
         _created_at: Instant,
     ) -> Option<Duration> {
-        Some(Duration::from_secs(u64::from(value.max_age)).min(MAX_TTL))
+        Some(Duration::from_secs(u64::from(value.entry.max_age)).min(MAX_TTL))
     }
 }
 
@@ -36,16 +48,18 @@ struct State {
     seq: u64,
     /// Tag → (sequence number of its last purge, when).
     gens: HashMap<String, (u64, Instant)>,
-    /// Tag → keys of the entries stored under it (some may have expired since).
-    index: HashMap<String, HashSet<Key>>,
+    /// Tag → keys of the entries stored under it (some may have expired since, and a key stored again after
+    /// its entry expired may appear twice until the next sweep). Compact, because it is most of what an entry
+    /// costs beyond its body: most tags (a post's) index one entry, which `SmallVec` keeps inline.
+    index: HashMap<Box<str>, SmallVec<[Key; 1]>>,
+    /// Keys in the index.
     indexed: usize,
     /// `indexed` after the last sweep of the index (see `store`).
     swept: usize,
-    sweeps: usize,
 }
 
 pub struct MemoryCache {
-    entries: moka::sync::Cache<Key, Entry>,
+    entries: moka::sync::Cache<Key, Kept>,
     state: Mutex<State>,
 }
 
@@ -53,10 +67,11 @@ impl MemoryCache {
     pub fn new(max_bytes: u64) -> Self {
         let entries = moka::sync::Cache::builder()
             .max_capacity(max_bytes)
-            .weigher(|_key: &Key, entry: &Entry| {
-                u32::try_from(entry.body.len())
+            .weigher(|_key: &Key, kept: &Kept| {
+                u32::try_from(kept.entry.body.len())
                     .unwrap_or(u32::MAX)
                     .saturating_add(ENTRY_OVERHEAD)
+                    .saturating_add(kept.tags.saturating_mul(TAG_OVERHEAD))
             })
             .expire_after(PerEntryTtl)
             .build();
@@ -71,7 +86,8 @@ impl MemoryCache {
     }
 
     pub fn get(&self, keys: &[Key]) -> Option<Entry> {
-        keys.iter().find_map(|k| self.entries.get(k))
+        keys.iter()
+            .find_map(|k| self.entries.get(k).map(|kept| kept.entry))
     }
 
     pub fn begin(&self) -> Snapshot {
@@ -104,25 +120,35 @@ impl MemoryCache {
             body: bytes::Bytes::copy_from_slice(&entry.body),
             ..entry
         };
-        self.entries.insert(key, entry);
+        let kept = Kept {
+            entry,
+            tags: u32::try_from(tags.len()).unwrap_or(u32::MAX),
+        };
+        self.entries.insert(key, kept);
         for tag in tags {
-            if state.index.entry(tag).or_default().insert(key) {
-                state.indexed += 1;
-            }
+            state.index.entry(tag.into()).or_default().push(key);
+            state.indexed += 1;
         }
         // Keys of expired or evicted entries linger in the index until their tag is purged; sweep them out when
-        // the index has doubled since the last sweep, so it stays proportional to the cache and a sweep (a walk of
-        // the whole index) costs each store a constant share, however many tags an entry has and entries there
-        // are.
+        // the index has doubled since the last sweep, so it stays within about twice what the cache holds (the
+        // slack its weight allows for) and a sweep (a walk of the whole index) costs each store a constant share,
+        // however many tags an entry has and entries there are. (Sweeping a few tags per store instead, going
+        // round the index, cost a third of the throughput of `detail` with ids rotating.)
         if state.indexed > (2 * state.swept).max(MIN_SWEEP) {
             let entries = &self.entries;
             state.index.retain(|_, keys| {
                 keys.retain(|k| entries.contains_key(k));
+                if keys.len() > 1 {
+                    keys.sort_unstable_by_key(|k| k.0);
+                    keys.dedup();
+                }
+                if keys.spilled() && keys.len() <= keys.capacity() / 4 {
+                    keys.shrink_to_fit();
+                }
                 !keys.is_empty()
             });
-            state.indexed = state.index.values().map(HashSet::len).sum();
+            state.indexed = state.index.values().map(SmallVec::len).sum();
             state.swept = state.indexed;
-            state.sweeps += 1;
         }
         Some(Snapshot {
             seq: state.seq,
@@ -138,7 +164,7 @@ impl MemoryCache {
         let mut dropped = 0;
         for tag in tags {
             state.gens.insert(tag.clone(), (seq, now));
-            if let Some(keys) = state.index.remove(tag) {
+            if let Some(keys) = state.index.remove(tag.as_str()) {
                 state.indexed -= keys.len();
                 for key in keys {
                     if self.entries.remove(&key).is_some() {
@@ -171,11 +197,11 @@ mod tests {
     }
 
     /// A response carries dozens of tags (a post page: the post, its comments, their authors), and with ids
-    /// rotating the cache holds thousands of entries: a store must not walk the whole index each time.
+    /// rotating most entries stored are evicted: the index must not keep them all.
     #[test]
-    fn the_index_is_swept_rarely_and_only_of_what_is_gone() {
+    fn the_index_keeps_about_what_the_cache_holds() {
         // Room for about 500 entries: most of the 5,000 stored are evicted, and linger in the index.
-        let cache = MemoryCache::new(500 * (u64::from(ENTRY_OVERHEAD) + 2));
+        let cache = MemoryCache::new(500 * u64::from(ENTRY_OVERHEAD + 2 + 40 * TAG_OVERHEAD));
         let snapshot = cache.begin();
         for i in 0..5_000_u32 {
             let mut key = [0; 32];
@@ -184,19 +210,28 @@ mod tests {
             assert!(cache.store(Key(key), entry(), tags, &snapshot).is_some());
         }
         let state = cache.state();
-        // Each sweep walks about twice the live index and comes after the index doubled: a few per 5,000
-        // stores (before, every store past the first hundred walked it all).
-        assert!(
-            (1..=20).contains(&state.sweeps),
-            "{} sweeps for 5,000 stores",
-            state.sweeps
+        assert_eq!(
+            state.indexed,
+            state.index.values().map(SmallVec::len).sum::<usize>()
         );
-        // What is left indexed is about what the cache holds, not everything ever stored.
+        // What is left indexed is about what the cache holds (500 entries of 40 tags), not everything ever
+        // stored (200,000 keys).
         assert!(
-            state.indexed < 4 * 40 * 1_000,
+            state.indexed < 4 * 40 * 500,
             "{} keys indexed",
             state.indexed
         );
+        // And what it holds is still found by a purge.
+        drop(state);
+        let live = (0..5_000_u32)
+            .rev()
+            .find(|i| {
+                let mut key = [0; 32];
+                key[..4].copy_from_slice(&i.to_be_bytes());
+                cache.entries.contains_key(&Key(key))
+            })
+            .expect("the newest entries are kept");
+        assert_eq!(cache.purge(&[format!("Comment:{}", live * 40 + 7)]), 1);
     }
 
     #[test]

@@ -287,6 +287,11 @@ impl Cache {
         self.backend.is_some()
     }
 
+    /// Whether entries are kept in this process, so that a look costs no round trip.
+    pub fn in_process(&self) -> bool {
+        matches!(self.backend, Some(Backend::Memory(_)))
+    }
+
     pub fn metrics(&self) -> &CacheMetrics {
         &self.metrics
     }
