@@ -403,6 +403,10 @@ impl Metrics {
                 "folio_cache_errors_total",
                 "Failed cache backend calls (Redis unreachable, timeouts)",
             )?,
+            lookup_calls: counter(
+                "folio_cache_lookup_calls_total",
+                "Redis calls made for cache lookups (one answers every request that asked while the one before ran)",
+            )?,
         };
         let rate_limited = counter(
             "folio_rate_limited_total",

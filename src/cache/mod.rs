@@ -219,6 +219,8 @@ pub struct CacheMetrics {
     pub bypass: IntCounter,
     pub purged: IntCounter,
     pub errors: IntCounter,
+    /// Redis lookups are batched: hits and misses over this is how many requests a call answered.
+    pub lookup_calls: IntCounter,
 }
 
 enum Backend {
@@ -260,6 +262,7 @@ impl Cache {
                     redis,
                     config,
                     metrics.errors.clone(),
+                    metrics.lookup_calls.clone(),
                 )))
             }
         };

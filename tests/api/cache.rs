@@ -1260,6 +1260,52 @@ async fn no_read_is_older_than_a_mutation_that_returned_before_it_began() {
 // Two instances on one Redis
 // ---------------------------------------------------------------------------------------------------------------
 
+/// Lookups that arrive while one runs are answered by one Redis call: under load each request's share of a
+/// round trip is what a lookup costs. Each request still gets its own answer: concurrent hits their own entry,
+/// concurrent misses their own execution.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_lookups_share_redis_calls_and_each_gets_its_own_answer() {
+    if !uses_redis() {
+        eprintln!("skipped: lookups are batched on Redis (set FOLIO_TEST_REDIS_URL to run this)");
+        return;
+    }
+    let app = TestApp::spawn().await;
+    let f = Fixture::create(&app.store).await;
+    let vars = json!({ "id": id(f.alice_posts[0]) });
+    let aliased =
+        |name: String| format!("query($id: ID!) {{ {name}: post(id: $id) {{ id title }} }}");
+    for i in 0..24 {
+        cached(&app, None, &aliased(format!("hit{i}")), vars.clone()).await;
+    }
+    let calls_before = app.metric("folio_cache_lookup_calls_total").await;
+    let asks: Vec<(String, &str)> = (0..24)
+        .flat_map(|i| (0..4).map(move |_| (format!("hit{i}"), "HIT")))
+        .chain((0..24).map(|i| (format!("miss{i}"), "MISS")))
+        .collect();
+    let documents: Vec<String> = asks.iter().map(|(name, _)| aliased(name.clone())).collect();
+    let replies = futures_util::future::join_all(
+        documents
+            .iter()
+            .map(|document| query(&app, None, document, vars.clone())),
+    )
+    .await;
+    for ((name, status), reply) in asks.iter().zip(&replies) {
+        assert_eq!(reply.x_cache(), *status, "{name}: {}", reply.body);
+        assert_eq!(
+            reply.body["data"][name.as_str()]["title"],
+            "Ownership in Rust",
+            "{name} answered with its own entry: {}",
+            reply.body
+        );
+    }
+    let calls = app.metric("folio_cache_lookup_calls_total").await - calls_before;
+    assert!(
+        calls < asks.len() as f64,
+        "{calls} Redis calls for {} concurrent lookups",
+        asks.len()
+    );
+}
+
 /// Two instances, A in this process and B a separate `folio` process, on one database and one Redis prefix,
 /// share entries, and a mutation through one is seen at once through the other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
