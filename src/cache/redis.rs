@@ -193,7 +193,7 @@ struct Asked {
     answer: oneshot::Sender<Lookup>,
 }
 
-/// Lookups are one script call at a time: requests asking while one runs wait, and the next call answers all of
+/// Lookups are one Redis call at a time: requests asking while one runs wait, and the next call answers all of
 /// them. Under load a call answers several requests, and each request's share of a round trip (system calls and
 /// wake-ups on both sides, Redis's per-call work) is what a lookup cost: with the store disabled, one lookup per
 /// request took a fifth of `detail`'s throughput on two cores. A quiet service never waits.
@@ -335,8 +335,8 @@ impl RedisCache {
         }
     }
 
-    /// Answers the queued lookups, one script call for all that queued during the previous one, until none is
-    /// left (single server).
+    /// Answers the queued lookups, one call for all that queued during the previous one, until none is left
+    /// (single server).
     async fn run_lookups(&self) {
         loop {
             let asked = {
