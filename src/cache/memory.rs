@@ -16,7 +16,7 @@ use super::{Entry, Key, MAX_TTL, Snapshot};
 /// Each entry weighs its body plus this much, so the byte bound also bounds the number of entries.
 const ENTRY_OVERHEAD: u32 = 1024;
 /// And this much per tag: its share of the tag index (the key in the tag's list, and for the many tags only one
-/// entry reads, such as a post's, the list and the tag's name), with the index's slack between sweeps.
+/// entry reads, such as a post's, the list and the tag's name, and the tag in the entry's own list of tags).
 /// Unweighed, with a hash set per tag, a 32 MiB cache took 114 MB of memory under rotating post pages.
 const TAG_OVERHEAD: u32 = 128;
 /// Purge sequence numbers are kept this long: far longer than any execution may run.
