@@ -397,7 +397,7 @@ impl Metrics {
             )?,
             purged: counter(
                 "folio_cache_purged_total",
-                "Cache entries dropped by purges",
+                "Cache entries dropped by purges (in process), or tags purged (Redis)",
             )?,
             errors: counter(
                 "folio_cache_errors_total",
@@ -405,7 +405,7 @@ impl Metrics {
             )?,
             lookup_calls: counter(
                 "folio_cache_lookup_calls_total",
-                "Redis calls made for cache lookups (one answers every request that asked while the one before ran)",
+                "Redis calls made for cache lookups and stores (one serves every request that asked or stored while the one before ran)",
             )?,
         };
         let rate_limited = counter(

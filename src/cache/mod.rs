@@ -8,9 +8,10 @@
 //! - **Tags**: resolvers record what they read (`Post:7`, `Post:list`, `User:3:posts`, ...). Mutations and
 //!   webhooks purge the tags they affect after their transaction commits, before they answer.
 //! - **Freshness under races**: every purge takes a new sequence number and records it on each of its tags. An
-//!   execution notes the sequence number when it *starts* (`begin`); storing its result is refused, atomically
-//!   with the write, if any of its tags was purged since. A slow query that began before a mutation can never
-//!   store what it read.
+//!   execution notes the sequence number when it *starts* (`begin`). In process, storing its result is refused,
+//!   atomically with the write, if any of its tags was purged since; on Redis the entry keeps its start and
+//!   tags, and a lookup turns it away if one of them was purged after it. A slow query that began before a
+//!   mutation is never served after it.
 //! - **Announced**: every purge is also a `live::Change` published on the bus (`commit`), so live queries and
 //!   subscriptions on every instance learn of it; the cache is the one place writes report what they changed.
 //! - **Backends**: in-process (`memory.rs`, moka, bounded by bytes) or Redis (`redis.rs`, shared by all
@@ -219,7 +220,7 @@ pub struct CacheMetrics {
     pub bypass: IntCounter,
     pub purged: IntCounter,
     pub errors: IntCounter,
-    /// Redis lookups are batched: hits and misses over this is how many requests a call answered.
+    /// Redis lookups and stores are batched: hits and misses over this is how many requests a call served.
     pub lookup_calls: IntCounter,
 }
 
@@ -337,8 +338,8 @@ impl Cache {
         }
     }
 
-    /// Stores `entry` under `key` with `tags`, unless one of the tags was purged since `snapshot`. Returns the
-    /// point in purge order up to which the entry was checked fresh, or `None` if it was not stored.
+    /// Stores `entry` under `key` with `tags`, unless (in process) one of the tags was purged since `snapshot`.
+    /// Returns the point in purge order as of which the entry is fresh, or `None` if it was refused.
     #[tracing::instrument(level = "debug", name = "cache.store", skip_all, fields(cache.tags = tags.len()))]
     pub async fn store(
         &self,
@@ -366,7 +367,7 @@ impl Cache {
     /// Marks the change's tags for the read replicas (reads of them wait for this commit to be replayed), drops
     /// every entry under them, makes sure no execution that started before now stores under them, then
     /// announces the change on the bus (live queries and subscriptions, on every instance). Returns
-    /// how many entries were dropped. With Redis unreachable the purge is kept and retried, nothing is served
+    /// how many entries were dropped (in process) or tags purged (Redis, which cannot count them). With Redis unreachable the purge is kept and retried, nothing is served
     /// from Redis until it has been delivered, and the error is returned (and counted); the change is announced
     /// all the same.
     #[tracing::instrument(level = "debug", name = "cache.purge", skip_all, fields(cache.tags = change.tags.len()))]

@@ -1,31 +1,32 @@
 //! The Redis backend, shared by every instance, on a single server or a Redis Cluster (one protocol for both).
 //!
-//! Keys (under `FOLIO_CACHE_PREFIX`), laid out so that every atomic step touches one cluster slot:
-//! - `{m}seq`, `{m}epoch`, `{m}pending`: the purge counter, a random id of the data set, and purges not yet
-//!   delivered everywhere (a sorted set of tags by deadline). The `{m}` hash tag keeps them in one slot.
-//! - `{t:<tag>}g`, `{t:<tag>}s`, `{t:<tag>}x`: the sequence number of the tag's last purge, the set of entry keys
-//!   stored under it, and those a purge took but has not tombstoned yet. One hash tag per tag, so a tag's keys
-//!   share a slot and different tags spread over the cluster.
-//! - `e:<hash>`: an entry (or, after a purge, a tombstone `\0<seq>` that refuses older stores), in its own slot.
+//! Purges are checked when an entry is read, not indexed when it is written: a store is one `SET` whatever the
+//! number of tags a response carries, and a purge is one write whatever the number of entries it covers.
 //!
-//! Freshness (a result read before a purge is never stored after it, nor served after the purge returned), with
-//! one response's tags in different slots:
+//! Keys (under `FOLIO_CACHE_PREFIX`):
+//! - `{m}seq`, `{m}epoch`, `{m}pending`, `{m}purged`: the purge counter (never below Redis's clock in
+//!   microseconds), a random id of the data set, purges not yet delivered everywhere (a sorted set of tags by
+//!   deadline), and each recently purged tag with the number of its last purge (a sorted set). The `{m}` hash
+//!   tag keeps them in one slot, so every purge is one atomic step.
+//! - `e:<hash>`: an entry, with the purge number its execution started at, the epoch, and its tags.
+//!
+//! Freshness (a result read before a purge is never served after the purge returned):
 //! - **begin**: read `seq` (the execution's start).
-//! - **store**: for each tag, atomically in its slot: refuse if the tag was purged after the start, else add the
-//!   entry key to its set. Only if every tag agreed, write the entry, atomically in its slot: refuse if it is a
-//!   tombstone newer than the start.
-//! - **purge**: take a new `seq`; for each tag, atomically in its slot: record `seq` and move its set into its
-//!   to-drop set; then tombstone every entry there, and only then remove them from it (a purge whose reply was
-//!   lost to a timeout, yet ran, leaves its entries for the next purge of the tag to find). A store racing with the purge either finds the tag's new number
-//!   (refused), or was in the set the purge took, so its entry is tombstoned, before or after it is written
-//!   (the tombstone refuses the write).
+//! - **store**: `SET` the entry with its start, epoch and tags; nothing is checked.
+//! - **purge**: take a new `seq` and record it as the last purge of each tag, in one script. Purges older than
+//!   [`PURGE_WINDOW`] are forgotten: every entry that started before them has expired.
+//! - **lookup**: read the entries, then (in the same transaction on a single server, after them on a cluster)
+//!   `seq`, the epoch and the purges since this instance last asked, kept in [`Purged`]. An entry is served only
+//!   if it has the current epoch and none of its tags was purged after it started.
 //! - **replicated** (cluster): Redis replicates asynchronously, so a purge is delivered only once `WAIT` says
 //!   every master that has a replica passed it on; otherwise a master that crashed right after acknowledging it
 //!   could be replaced by a replica without it.
-//! - **undelivered**: a purge that could not reach every slot it needs (a node failing over), or not reach
-//!   their replicas, is recorded in
+//! - **undelivered**: a purge that could not be written, or not reach the replicas, is recorded in
 //!   `{m}pending` before the mutation answers; while anything is pending no instance serves or stores a
 //!   response, and every instance retries the pending purges until one delivers them.
+//!
+//! A purge cannot count the entries it makes stale (nothing indexes them): it answers how many tags it purged.
+//! Stale entries stay in Redis until they expire or their key is stored again.
 //!
 //! - **lookups** (single server): one call at a time; requests that ask meanwhile are answered by the next one.
 //!
@@ -45,18 +46,22 @@ use super::{CacheConfig, Entry, Key, Lookup, MAX_TTL, Snapshot, unix_now};
 use crate::error::AppError;
 use crate::redis_conn::{Conn, RedisConn};
 
-/// How long a tag's purge number and an entry's tombstone are remembered: far longer than any execution runs.
-const GEN_TTL_SECS: u64 = 3600;
-/// Lifetime of the purge counter and the epoch, refreshed by every use; they always expire together.
+/// Lifetime of the purge counter, the epoch and the recent purges, refreshed by every use; they always expire
+/// together.
 const META_TTL_SECS: u64 = 24 * 3600;
 /// How long an undelivered purge keeps the cache off: past it, every entry it could have missed has expired.
 const PENDING_SECS: u64 = MAX_TTL.as_secs() + 60;
 /// How long a mutation keeps trying to record an undelivered purge before it answers.
 const RECORD_FOR: Duration = Duration::from_secs(3);
+/// How long a purge is remembered. A purge matters to entries whose execution started before it; those were
+/// stored at most an execution later and live at most [`MAX_TTL`], and purge numbers are never below the
+/// clock, so a purge older than `MAX_TTL` plus the longest execution matters to no live entry.
+const PURGE_WINDOW: Duration = Duration::from_secs(2 * MAX_TTL.as_secs());
+/// First byte of a stored value (an entry with its start, epoch and tags); anything else is not served.
+const STORED_V2: u8 = 2;
 
-// Starts the purge counter, if it is missing, at Redis's clock in microseconds: a counter that was lost (a
-// node's data) never restarts below the purge numbers other slots still hold, so their tags do not refuse every
-// store for a long time.
+// Starts the purge counter, if it is missing, at Redis's clock in microseconds: a counter that was lost never
+// restarts below the purge numbers entries still carry.
 const INIT_SEQ: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 0 then
   local t = redis.call('TIME')
@@ -64,90 +69,36 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
 end
 ";
 
-// KEYS: seq, epoch, pending. ARGV: a fresh epoch (used if there is none), meta ttl, now (s).
-// Returns {seq, epoch, number of undelivered purges}.
+// KEYS: seq, epoch, pending, purged. ARGV: a fresh epoch (used if there is none), meta ttl, now (s), the lowest
+// purge number to return (`(n` for above n; `+inf` for none). Returns {seq, epoch, number of undelivered purges,
+// {tag, purge number, ...}}.
 const BEGIN: &str = r"
 redis.call('SET', KEYS[2], ARGV[1], 'NX')
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
-return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2]), redis.call('ZCOUNT', KEYS[3], ARGV[3], '+inf')}
+return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2]), redis.call('ZCOUNT', KEYS[3], ARGV[3], '+inf'),
+  redis.call('ZRANGE', KEYS[4], ARGV[4], '+inf', 'BYSCORE', 'WITHSCORES')}
 ";
 
-// KEYS: seq, epoch. ARGV: a fresh epoch, meta ttl. Returns the purge's sequence number.
-const NEXT: &str = r"
+// KEYS: seq, epoch, purged. ARGV: a fresh epoch, meta ttl, window (µs), then the tags. Takes the next purge
+// number (at least Redis's clock in µs), records it as each tag's last purge, forgets purges older than the
+// window, and returns the number. (Numbers are formatted by hand: Lua would print them with 14 digits.)
+const PURGE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local s = redis.call('INCR', KEYS[1])
+if s < now then
+  s = now
+  redis.call('SET', KEYS[1], string.format('%.0f', s))
+end
+local seq = string.format('%.0f', s)
 redis.call('SET', KEYS[2], ARGV[1], 'NX')
+for i = 4, #ARGV do redis.call('ZADD', KEYS[3], seq, ARGV[i]) end
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. string.format('%.0f', s - tonumber(ARGV[3])))
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 redis.call('EXPIRE', KEYS[2], ARGV[2])
-return s
-";
-
-// KEYS: {t:<tag>}g, {t:<tag>}s. ARGV: start seq, entry key, set ttl. Returns 1 when the entry may be stored.
-const TAG_STORE: &str = r"
-local g = redis.call('GET', KEYS[1])
-if g and tonumber(g) > tonumber(ARGV[1]) then return 0 end
-redis.call('SADD', KEYS[2], ARGV[2])
-redis.call('EXPIRE', KEYS[2], ARGV[3])
-return 1
-";
-
-// KEYS: entry. ARGV: start seq, value, ttl. Returns 1 when stored. (On a cluster, whose nodes can lose their
-// data one by one, the epoch says nothing about the entry's slot: the tags' purge numbers guard instead.)
-const ENTRY_STORE: &str = r"
-local cur = redis.call('GET', KEYS[1])
-if cur and string.byte(cur, 1) == 0 and tonumber(string.sub(cur, 2)) > tonumber(ARGV[1]) then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
-return 1
-";
-
-// A single server's store in one step (every key on one node), with the same checks as TAG_STORE for each
-// tag and then ENTRY_STORE: a response carries dozens of tags, and one script per tag cost Redis more CPU than
-// the lookup a miss had made. KEYS: entry, epoch, then {t:<tag>}g, {t:<tag>}s per tag. ARGV: start seq, value,
-// ttl, epoch, entry key, set ttl. Returns 1 when stored.
-const STORE_ALL: &str = r"
-if redis.call('GET', KEYS[2]) ~= ARGV[4] then return 0 end
-local start = tonumber(ARGV[1])
-for i = 3, #KEYS, 2 do
-  local g = redis.call('GET', KEYS[i])
-  if g and tonumber(g) > start then return 0 end
-end
-local cur = redis.call('GET', KEYS[1])
-if cur and string.byte(cur, 1) == 0 and tonumber(string.sub(cur, 2)) > start then return 0 end
-for i = 4, #KEYS, 2 do
-  redis.call('SADD', KEYS[i], ARGV[5])
-  redis.call('EXPIRE', KEYS[i], ARGV[6])
-end
-redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
-return 1
-";
-
-// KEYS: {t:<tag>}g, {t:<tag>}s, {t:<tag>}x. ARGV: seq, gen ttl. Records the purge and moves the tag's entries to
-// its to-drop set `x`; returns that whole set. Entries leave `x` only once their tombstones are written
-// (UNTOMBED), so a purge whose reply was lost (a timeout; the command may still run later) loses nothing: the
-// next purge of the tag finds them in `x`.
-const TAG_PURGE: &str = r"
-local g = redis.call('GET', KEYS[1])
-if g and tonumber(g) >= tonumber(ARGV[1]) then
-  redis.call('EXPIRE', KEYS[1], ARGV[2])
-else
-  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-end
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  redis.call('SUNIONSTORE', KEYS[3], KEYS[3], KEYS[2])
-  redis.call('DEL', KEYS[2])
-end
 redis.call('EXPIRE', KEYS[3], ARGV[2])
-return redis.call('SMEMBERS', KEYS[3])
-";
-
-// KEYS: entry. ARGV: seq, ttl. Replaces the entry by a tombstone (never by an older one). Returns 1 if an entry
-// was dropped.
-const TOMB: &str = r"
-local cur = redis.call('GET', KEYS[1])
-if cur and string.byte(cur, 1) == 0 and tonumber(string.sub(cur, 2)) >= tonumber(ARGV[1]) then return 0 end
-redis.call('SET', KEYS[1], '\0' .. ARGV[1], 'EX', ARGV[2])
-if cur and string.byte(cur, 1) ~= 0 then return 1 end
-return 0
+return seq
 ";
 
 // KEYS: pending. ARGV: now (s), then tag, score pairs. Forgets the delivered tags that nobody re-recorded since
@@ -163,12 +114,7 @@ return 0
 
 struct Scripts {
     begin: redis::Script,
-    next: redis::Script,
-    tag_store: redis::Script,
-    entry_store: redis::Script,
-    store_all: redis::Script,
-    tag_purge: redis::Script,
-    tomb: redis::Script,
+    purge: redis::Script,
     delivered: redis::Script,
 }
 
@@ -179,13 +125,131 @@ pub struct RedisCache {
     pending: Mutex<HashSet<String>>,
     scripts: Scripts,
     errors: IntCounter,
-    /// Lookups waiting for the one running (single server).
-    lookups: Mutex<Lookups>,
+    /// The purges this instance has read, to check entries against.
+    purged: Mutex<Purged>,
+    /// Lookups and stores waiting for the call running (single server).
+    calls: Mutex<Calls>,
     lookup_calls: IntCounter,
 }
 
-/// `begin`'s answer: the sequence number, the epoch, and how many purges are undelivered.
-type Begun = (u64, String, u64);
+/// `begin`'s answer: the sequence number, the epoch, how many purges are undelivered, and the purges asked for.
+type Begun = (u64, String, u64, Vec<(String, f64)>);
+
+/// This instance's copy of `{m}purged`: each tag's last purge, as of purge number `upto` of data set `epoch`.
+/// Each lookup reads only the purges after `upto`, usually none.
+#[derive(Default)]
+struct Purged {
+    epoch: Option<String>,
+    upto: u64,
+    /// The highest purge number held: an entry that started at or after it is fresh without looking at its tags.
+    newest: u64,
+    tags: HashMap<String, u64>,
+    /// Size after the last trim, so that trimming runs as often as the copy doubles.
+    trimmed_at: usize,
+}
+
+impl Purged {
+    /// The argument of `BEGIN` that asks for the purges this copy lacks.
+    fn since(&self) -> String {
+        if self.epoch.is_none() {
+            "-inf".into()
+        } else {
+            format!("({}", self.upto)
+        }
+    }
+
+    /// Takes in what a lookup read: purges after `asked`, up to `seq` of `epoch`. Returns false if the data set
+    /// changed under a copy that was not empty: what was read may lack purges, so the lookup serves nothing and
+    /// the next one reads them all.
+    fn absorb(&mut self, epoch: &str, seq: u64, asked: &str, purges: Vec<(String, f64)>) -> bool {
+        if self.epoch.as_deref() != Some(epoch) {
+            let complete = asked == "-inf";
+            *self = Self {
+                epoch: complete.then(|| epoch.to_owned()),
+                ..Self::default()
+            };
+            if !complete {
+                return false;
+            }
+        }
+        for (tag, number) in purges {
+            let number = number as u64;
+            self.newest = self.newest.max(number);
+            let last = self.tags.entry(tag).or_default();
+            *last = (*last).max(number);
+        }
+        self.upto = self.upto.max(seq);
+        if self.tags.len() > 1024 && self.tags.len() > 2 * self.trimmed_at {
+            // Redis forgets purges past the window by its clock; the newest purge number is never ahead of it.
+            let window = PURGE_WINDOW.as_micros() as u64;
+            let oldest = self.newest.saturating_sub(window);
+            self.tags.retain(|_, number| *number >= oldest);
+            self.trimmed_at = self.tags.len();
+        }
+        true
+    }
+
+    /// Whether an entry that started at `start` and read `tags` is fresh: none of them purged since.
+    fn fresh(&self, start: u64, tags: &[&str]) -> bool {
+        start >= self.newest
+            || tags
+                .iter()
+                .all(|tag| self.tags.get(*tag).is_none_or(|n| *n <= start))
+    }
+}
+
+/// An entry as stored in Redis: the execution's start and epoch, its tags, then the entry.
+struct Stored<'a> {
+    start: u64,
+    epoch: &'a str,
+    tags: Vec<&'a str>,
+    entry: &'a [u8],
+}
+
+impl<'a> Stored<'a> {
+    /// `None` when a tag or the epoch is too long to be written whole (a cut tag would never match its purge).
+    fn encode(start: u64, epoch: &str, tags: &[String], entry: &Entry) -> Option<Vec<u8>> {
+        let entry = entry.encode();
+        let size = 12 + epoch.len() + tags.iter().map(|t| 2 + t.len()).sum::<usize>() + entry.len();
+        let mut out = Vec::with_capacity(size);
+        out.push(STORED_V2);
+        out.extend_from_slice(&start.to_be_bytes());
+        out.push(u8::try_from(epoch.len()).ok()?);
+        out.extend_from_slice(epoch.as_bytes());
+        out.extend_from_slice(&u16::try_from(tags.len()).ok()?.to_be_bytes());
+        for tag in tags {
+            out.extend_from_slice(&u16::try_from(tag.len()).ok()?.to_be_bytes());
+            out.extend_from_slice(tag.as_bytes());
+        }
+        out.extend_from_slice(&entry);
+        Some(out)
+    }
+
+    fn decode(raw: &'a [u8]) -> Option<Self> {
+        let (&version, rest) = raw.split_first()?;
+        if version != STORED_V2 {
+            return None;
+        }
+        let start = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
+        let (&epoch_len, rest) = rest.get(8..)?.split_first()?;
+        let epoch = std::str::from_utf8(rest.get(..usize::from(epoch_len))?).ok()?;
+        let mut rest = rest.get(usize::from(epoch_len)..)?;
+        let count = u16::from_be_bytes(rest.get(..2)?.try_into().ok()?);
+        rest = rest.get(2..)?;
+        let mut tags = Vec::with_capacity(usize::from(count));
+        for _ in 0..count {
+            let len = usize::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?));
+            tags.push(std::str::from_utf8(rest.get(2..2 + len)?).ok()?);
+            rest = rest.get(2 + len..)?;
+        }
+        Some(Self {
+            start,
+            epoch,
+            tags,
+            entry: rest,
+        })
+    }
+}
 
 /// One request's lookup, queued: the entry keys to try in order, and where its answer goes.
 struct Asked {
@@ -193,14 +257,24 @@ struct Asked {
     answer: oneshot::Sender<Lookup>,
 }
 
-/// Lookups are one Redis call at a time: requests asking while one runs wait, and the next call answers all of
-/// them. Under load a call answers several requests, and each request's share of a round trip (system calls and
-/// wake-ups on both sides, Redis's per-call work) is what a lookup cost: with the store disabled, one lookup per
-/// request took a fifth of `detail`'s throughput on two cores. A quiet service never waits.
+/// An entry to write, queued.
+struct Store {
+    name: String,
+    value: Vec<u8>,
+    ttl: u64,
+}
+
+/// On a single server, lookups and stores are one Redis call at a time: requests asking while one runs wait,
+/// and the next call answers all of them and writes what they computed. Under load a call serves several
+/// requests, and each request's share of a round trip (system calls and wake-ups on both sides, Redis's
+/// per-call work) is what the cache cost: with the store disabled, one lookup per request took a fifth of
+/// `detail`'s throughput on two cores. A quiet service never waits. A store is not waited for: a later lookup
+/// of this instance is in the same call, after it, or in a later one.
 #[derive(Default)]
-struct Lookups {
+struct Calls {
     running: bool,
-    queue: Vec<Asked>,
+    asked: Vec<Asked>,
+    stores: Vec<Store>,
 }
 
 impl RedisCache {
@@ -218,16 +292,12 @@ impl RedisCache {
             pending: Mutex::new(HashSet::new()),
             scripts: Scripts {
                 begin: redis::Script::new(&format!("{INIT_SEQ}{BEGIN}")),
-                next: redis::Script::new(&format!("{INIT_SEQ}{NEXT}")),
-                tag_store: redis::Script::new(TAG_STORE),
-                entry_store: redis::Script::new(ENTRY_STORE),
-                store_all: redis::Script::new(STORE_ALL),
-                tag_purge: redis::Script::new(TAG_PURGE),
-                tomb: redis::Script::new(TOMB),
+                purge: redis::Script::new(&format!("{INIT_SEQ}{PURGE}")),
                 delivered: redis::Script::new(DELIVERED),
             },
             errors,
-            lookups: Mutex::new(Lookups::default()),
+            purged: Mutex::new(Purged::default()),
+            calls: Mutex::new(Calls::default()),
             lookup_calls,
         });
         tokio::spawn(deliver_pending(Arc::downgrade(&cache)));
@@ -238,13 +308,13 @@ impl RedisCache {
         format!("{}e:{}", self.prefix, key.hex())
     }
 
-    /// A tag's purge number, its entries, and its entries still to be tombstoned (one slot).
-    fn tag_keys(&self, tag: &str) -> [String; 3] {
-        ["g", "s", "x"].map(|k| format!("{}{{t:{tag}}}{k}", self.prefix))
-    }
-
     fn meta(&self, name: &str) -> String {
         format!("{}{{m}}{name}", self.prefix)
+    }
+
+    /// `BEGIN`'s keys, in its order.
+    fn begin_keys(&self) -> [String; 4] {
+        ["seq", "epoch", "pending", "purged"].map(|name| self.meta(name))
     }
 
     /// Runs one Redis call, counting and logging failures.
@@ -270,160 +340,220 @@ impl RedisCache {
             .is_empty()
     }
 
+    fn since(&self) -> String {
+        self.purged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .since()
+    }
+
+    /// Queues a lookup or a store for the next call, starting the calls if none is running (single server).
+    fn queue(self: &Arc<Self>, add: impl FnOnce(&mut Calls)) {
+        let start = {
+            let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+            add(&mut calls);
+            !std::mem::replace(&mut calls.running, true)
+        };
+        if start {
+            // On a task of its own: a request that goes away must not strand the others' answers.
+            let cache = Arc::clone(self);
+            tokio::spawn(async move { cache.run_calls().await });
+        }
+    }
+
     pub async fn get(self: &Arc<Self>, keys: &[Key]) -> Lookup {
         if self.has_pending() && !self.flush_pending().await {
             return Lookup::Bypass;
         }
+        let keys: Vec<String> = keys.iter().map(|key| self.entry_key(key)).collect();
         if !self.redis.is_cluster() {
             let (answer, answered) = oneshot::channel();
-            let asked = Asked {
-                keys: keys.iter().map(|key| self.entry_key(key)).collect(),
-                answer,
-            };
-            let start = {
-                let mut lookups = self.lookups.lock().unwrap_or_else(|p| p.into_inner());
-                lookups.queue.push(asked);
-                !std::mem::replace(&mut lookups.running, true)
-            };
-            if start {
-                // On a task of its own: a request that goes away must not strand the others' answers.
-                let cache = Arc::clone(self);
-                tokio::spawn(async move { cache.run_lookups().await });
-            }
+            self.queue(|calls| calls.asked.push(Asked { keys, answer }));
             return answered.await.unwrap_or(Lookup::Bypass);
         }
-        let pending = self.meta("pending");
-        let now = unix_now();
-        // On a cluster the keys are in different slots: concurrent commands on the multiplexed connections.
-        let stuck = self.call("get", |mut conn| async move {
-            redis::cmd("ZCOUNT")
-                .arg(pending)
-                .arg(now)
-                .arg("+inf")
-                .query_async::<u64>(&mut conn)
-                .await
-        });
-        let lookups = keys.iter().map(|key| {
-            let name = self.entry_key(key);
-            self.call("get", |mut conn| async move {
+        // On a cluster the entries are in different slots: concurrent commands on the multiplexed connections,
+        // and only then the purges, so that every purge that returned before the entries were read is seen.
+        let lookups = keys.iter().map(|name| {
+            let name = name.as_str();
+            self.call("get", move |mut conn| async move {
                 redis::cmd("GET")
                     .arg(name)
                     .query_async::<Option<Vec<u8>>>(&mut conn)
                     .await
             })
         });
-        let (stuck, found) = futures_util::join!(stuck, join_all(lookups));
-        match stuck {
-            Some(0) => {}
-            Some(_) => return Lookup::Bypass,
-            None => return Lookup::Bypass,
-        }
-        let mut values = Vec::with_capacity(found.len());
-        for value in found {
+        let mut values = Vec::with_capacity(keys.len());
+        for value in join_all(lookups).await {
             match value {
                 Some(value) => values.push(value),
                 None => return Lookup::Bypass,
             }
         }
-        match values
-            .into_iter()
-            .flatten()
-            .find_map(|raw| Entry::decode(&raw))
-        {
+        let since = self.since();
+        let keys = self.begin_keys();
+        let script = &self.scripts.begin;
+        let fresh_epoch = uuid::Uuid::new_v4().simple().to_string();
+        let now = unix_now();
+        let arg = since.clone();
+        let begun: Option<Begun> = self
+            .call("get", |mut conn| async move {
+                script
+                    .key(&keys[..])
+                    .arg(fresh_epoch)
+                    .arg(META_TTL_SECS)
+                    .arg(now)
+                    .arg(arg)
+                    .invoke_async(&mut conn)
+                    .await
+            })
+            .await;
+        let Some(snapshot) = begun.and_then(|begun| self.absorb(begun, &since)) else {
+            return Lookup::Bypass;
+        };
+        self.answer(values, snapshot)
+    }
+
+    /// Takes in the purges a lookup read. Returns the snapshot its entries are checked against, or `None` when
+    /// nothing may be served or stored (purges undelivered, or the data set changed).
+    fn absorb(&self, (seq, epoch, stuck, purges): Begun, since: &str) -> Option<Snapshot> {
+        let absorbed = self
+            .purged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .absorb(&epoch, seq, since, purges);
+        (absorbed && stuck == 0 && !self.has_pending()).then_some(Snapshot {
+            seq,
+            epoch: Some(epoch),
+        })
+    }
+
+    /// The first of `values` (one request's keys, in order) that is fresh as of `snapshot`.
+    fn answer(&self, values: Vec<Option<Vec<u8>>>, snapshot: Snapshot) -> Lookup {
+        let purged = self.purged.lock().unwrap_or_else(|p| p.into_inner());
+        let hit = values.iter().flatten().find_map(|raw| {
+            let stored = Stored::decode(raw)?;
+            let current = snapshot.epoch.as_deref() == Some(stored.epoch);
+            (current && purged.fresh(stored.start, &stored.tags))
+                .then(|| Entry::decode(stored.entry))
+                .flatten()
+        });
+        match hit {
             Some(entry) => Lookup::Hit(entry),
-            None => Lookup::Miss(None),
+            None => Lookup::Miss(Some(snapshot)),
         }
     }
 
-    /// Answers the queued lookups, one call for all that queued during the previous one, until none is left
-    /// (single server).
-    async fn run_lookups(&self) {
+    /// Sends the queued stores and answers the queued lookups, one call for all that queued during the previous
+    /// one, until none is left (single server).
+    async fn run_calls(&self) {
         loop {
-            let asked = {
-                let mut lookups = self.lookups.lock().unwrap_or_else(|p| p.into_inner());
-                if lookups.queue.is_empty() {
-                    lookups.running = false;
+            let (asked, stores) = {
+                let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+                if calls.asked.is_empty() && calls.stores.is_empty() {
+                    calls.running = false;
                     return;
                 }
-                std::mem::take(&mut lookups.queue)
+                (
+                    std::mem::take(&mut calls.asked),
+                    std::mem::take(&mut calls.stores),
+                )
             };
-            // Not a script: Lua copies every value it reads and returns (a feed page is 4-8 KiB), which cost Redis
-            // 10 µs per entry served. `begin`'s script (small answers) and an `MGET`, in one round trip and one
-            // transaction: the snapshot is as of the entries read.
-            let mut pipe = redis::pipe();
-            pipe.atomic()
-                .cmd("EVALSHA")
-                .arg(self.scripts.begin.get_hash())
-                .arg(3)
-                .arg(self.meta("seq"))
-                .arg(self.meta("epoch"))
-                .arg(self.meta("pending"))
-                .arg(uuid::Uuid::new_v4().simple().to_string())
-                .arg(META_TTL_SECS)
-                .arg(unix_now());
-            let mget = pipe.cmd("MGET");
-            for one in &asked {
-                for key in &one.keys {
-                    mget.arg(key);
-                }
-            }
-            let script = &self.scripts.begin;
             self.lookup_calls.inc();
-            let found: Option<(Begun, Vec<Option<Vec<u8>>>)> = self
-                .call("get", |mut conn| async move {
-                    match pipe.query_async(&mut conn).await {
-                        // A Redis that restarted has forgotten the script: load it, once.
-                        Err(err)
-                            if err.kind()
-                                == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-                        {
-                            script.prepare_invoke().load_async(&mut conn).await?;
-                            pipe.query_async(&mut conn).await
-                        }
-                        other => other,
-                    }
-                })
-                .await;
-            let Some(((seq, epoch, stuck), found)) = found else {
+            let mut answers = self.lookups(&asked, &stores).await;
+            if let Some(None) = answers {
+                // The purge counter or the epoch is missing (a new data set): `begin`'s script makes them.
+                answers = match self.begin().await {
+                    Some(_) => self.lookups(&asked, &[]).await,
+                    None => None,
+                };
+            }
+            let Some(Some((snapshot, found))) = answers else {
                 for one in asked {
                     let _ = one.answer.send(Lookup::Bypass);
                 }
                 continue;
             };
-            let snapshot = (stuck == 0 && !self.has_pending()).then_some(Snapshot {
-                seq,
-                epoch: Some(epoch),
-            });
             let mut found = found.into_iter();
             for one in asked {
-                let values: Vec<Vec<u8>> = found.by_ref().take(one.keys.len()).flatten().collect();
-                let lookup = if stuck != 0 {
-                    Lookup::Bypass
-                } else if let Some(entry) = values.iter().find_map(|raw| Entry::decode(raw)) {
-                    Lookup::Hit(entry)
-                } else {
-                    Lookup::Miss(snapshot.clone())
-                };
-                let _ = one.answer.send(lookup);
+                let values = found.by_ref().take(one.keys.len()).collect();
+                let _ = one.answer.send(self.answer(values, snapshot.clone()));
             }
         }
+    }
+
+    /// One call: `stores`, then the purge counter, the epoch, the undelivered purges, the purges this instance
+    /// lacks and the entries `asked` for, in one transaction (the purges are as of the entries read). Plain
+    /// commands, not a script: Lua copies every value it reads and returns (a feed page is 4-8 KiB), which cost
+    /// Redis 10 µs per entry served, and a script call cost more than the `MGET`. `None` if the call failed,
+    /// `Some(None)` if the counter or the epoch is missing, and a snapshot of `None` when nothing may be served.
+    #[allow(clippy::type_complexity)]
+    async fn lookups(
+        &self,
+        asked: &[Asked],
+        stores: &[Store],
+    ) -> Option<Option<(Snapshot, Vec<Option<Vec<u8>>>)>> {
+        let since = self.since();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for store in stores {
+            pipe.cmd("SET")
+                .arg(&store.name)
+                .arg(&store.value)
+                .arg("EX")
+                .arg(store.ttl)
+                .ignore();
+        }
+        let mget = pipe
+            .cmd("MGET")
+            .arg(self.meta("seq"))
+            .arg(self.meta("epoch"));
+        for one in asked {
+            mget.arg(&one.keys[..]);
+        }
+        pipe.cmd("ZCOUNT")
+            .arg(self.meta("pending"))
+            .arg(unix_now())
+            .arg("+inf");
+        pipe.cmd("ZRANGE")
+            .arg(self.meta("purged"))
+            .arg(&since)
+            .arg("+inf")
+            .arg("BYSCORE")
+            .arg("WITHSCORES");
+        type Answer = (Vec<Option<Vec<u8>>>, u64, Vec<(String, f64)>);
+        let (found, stuck, purges): Answer = self
+            .call("get", |mut conn| async move {
+                pipe.query_async(&mut conn).await
+            })
+            .await?;
+        let mut found = found.into_iter();
+        let seq = found.next().flatten();
+        let epoch = found.next().flatten();
+        let (Some(seq), Some(epoch)) = (seq, epoch) else {
+            return Some(None);
+        };
+        let seq = std::str::from_utf8(&seq).ok()?.parse().ok()?;
+        let epoch = String::from_utf8(epoch).ok()?;
+        let snapshot = self.absorb((seq, epoch, stuck, purges), &since)?;
+        Some(Some((snapshot, found.collect())))
     }
 
     pub async fn begin(&self) -> Option<Snapshot> {
         if self.has_pending() {
             return None;
         }
-        let keys = [self.meta("seq"), self.meta("epoch"), self.meta("pending")];
+        let keys = self.begin_keys();
         let fresh_epoch = uuid::Uuid::new_v4().simple().to_string();
         let script = &self.scripts.begin;
         let now = unix_now();
-        let (seq, epoch, stuck): (u64, String, u64) = self
+        let (seq, epoch, stuck, _): Begun = self
             .call("begin", |mut conn| async move {
                 script
                     .key(&keys[..])
                     .arg(fresh_epoch)
                     .arg(META_TTL_SECS)
                     .arg(now)
+                    .arg("+inf")
                     .invoke_async(&mut conn)
                     .await
             })
@@ -434,70 +564,40 @@ impl RedisCache {
         })
     }
 
+    /// Writes the entry with what a lookup needs to check it: where its execution started, and its tags.
     pub async fn store(
-        &self,
+        self: &Arc<Self>,
         key: Key,
         entry: Entry,
         tags: Vec<String>,
         snapshot: &Snapshot,
     ) -> Option<Snapshot> {
-        let epoch = snapshot.epoch.clone()?;
+        let epoch = snapshot.epoch.as_deref()?;
+        let value = Stored::encode(snapshot.seq, epoch, &tags, &entry)?;
         let name = self.entry_key(&key);
-        let start = snapshot.seq;
         let ttl = u64::from(entry.max_age).min(MAX_TTL.as_secs());
         if !self.redis.is_cluster() {
-            let mut invocation = self.scripts.store_all.key(&name);
-            invocation.key(self.meta("epoch"));
-            for tag in &tags {
-                let [g, s, _] = self.tag_keys(tag);
-                invocation.key(g).key(s);
-            }
-            invocation
-                .arg(start)
-                .arg(entry.encode())
-                .arg(ttl)
-                .arg(epoch)
-                .arg(&name)
-                .arg(MAX_TTL.as_secs() + 60);
-            let stored: Option<i64> = self
-                .call("store", |mut conn| async move {
-                    invocation.invoke_async(&mut conn).await
-                })
-                .await;
-            return (stored == Some(1)).then(|| snapshot.clone());
+            self.queue(|calls| calls.stores.push(Store { name, value, ttl }));
+            return Some(snapshot.clone());
         }
-        // On a cluster, first every tag, each in its own slot, agrees and indexes the entry...
-        let agreed = join_all(tags.iter().map(|tag| {
-            let [g, s, _] = self.tag_keys(tag);
-            let mut invocation = self.scripts.tag_store.key(g);
-            invocation
-                .key(s)
-                .arg(start)
-                .arg(&name)
-                .arg(MAX_TTL.as_secs() + 60);
-            self.call("store", |mut conn| async move {
-                invocation.invoke_async::<i64>(&mut conn).await
-            })
-        }))
-        .await;
-        if !agreed.iter().all(|a| *a == Some(1)) {
-            return None;
-        }
-        // ...then the entry is written, unless a purge has tombstoned it since.
-        let mut invocation = self.scripts.entry_store.key(&name);
-        invocation.arg(start).arg(entry.encode()).arg(ttl);
-        let stored: Option<i64> = self
+        let stored: Option<()> = self
             .call("store", |mut conn| async move {
-                invocation.invoke_async(&mut conn).await
+                redis::cmd("SET")
+                    .arg(name)
+                    .arg(value)
+                    .arg("EX")
+                    .arg(ttl)
+                    .query_async(&mut conn)
+                    .await
             })
             .await;
-        (stored == Some(1)).then(|| snapshot.clone())
+        stored.map(|()| snapshot.clone())
     }
 
     pub async fn purge(&self, tags: &[String]) -> Result<u64, AppError> {
-        let (dropped, failed) = self.purge_now(tags).await;
+        let (purged, failed) = self.purge_now(tags).await;
         if failed.is_empty() {
-            return Ok(dropped);
+            return Ok(purged);
         }
         // Every instance must stop serving what the undelivered tags may hold before this mutation answers.
         if !self.record_pending(&failed, RECORD_FOR).await {
@@ -511,90 +611,31 @@ impl RedisCache {
         ))
     }
 
-    /// Purges `tags`. Returns how many entries were dropped and the tags whose purge did not get through.
+    /// Purges `tags`, in one step. Returns how many tags were purged and those whose purge did not get through
+    /// (all or none).
     async fn purge_now(&self, tags: &[String]) -> (u64, Vec<String>) {
-        let keys = [self.meta("seq"), self.meta("epoch")];
+        let unique: HashSet<&String> = tags.iter().collect();
+        let keys = [self.meta("seq"), self.meta("epoch"), self.meta("purged")];
         let fresh_epoch = uuid::Uuid::new_v4().simple().to_string();
-        let script = &self.scripts.next;
-        let seq: Option<u64> = self
+        let script = &self.scripts.purge;
+        let window = PURGE_WINDOW.as_micros() as u64;
+        let seq: Option<String> = self
             .call("purge", |mut conn| async move {
                 script
                     .key(&keys[..])
                     .arg(fresh_epoch)
                     .arg(META_TTL_SECS)
+                    .arg(window)
+                    .arg(tags)
                     .invoke_async(&mut conn)
                     .await
             })
             .await;
-        let Some(seq) = seq else {
+        if seq.is_none() || !self.replicated().await {
+            // Not written, or not on a replica yet: a failover now could promote one without this purge.
             return (0, tags.to_vec());
-        };
-        let taken = join_all(tags.iter().map(|tag| {
-            let [g, s, x] = self.tag_keys(tag);
-            let mut invocation = self.scripts.tag_purge.key(g);
-            invocation.key(s).key(x).arg(seq).arg(GEN_TTL_SECS);
-            self.call("purge", |mut conn| async move {
-                invocation.invoke_async::<Vec<String>>(&mut conn).await
-            })
-        }))
-        .await;
-        let mut failed = Vec::new();
-        // Entry key -> the tags that indexed it, so a failed tombstone fails its tags.
-        let mut entries: HashMap<String, Vec<&String>> = HashMap::new();
-        for (tag, members) in tags.iter().zip(taken) {
-            match members {
-                Some(members) => {
-                    for member in members {
-                        entries.entry(member).or_default().push(tag);
-                    }
-                }
-                None => failed.push(tag.clone()),
-            }
         }
-        let tombs = join_all(entries.keys().map(|entry| {
-            let mut invocation = self.scripts.tomb.key(entry);
-            invocation.arg(seq).arg(GEN_TTL_SECS);
-            self.call("purge", |mut conn| async move {
-                invocation.invoke_async::<u64>(&mut conn).await
-            })
-        }))
-        .await;
-        let mut dropped = 0;
-        let mut failed_by_tomb = HashSet::new();
-        // Per tag: the entries tombstoned, which may leave its to-drop set.
-        let mut tombed: HashMap<&String, Vec<&String>> = HashMap::new();
-        for ((entry, owners), tomb) in entries.iter().zip(tombs) {
-            match tomb {
-                Some(n) => {
-                    dropped += n;
-                    for owner in owners {
-                        tombed.entry(owner).or_default().push(entry);
-                    }
-                }
-                None => failed_by_tomb.extend(owners.iter().map(|t| (*t).clone())),
-            }
-        }
-        // Best effort: what stays in a to-drop set is tombstoned again by the tag's next purge, harmlessly.
-        join_all(
-            tombed
-                .into_iter()
-                .filter(|(tag, _)| !failed_by_tomb.contains(*tag))
-                .map(|(tag, done)| {
-                    let [_, _, x] = self.tag_keys(tag);
-                    let mut cmd = redis::cmd("SREM");
-                    cmd.arg(x).arg(done);
-                    self.call("purge", |mut conn| async move {
-                        cmd.query_async::<u64>(&mut conn).await
-                    })
-                }),
-        )
-        .await;
-        failed.extend(failed_by_tomb);
-        if failed.len() < tags.len() && !self.replicated().await {
-            // Not on a replica yet: a failover now could promote one without this purge.
-            return (dropped, tags.to_vec());
-        }
-        (dropped, failed)
+        (unique.len() as u64, Vec::new())
     }
 
     /// On a cluster, whether this connection's writes so far (a purge's) have reached a replica of every master
@@ -757,9 +798,14 @@ impl RedisCache {
 /// Retries undelivered purges in the background, this instance's own and those recorded by any instance, so
 /// the cache comes back soon after Redis does even if nobody sends a request (or the instance that failed to
 /// deliver a purge is gone).
+///
+/// It also keeps the purge counter and the epoch from expiring while the cache is in use (lookups only read
+/// them): an expired epoch would turn every entry away.
 async fn deliver_pending(cache: Weak<RedisCache>) {
-    loop {
-        tokio::time::sleep(Duration::from_millis(250)).await;
+    const TICK: Duration = Duration::from_millis(250);
+    let refresh_every = (META_TTL_SECS * 1000 / 4 / TICK.as_millis() as u64).max(1);
+    for tick in 0u64.. {
+        tokio::time::sleep(TICK).await;
         let Some(cache) = cache.upgrade() else {
             return;
         };
@@ -767,5 +813,83 @@ async fn deliver_pending(cache: Weak<RedisCache>) {
             cache.flush_pending().await;
         }
         cache.flush_recorded().await;
+        if tick % refresh_every == 0 {
+            cache.begin().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Entry {
+        Entry {
+            body: bytes::Bytes::from_static(br#"{"data":{"post":null}}"#),
+            etag: "\"abc\"".into(),
+            max_age: 60,
+            public: true,
+            stored_at: 1_700_000_000,
+        }
+    }
+
+    #[test]
+    fn a_stored_entry_keeps_its_start_epoch_and_tags() {
+        let tags = vec!["Post:7".to_owned(), "User:3".to_owned()];
+        let raw = Stored::encode(42, "epoch-1", &tags, &entry()).expect("encodes");
+        let stored = Stored::decode(&raw).expect("decodes");
+        assert_eq!((stored.start, stored.epoch), (42, "epoch-1"));
+        assert_eq!(stored.tags, ["Post:7", "User:3"]);
+        let back = Entry::decode(stored.entry).expect("the entry");
+        assert_eq!(back.body, entry().body);
+        // Cut short, or written by another version: not served.
+        assert!(Stored::decode(&raw[..20]).is_none());
+        assert!(Stored::decode(&entry().encode()).is_none());
+        // A tag too long to write whole is not stored (cut, it would never match its purge).
+        let long = vec!["x".repeat(70_000)];
+        assert!(Stored::encode(1, "e", &long, &entry()).is_none());
+    }
+
+    #[test]
+    fn an_entry_is_fresh_unless_one_of_its_tags_was_purged_after_it_started() {
+        let mut purged = Purged::default();
+        assert_eq!(purged.since(), "-inf", "a new copy reads every purge");
+        let read = vec![("Post:7".to_owned(), 100.0), ("User:3".to_owned(), 90.0)];
+        assert!(purged.absorb("e1", 120, "-inf", read));
+        assert_eq!(purged.since(), "(120");
+        assert!(purged.fresh(100, &["Post:7"]), "purged when it started");
+        assert!(!purged.fresh(99, &["Post:7", "Comment:1"]));
+        assert!(purged.fresh(50, &["Comment:1"]), "other tags");
+        assert!(purged.fresh(100, &["User:3", "Post:7"]));
+        // A later purge of the same tag raises its number; an older report never lowers it.
+        assert!(purged.absorb("e1", 130, "(120", vec![("Post:7".to_owned(), 125.0)]));
+        assert!(!purged.fresh(120, &["Post:7"]));
+        assert!(purged.absorb("e1", 130, "(120", vec![("Post:7".to_owned(), 110.0)]));
+        assert!(!purged.fresh(120, &["Post:7"]));
+        // The data set changed: what was read since the old number may lack purges, so nothing is served and
+        // the next lookup reads them all.
+        assert!(!purged.absorb("e2", 5, "(130", Vec::new()));
+        assert_eq!(purged.since(), "-inf");
+        assert!(purged.absorb("e2", 5, "-inf", vec![("Post:7".to_owned(), 4.0)]));
+        assert!(!purged.fresh(3, &["Post:7"]));
+        assert!(purged.fresh(4, &["Post:7"]));
+    }
+
+    #[test]
+    fn the_copy_forgets_purges_older_than_the_window() {
+        let mut purged = Purged::default();
+        let window = PURGE_WINDOW.as_micros() as u64;
+        let old: Vec<(String, f64)> = (0..2000).map(|i| (format!("Post:{i}"), 1000.0)).collect();
+        assert!(purged.absorb("e", 1000, "-inf", old));
+        let now = (1000 + window + 1) as f64;
+        // Trimmed once the copy doubled since its last trim.
+        let recent: Vec<(String, f64)> = (0..3000).map(|i| (format!("User:{i}"), now)).collect();
+        assert!(purged.absorb("e", now as u64, "(1000", recent));
+        assert_eq!(purged.tags.len(), 3000, "the old purges are gone");
+        assert!(!purged.tags.contains_key("Post:5"));
+        assert!(
+            !purged.fresh(now as u64 - 1, &["User:5"]),
+            "recent purges stay"
+        );
     }
 }

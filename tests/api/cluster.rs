@@ -1,12 +1,13 @@
-//! The response cache on a Redis Cluster (`FOLIO_TEST_REDIS_CLUSTER_NODES`): one response's tags live in
-//! different slots on different nodes and a purge still reaches all of them, on every instance; and a node
-//! failing over (its replica promoted) costs counted errors and answers from the database, never a stale read.
+//! The response cache on a Redis Cluster (`FOLIO_TEST_REDIS_CLUSTER_NODES`): entries live in different slots on
+//! different nodes from the purges (`{m}`), and a purge through one instance still turns them away on every
+//! instance; and a node failing over (its replica promoted) costs counted errors and answers from the database,
+//! never a stale read.
 //!
 //! The rest of the cache, rate-limit, persisted-document and live-data suites run on the cluster too when the
 //! variable is set (`.ci/run` does). The failover test stops a master, so it runs only when
 //! `FOLIO_TEST_REDIS_CLUSTER_FAILOVER=1` (`.ci/run` runs it on its own, after the others).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -148,9 +149,28 @@ async fn restart(addr: &str, dir: &str) {
     }
 }
 
-/// A post whose tag is on another master than the purge counter (`{m}`), so the undelivered part of a purge
-/// of it can be recorded for every instance; with that master.
-async fn post_away_from_meta(a: &TestApp, f: &Fixture, seed: &str, prefix: &str) -> (i64, String) {
+/// Every cache entry key of `prefix` on the cluster, with the master holding it.
+async fn entries(seed: &str, prefix: &str) -> HashMap<String, String> {
+    let mut found = HashMap::new();
+    for addr in masters(seed).await.into_keys() {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}e:*"))
+            .query_async(&mut node(&addr).await)
+            .await
+            .expect("KEYS");
+        found.extend(keys.into_iter().map(|key| (key, addr.clone())));
+    }
+    found
+}
+
+/// A post whose page (`POST`, read through `a`) is stored on another master than the purges (`{m}`); with the
+/// page's key, the master holding it and the one holding the purges.
+async fn post_away_from_meta(
+    a: &TestApp,
+    f: &Fixture,
+    seed: &str,
+    prefix: &str,
+) -> (i64, String, String, String) {
     let meta = master_of(seed, &format!("{prefix}{{m}}seq")).await;
     for id in f
         .alice_posts
@@ -158,12 +178,19 @@ async fn post_away_from_meta(a: &TestApp, f: &Fixture, seed: &str, prefix: &str)
         .copied()
         .chain(bulk(&a.store, 20, 0).await)
     {
-        let holder = master_of(seed, &format!("{prefix}{{t:Post:{id}}}g")).await;
+        let before = entries(seed, prefix).await;
+        let (x_cache, _) = read(a, id).await;
+        assert_eq!(x_cache, "MISS", "post {id} read for the first time");
+        let (key, holder) = entries(seed, prefix)
+            .await
+            .into_iter()
+            .find(|(key, _)| !before.contains_key(key))
+            .expect("the page was stored");
         if holder != meta {
-            return (id, holder);
+            return (id, key, holder, meta);
         }
     }
-    panic!("some post's tag lives on another master than {meta}");
+    panic!("some post's page lives on another master than {meta}");
 }
 
 /// The process id of the node at `addr`.
@@ -227,10 +254,10 @@ async fn rename(app: &TestApp, token: &str, id: i64, title: &str) {
     assert_eq!(body["data"]["updatePost"]["title"], title, "{body}");
 }
 
-/// One post page carries tags on several nodes (the post, its author, its comments); a mutation through one
-/// instance purges them all, and the other instance's next read is computed anew with the change.
+/// A post page stored on another node than the purges; a mutation through one instance purges it, and the other
+/// instance's next read is computed anew with the change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_purge_reaches_tags_on_every_node_from_every_instance() {
+async fn a_purge_reaches_entries_on_every_node_from_every_instance() {
     let Some(nodes) = cluster_nodes() else {
         eprintln!(
             "skipped: needs a Redis Cluster (set FOLIO_TEST_REDIS_CLUSTER_NODES to run this)"
@@ -239,28 +266,16 @@ async fn a_purge_reaches_tags_on_every_node_from_every_instance() {
     };
     let (a, b, config) = two_instances().await;
     let f = Fixture::create(&a.store).await;
-    let post = f.alice_posts[0];
-
-    warm(&b, post, "Ownership in Rust").await;
-    let (x_cache, _) = read(&a, post).await;
+    let (post, _, holder, meta) =
+        post_away_from_meta(&a, &f, &nodes[0], &config.cache.prefix).await;
+    assert_ne!(holder, meta);
+    let title = read(&a, post).await.1["title"]
+        .as_str()
+        .expect("title")
+        .to_owned();
+    warm(&b, post, &title).await;
+    let (x_cache, _) = read(&b, post).await;
     assert_eq!(x_cache, "HIT", "one cluster, one cache");
-
-    // Where this test's tag sets live: more than one node.
-    let mut holders = BTreeSet::new();
-    for addr in masters(&nodes[0]).await.keys() {
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}{{t:*}}s", config.cache.prefix))
-            .query_async(&mut node(addr).await)
-            .await
-            .expect("KEYS");
-        if !keys.is_empty() {
-            holders.insert(addr.clone());
-        }
-    }
-    assert!(
-        holders.len() >= 2,
-        "the response's tags are spread over the cluster: {holders:?}"
-    );
 
     rename(&a, &token_for(f.alice), post, "Renamed through A").await;
     let (x_cache, fresh) = read(&b, post).await;
@@ -268,7 +283,7 @@ async fn a_purge_reaches_tags_on_every_node_from_every_instance() {
         (x_cache.as_str(), &fresh["title"]),
         ("MISS", &json!("Renamed through A"))
     );
-    // A comment purges the post's comment tag (another slot) the same way.
+    // A comment purges the post's comments the same way.
     let body = a
         .gql_as(
             Some(&token_for(f.bob)),
@@ -285,10 +300,10 @@ async fn a_purge_reaches_tags_on_every_node_from_every_instance() {
     );
 }
 
-/// The master holding a post's tag is killed, and its replica is promoted. Meanwhile a
-/// mutation renames the post: it succeeds, its purge is recorded as undelivered, and every read on both
-/// instances, during and after the failover, shows the new title, answered from the database while Redis cannot
-/// be trusted (`BYPASS`), with the errors counted; once the purge is delivered the cache serves again.
+/// The master holding a post's page is killed, and its replica (which has the page) is promoted. Meanwhile a
+/// mutation renames the post: it succeeds, and every read on both instances, during and after the failover,
+/// shows the new title, answered from the database while Redis cannot be trusted (`BYPASS`), with the errors
+/// counted; once the purge is delivered the cache serves again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failover_costs_errors_and_database_reads_never_a_stale_one() {
     let Some(nodes) = nodes_to_stop() else {
@@ -299,7 +314,7 @@ async fn a_failover_costs_errors_and_database_reads_never_a_stale_one() {
     let token = token_for(f.alice);
     let seed = &nodes[0];
 
-    let (post, victim) = post_away_from_meta(&a, &f, seed, &config.cache.prefix).await;
+    let (post, key, victim, _) = post_away_from_meta(&a, &f, seed, &config.cache.prefix).await;
     let title = read(&a, post).await.1["title"]
         .as_str()
         .expect("title")
@@ -342,7 +357,7 @@ async fn a_failover_costs_errors_and_database_reads_never_a_stale_one() {
     // The killed node comes back (empty) as a replica of the promoted one, as the cluster was before.
     restart(&victim, &dir).await;
     // The replica took over; the purge gets delivered and both instances are served from the cache again.
-    let promoted = master_of(seed, &format!("{}{{t:Post:{post}}}g", config.cache.prefix)).await;
+    let promoted = master_of(seed, &key).await;
     assert_ne!(promoted, victim, "the replica was promoted");
     warm(&a, post, "Renamed during the failover").await;
     warm(&b, post, "Renamed during the failover").await;
@@ -350,7 +365,7 @@ async fn a_failover_costs_errors_and_database_reads_never_a_stale_one() {
 
 /// Redis replicates asynchronously: a purge its master acknowledged could be lost in a crash, and a promoted
 /// replica would then serve what it dropped. So a purge counts as delivered only once a replica has it. Here the
-/// replica of the master holding a post's tag is stopped (`SIGSTOP`): the rename's purge cannot reach it, so it
+/// replica of the master holding a post's page is stopped (`SIGSTOP`): the rename's purge cannot reach it, so it
 /// stays undelivered, both instances answer from the database (never the entry it dropped) with the errors
 /// counted, and once the replica is back the purge is delivered and the cache serves again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -361,7 +376,7 @@ async fn a_replica_that_lags_keeps_a_purge_undelivered_until_it_has_it() {
     let (a, b, config) = two_instances().await;
     let f = Fixture::create(&a.store).await;
     let token = token_for(f.alice);
-    let (post, holder) = post_away_from_meta(&a, &f, &nodes[0], &config.cache.prefix).await;
+    let (post, _, holder, _) = post_away_from_meta(&a, &f, &nodes[0], &config.cache.prefix).await;
     let info: String = redis::cmd("INFO")
         .arg("replication")
         .query_async(&mut node(&holder).await)
