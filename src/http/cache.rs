@@ -1,6 +1,6 @@
 //! `POST /api/cache/purge`: the explicit purge over plain HTTP, for deploy hooks and CMS webhooks.
 //!
-//! Body `{"tags": ["Post:7", "Post:list"]}` with an admin's bearer token; answers `{"purged": <entries dropped>}`.
+//! Body `{"tags": ["Post:7", "Post:list"]}` with an admin's bearer token; answers `{"purged": n}`, `purgeCache`'s count.
 
 use axum::Json;
 use axum::extract::State;
