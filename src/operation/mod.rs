@@ -429,18 +429,14 @@ impl Pipeline {
             scope.clone(),
             Some(arrival.clone()),
         );
-        // The flight runs on a task of its own: it carries this operation's span there.
-        let work = tracing::Instrument::in_current_span(work);
         let computed = match self.0.flights.run(flight_key, work).await {
-            (Some(computed), true) => computed,
+            (computed, true) => computed,
             // Another request's execution: usable only if it is known fresh as of this request's arrival (it may
             // have started before a mutation that returned before this request came in).
-            (Some(computed), false)
-                if computed.valid.as_ref().is_some_and(|v| v.covers(&arrival)) =>
-            {
+            (computed, false) if computed.valid.as_ref().is_some_and(|v| v.covers(&arrival)) => {
                 computed
             }
-            (Some(_), false) => {
+            (_, false) => {
                 let operation = Operation {
                     request: again,
                     kept,
@@ -449,7 +445,6 @@ impl Pipeline {
                     .compute(operation, run, base, scope, Some(arrival))
                     .await
             }
-            (None, _) => return Outcome::internal_error(),
         };
         computed.outcome(CacheStatus::Miss)
     }

@@ -121,10 +121,6 @@ impl Outcome {
         )
     }
 
-    pub(super) fn internal_error() -> Self {
-        Self::refused(Status::Internal, Code::Internal, "Internal server error")
-    }
-
     fn refused(status: Status, code: Code, message: &str) -> Self {
         Self {
             entry: error_entry(code, message),
