@@ -190,19 +190,18 @@ impl Purged {
     }
 
     /// Whether an entry that started at `start` and read `tags` is fresh: none of them purged since.
-    fn fresh(&self, start: u64, tags: &[&str]) -> bool {
-        start >= self.newest
-            || tags
-                .iter()
-                .all(|tag| self.tags.get(*tag).is_none_or(|n| *n <= start))
+    fn fresh<'t>(&self, start: u64, mut tags: impl Iterator<Item = &'t str>) -> bool {
+        start >= self.newest || tags.all(|tag| self.tags.get(tag).is_none_or(|n| *n <= start))
     }
 }
 
-/// An entry as stored in Redis: the execution's start and epoch, its tags, then the entry.
+/// An entry as stored in Redis: the execution's start and epoch, its tags, then the entry. The tags are read
+/// only when a purge since the start makes them matter (a feed page carries about sixty).
 struct Stored<'a> {
     start: u64,
     epoch: &'a str,
-    tags: Vec<&'a str>,
+    /// Each tag as a `u16` length and its bytes.
+    tags: &'a [u8],
     entry: &'a [u8],
 }
 
@@ -216,7 +215,8 @@ impl<'a> Stored<'a> {
         out.extend_from_slice(&start.to_be_bytes());
         out.push(u8::try_from(epoch.len()).ok()?);
         out.extend_from_slice(epoch.as_bytes());
-        out.extend_from_slice(&u16::try_from(tags.len()).ok()?.to_be_bytes());
+        let block: usize = tags.iter().map(|t| 2 + t.len()).sum();
+        out.extend_from_slice(&u32::try_from(block).ok()?.to_be_bytes());
         for tag in tags {
             out.extend_from_slice(&u16::try_from(tag.len()).ok()?.to_be_bytes());
             out.extend_from_slice(tag.as_bytes());
@@ -233,20 +233,33 @@ impl<'a> Stored<'a> {
         let start = u64::from_be_bytes(rest.get(..8)?.try_into().ok()?);
         let (&epoch_len, rest) = rest.get(8..)?.split_first()?;
         let epoch = std::str::from_utf8(rest.get(..usize::from(epoch_len))?).ok()?;
-        let mut rest = rest.get(usize::from(epoch_len)..)?;
-        let count = u16::from_be_bytes(rest.get(..2)?.try_into().ok()?);
-        rest = rest.get(2..)?;
-        let mut tags = Vec::with_capacity(usize::from(count));
-        for _ in 0..count {
-            let len = usize::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?));
-            tags.push(std::str::from_utf8(rest.get(2..2 + len)?).ok()?);
-            rest = rest.get(2 + len..)?;
+        let rest = rest.get(usize::from(epoch_len)..)?;
+        let block = usize::try_from(u32::from_be_bytes(rest.get(..4)?.try_into().ok()?)).ok()?;
+        let tags = rest.get(4..4 + block)?;
+        let entry = rest.get(4 + block..)?;
+        // Checked whole here, so that reading them later cannot fail.
+        let mut left = tags;
+        while !left.is_empty() {
+            let len = usize::from(u16::from_be_bytes(left.get(..2)?.try_into().ok()?));
+            std::str::from_utf8(left.get(2..2 + len)?).ok()?;
+            left = &left[2 + len..];
         }
         Some(Self {
             start,
             epoch,
             tags,
-            entry: rest,
+            entry,
+        })
+    }
+
+    /// The tags (checked by `decode`).
+    fn tags(&self) -> impl Iterator<Item = &'a str> {
+        let mut rest = self.tags;
+        std::iter::from_fn(move || {
+            let len = usize::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?));
+            let tag = rest.get(2..2 + len)?;
+            rest = rest.get(2 + len..)?;
+            std::str::from_utf8(tag).ok()
         })
     }
 }
@@ -433,7 +446,7 @@ impl RedisCache {
         let hit = values.iter().flatten().find_map(|raw| {
             let stored = Stored::decode(raw)?;
             let current = snapshot.epoch.as_deref() == Some(stored.epoch);
-            (current && purged.fresh(stored.start, &stored.tags))
+            (current && purged.fresh(stored.start, stored.tags()))
                 .then(|| Entry::decode(stored.entry))
                 .flatten()
         });
@@ -839,9 +852,13 @@ mod tests {
         let raw = Stored::encode(42, "epoch-1", &tags, &entry()).expect("encodes");
         let stored = Stored::decode(&raw).expect("decodes");
         assert_eq!((stored.start, stored.epoch), (42, "epoch-1"));
-        assert_eq!(stored.tags, ["Post:7", "User:3"]);
+        assert_eq!(stored.tags().collect::<Vec<_>>(), ["Post:7", "User:3"]);
         let back = Entry::decode(stored.entry).expect("the entry");
         assert_eq!(back.body, entry().body);
+        // A tag whose length runs past the tags: not served.
+        let mut bad = raw.clone();
+        bad[1 + 8 + 1 + "epoch-1".len() + 4] = 0xff;
+        assert!(Stored::decode(&bad).is_none());
         // Cut short, or written by another version: not served.
         assert!(Stored::decode(&raw[..20]).is_none());
         assert!(Stored::decode(&entry().encode()).is_none());
@@ -857,22 +874,25 @@ mod tests {
         let read = vec![("Post:7".to_owned(), 100.0), ("User:3".to_owned(), 90.0)];
         assert!(purged.absorb("e1", 120, "-inf", read));
         assert_eq!(purged.since(), "(120");
-        assert!(purged.fresh(100, &["Post:7"]), "purged when it started");
-        assert!(!purged.fresh(99, &["Post:7", "Comment:1"]));
-        assert!(purged.fresh(50, &["Comment:1"]), "other tags");
-        assert!(purged.fresh(100, &["User:3", "Post:7"]));
+        assert!(
+            purged.fresh(100, ["Post:7"].into_iter()),
+            "purged when it started"
+        );
+        assert!(!purged.fresh(99, ["Post:7", "Comment:1"].into_iter()));
+        assert!(purged.fresh(50, ["Comment:1"].into_iter()), "other tags");
+        assert!(purged.fresh(100, ["User:3", "Post:7"].into_iter()));
         // A later purge of the same tag raises its number; an older report never lowers it.
         assert!(purged.absorb("e1", 130, "(120", vec![("Post:7".to_owned(), 125.0)]));
-        assert!(!purged.fresh(120, &["Post:7"]));
+        assert!(!purged.fresh(120, ["Post:7"].into_iter()));
         assert!(purged.absorb("e1", 130, "(120", vec![("Post:7".to_owned(), 110.0)]));
-        assert!(!purged.fresh(120, &["Post:7"]));
+        assert!(!purged.fresh(120, ["Post:7"].into_iter()));
         // The data set changed: what was read since the old number may lack purges, so nothing is served and
         // the next lookup reads them all.
         assert!(!purged.absorb("e2", 5, "(130", Vec::new()));
         assert_eq!(purged.since(), "-inf");
         assert!(purged.absorb("e2", 5, "-inf", vec![("Post:7".to_owned(), 4.0)]));
-        assert!(!purged.fresh(3, &["Post:7"]));
-        assert!(purged.fresh(4, &["Post:7"]));
+        assert!(!purged.fresh(3, ["Post:7"].into_iter()));
+        assert!(purged.fresh(4, ["Post:7"].into_iter()));
     }
 
     #[test]
@@ -888,7 +908,7 @@ mod tests {
         assert_eq!(purged.tags.len(), 3000, "the old purges are gone");
         assert!(!purged.tags.contains_key("Post:5"));
         assert!(
-            !purged.fresh(now as u64 - 1, &["User:5"]),
+            !purged.fresh(now as u64 - 1, ["User:5"].into_iter()),
             "recent purges stay"
         );
     }

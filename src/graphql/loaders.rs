@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::error::AppError;
 use crate::graphql::batch::{BatchFn, Batcher, Dispatcher};
-use crate::store::{CommentOnPost, CommentRow, Page, PostRow, Store, UserRow};
+use crate::store::{CommentOnPost, CommentRow, Content, Page, PostRow, Store, UserRow};
 
 /// Key: a user by id.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -230,7 +230,12 @@ impl BatchFn<AuthorPosts> for Sources {
         for ((include_drafts, page), group) in by_shape(keys, |k| (k.include_drafts, k.page)) {
             for row in self
                 .store
-                .posts_by_authors(&ids(&group, |k| k.author_id), include_drafts, page)
+                .posts_by_authors(
+                    &ids(&group, |k| k.author_id),
+                    include_drafts,
+                    page,
+                    Content::Read,
+                )
                 .await?
             {
                 let key = AuthorPosts {

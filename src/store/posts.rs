@@ -299,6 +299,7 @@ impl Store {
         author_ids: &[i64],
         include_drafts: bool,
         page: Page,
+        content: Content,
     ) -> Result<Vec<PostRow>, AppError> {
         // The cursor and the page size in the text, as in `post_page`.
         let published = if include_drafts {
@@ -315,12 +316,15 @@ impl Store {
                 concat!(
                     "SELECT ",
                     post_cols!(),
-                    " FROM (SELECT ",
-                    post_cols!(),
+                    " FROM (SELECT {}",
                     ", ROW_NUMBER() OVER (PARTITION BY author_id ORDER BY id DESC) AS rn",
                     " FROM posts WHERE {}{}author_id{}) ranked WHERE rn <= {} ORDER BY author_id, id DESC"
                 ),
-                published, after, ids, page.limit
+                content.columns(),
+                published,
+                after,
+                ids,
+                page.limit
             )
         };
         self.fetch_for_ids_in(

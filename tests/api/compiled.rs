@@ -494,6 +494,22 @@ async fn fragments_typename_directives_and_every_root_field_plan_with_the_execut
         Some(2)
     );
 
+    // An author's page reads its posts' content only when it shows it (the feed's rule).
+    let pages = "query($id: ID!, $body: Boolean!) {
+        user(id: $id) { posts(first: 10) { nodes { title ... @include(if: $body) { content } } } } }";
+    for body in [true, false] {
+        let vars = json!({ "id": f.alice.to_string(), "body": body });
+        let got = same_as(&app, pages, vars, &anon).await;
+        let shown = got["data"]["user"]["posts"]["nodes"]
+            .as_array()
+            .is_some_and(|nodes| {
+                nodes
+                    .iter()
+                    .any(|n| n["content"].as_str().is_some_and(|c| !c.is_empty()))
+            });
+        assert_eq!(shown, body, "{got}");
+    }
+
     // Inline fragments, a fragment inside a fragment, one response key selected several ways (merged), aliases,
     // several root fields, and `@include`/`@skip` from variables and literals, each way.
     let mixed = "query($id: ID!, $uid: ID!, $body: Boolean!, $skipAuthor: Boolean = false) {

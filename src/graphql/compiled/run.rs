@@ -94,6 +94,7 @@ enum Fetch {
         drafts: bool,
         page: Page,
         authors: Vec<i64>,
+        content: Content,
     },
     AuthorCounts {
         drafts: bool,
@@ -167,8 +168,11 @@ impl Fetch {
                 drafts,
                 page,
                 authors,
+                content,
             } => {
-                let rows = store.posts_by_authors(&authors, drafts, page).await?;
+                let rows = store
+                    .posts_by_authors(&authors, drafts, page, content)
+                    .await?;
                 Got::AuthorPages(drafts, page, authors, rows)
             }
             Fetch::AuthorCounts { drafts, authors } => {
@@ -621,6 +625,10 @@ impl Runner<'_> {
                 drafts,
                 page,
                 authors: authors.into_iter().collect(),
+                content: match self.plan.reads_content {
+                    true => Content::Read,
+                    false => Content::Skip,
+                },
             });
         }
         for (drafts, authors) in author_counts {
