@@ -443,11 +443,12 @@ impl RedisCache {
     /// The first of `values` (one request's keys, in order) that is fresh as of `snapshot`.
     fn answer(&self, values: Vec<Option<Vec<u8>>>, snapshot: Snapshot) -> Lookup {
         let purged = self.purged.lock().unwrap_or_else(|p| p.into_inner());
-        let hit = values.iter().flatten().find_map(|raw| {
-            let stored = Stored::decode(raw)?;
+        let hit = values.into_iter().flatten().find_map(|raw| {
+            let raw = bytes::Bytes::from(raw);
+            let stored = Stored::decode(&raw)?;
             let current = snapshot.epoch.as_deref() == Some(stored.epoch);
             (current && purged.fresh(stored.start, stored.tags()))
-                .then(|| Entry::decode(stored.entry))
+                .then(|| Entry::decode(&raw.slice_ref(stored.entry)))
                 .flatten()
         });
         match hit {
@@ -850,10 +851,11 @@ mod tests {
     fn a_stored_entry_keeps_its_start_epoch_and_tags() {
         let tags = vec!["Post:7".to_owned(), "User:3".to_owned()];
         let raw = Stored::encode(42, "epoch-1", &tags, &entry()).expect("encodes");
-        let stored = Stored::decode(&raw).expect("decodes");
+        let shared = bytes::Bytes::from(raw.clone());
+        let stored = Stored::decode(&shared).expect("decodes");
         assert_eq!((stored.start, stored.epoch), (42, "epoch-1"));
         assert_eq!(stored.tags().collect::<Vec<_>>(), ["Post:7", "User:3"]);
-        let back = Entry::decode(stored.entry).expect("the entry");
+        let back = Entry::decode(&shared.slice_ref(stored.entry)).expect("the entry");
         assert_eq!(back.body, entry().body);
         // A tag whose length runs past the tags: not served.
         let mut bad = raw.clone();
