@@ -366,11 +366,11 @@ impl Cache {
     }
 
     /// Marks the change's tags for the read replicas (reads of them wait for this commit to be replayed), drops
-    /// every entry under them, makes sure no execution that started before now stores under them, then
-    /// announces the change on the bus (live queries and subscriptions, on every instance). Returns
-    /// how many entries were dropped (in process) or tags purged (Redis, which cannot count them). With Redis unreachable the purge is kept and retried, nothing is served
-    /// from Redis until it has been delivered, and the error is returned (and counted); the change is announced
-    /// all the same.
+    /// every entry under them, makes sure nothing an execution that started before now read under them is
+    /// served, then announces the change on the bus (live queries and subscriptions, on every instance).
+    /// Returns how many entries were dropped (in process) or tags purged (Redis, which cannot count them). With
+    /// Redis unreachable the purge is kept and retried, nothing is served from Redis until it has been
+    /// delivered, and the error is returned (and counted); the change is announced all the same.
     #[tracing::instrument(level = "debug", name = "cache.purge", skip_all, fields(cache.tags = change.tags.len()))]
     pub async fn commit(&self, change: Change) -> Result<u64, AppError> {
         if change.is_empty() {

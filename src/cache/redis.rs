@@ -403,23 +403,7 @@ impl RedisCache {
             }
         }
         let since = self.since();
-        let keys = self.begin_keys();
-        let script = &self.scripts.begin;
-        let fresh_epoch = uuid::Uuid::new_v4().simple().to_string();
-        let now = unix_now();
-        let arg = since.clone();
-        let begun: Option<Begun> = self
-            .call("get", |mut conn| async move {
-                script
-                    .key(&keys[..])
-                    .arg(fresh_epoch)
-                    .arg(META_TTL_SECS)
-                    .arg(now)
-                    .arg(arg)
-                    .invoke_async(&mut conn)
-                    .await
-            })
-            .await;
+        let begun = self.run_begin("get", &since).await;
         let Some(snapshot) = begun.and_then(|begun| self.absorb(begun, &since)) else {
             return Lookup::Bypass;
         };
@@ -552,26 +536,31 @@ impl RedisCache {
         Some(Some((snapshot, found.collect())))
     }
 
-    pub async fn begin(&self) -> Option<Snapshot> {
-        if self.has_pending() {
-            return None;
-        }
+    /// `BEGIN`'s script (which also makes the purge counter and the epoch if they are missing, and keeps them
+    /// from expiring), asking for the purges `since`.
+    async fn run_begin(&self, what: &'static str, since: &str) -> Option<Begun> {
         let keys = self.begin_keys();
         let fresh_epoch = uuid::Uuid::new_v4().simple().to_string();
         let script = &self.scripts.begin;
         let now = unix_now();
-        let (seq, epoch, stuck, _): Begun = self
-            .call("begin", |mut conn| async move {
-                script
-                    .key(&keys[..])
-                    .arg(fresh_epoch)
-                    .arg(META_TTL_SECS)
-                    .arg(now)
-                    .arg("+inf")
-                    .invoke_async(&mut conn)
-                    .await
-            })
-            .await?;
+        self.call(what, |mut conn| async move {
+            script
+                .key(&keys[..])
+                .arg(fresh_epoch)
+                .arg(META_TTL_SECS)
+                .arg(now)
+                .arg(since)
+                .invoke_async(&mut conn)
+                .await
+        })
+        .await
+    }
+
+    pub async fn begin(&self) -> Option<Snapshot> {
+        if self.has_pending() {
+            return None;
+        }
+        let (seq, epoch, stuck, _) = self.run_begin("begin", "+inf").await?;
         (stuck == 0).then_some(Snapshot {
             seq,
             epoch: Some(epoch),
