@@ -1,10 +1,10 @@
 //! Single-flight: concurrent misses of one key on one instance run the work once and share its result.
 //!
-//! The first caller runs the work itself, and the others wait for its result. A task of the work's own
-//! (as before) cost every miss a spawn and two wake-ups across threads: 3-7% of a miss's throughput on two
-//! cores. If the first caller goes away before the work finishes (its client disconnected), its work is dropped
-//! with it (statements cancelled, connections returned to the pool) and the callers waiting start over: one of
-//! them runs its own work.
+//! The first caller runs the work itself, and the others wait for its result: running it on a task of its own
+//! costs every miss a spawn and two wake-ups across threads, 3-7% of a miss's throughput on two cores. If the
+//! first caller goes away before the work finishes (its client disconnected), its work is dropped with it
+//! (statements cancelled, connections returned to the pool) and the callers waiting start over: one of them
+//! runs its own work.
 
 use std::collections::HashMap;
 use std::hash::Hash;
