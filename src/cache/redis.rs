@@ -112,6 +112,14 @@ end
 return 0
 ";
 
+/// The deployment's `{m}` keys (see the module header).
+struct Meta {
+    seq: String,
+    epoch: String,
+    pending: String,
+    purged: String,
+}
+
 struct Scripts {
     begin: redis::Script,
     purge: redis::Script,
@@ -125,6 +133,8 @@ pub struct RedisCache {
     pending: Mutex<HashSet<String>>,
     scripts: Scripts,
     errors: IntCounter,
+    /// The `{m}` keys, named once: every lookup names them.
+    meta: Meta,
     /// The purges this instance has read, to check entries against.
     purged: Mutex<Purged>,
     /// Lookups and stores waiting for the call running (single server).
@@ -309,6 +319,15 @@ impl RedisCache {
                 delivered: redis::Script::new(DELIVERED),
             },
             errors,
+            meta: {
+                let name = |name: &str| format!("{}{{m}}{name}", config.prefix);
+                Meta {
+                    seq: name("seq"),
+                    epoch: name("epoch"),
+                    pending: name("pending"),
+                    purged: name("purged"),
+                }
+            },
             purged: Mutex::new(Purged::default()),
             calls: Mutex::new(Calls::default()),
             lookup_calls,
@@ -321,13 +340,10 @@ impl RedisCache {
         format!("{}e:{}", self.prefix, key.hex())
     }
 
-    fn meta(&self, name: &str) -> String {
-        format!("{}{{m}}{name}", self.prefix)
-    }
-
     /// `BEGIN`'s keys, in its order.
-    fn begin_keys(&self) -> [String; 4] {
-        ["seq", "epoch", "pending", "purged"].map(|name| self.meta(name))
+    fn begin_keys(&self) -> [&str; 4] {
+        let m = &self.meta;
+        [&m.seq, &m.epoch, &m.pending, &m.purged]
     }
 
     /// Runs one Redis call, counting and logging failures.
@@ -501,19 +517,16 @@ impl RedisCache {
                 .arg(store.ttl)
                 .ignore();
         }
-        let mget = pipe
-            .cmd("MGET")
-            .arg(self.meta("seq"))
-            .arg(self.meta("epoch"));
+        let mget = pipe.cmd("MGET").arg(&self.meta.seq).arg(&self.meta.epoch);
         for one in asked {
             mget.arg(&one.keys[..]);
         }
         pipe.cmd("ZCOUNT")
-            .arg(self.meta("pending"))
+            .arg(&self.meta.pending)
             .arg(unix_now())
             .arg("+inf");
         pipe.cmd("ZRANGE")
-            .arg(self.meta("purged"))
+            .arg(&self.meta.purged)
             .arg(&since)
             .arg("+inf")
             .arg("BYSCORE")
@@ -618,7 +631,7 @@ impl RedisCache {
     /// (all or none).
     async fn purge_now(&self, tags: &[String]) -> (u64, Vec<String>) {
         let unique: HashSet<&String> = tags.iter().collect();
-        let keys = [self.meta("seq"), self.meta("epoch"), self.meta("purged")];
+        let keys = [&self.meta.seq, &self.meta.epoch, &self.meta.purged];
         let fresh_epoch = uuid::Uuid::new_v4().simple().to_string();
         let script = &self.scripts.purge;
         let window = PURGE_WINDOW.as_micros() as u64;
@@ -697,7 +710,7 @@ impl RedisCache {
     async fn record_pending(&self, tags: &[String], patience: Duration) -> bool {
         let started = std::time::Instant::now();
         loop {
-            let pending = self.meta("pending");
+            let pending = self.meta.pending.as_str();
             let deadline = unix_now() + PENDING_SECS;
             let mut cmd = redis::cmd("ZADD");
             cmd.arg(pending);
@@ -757,7 +770,7 @@ impl RedisCache {
 
     /// Delivers the purges any instance recorded as undelivered, and forgets those delivered.
     async fn flush_recorded(&self) {
-        let pending = self.meta("pending");
+        let pending = self.meta.pending.as_str();
         let now = unix_now();
         // Not counted as an error: a Redis that is down is counted by the requests that need it.
         let recorded: Option<Vec<(String, f64)>> = self
@@ -779,7 +792,7 @@ impl RedisCache {
         };
         let tags: Vec<String> = recorded.iter().map(|(tag, _)| tag.clone()).collect();
         let (_, failed) = self.purge_now(&tags).await;
-        let mut invocation = self.scripts.delivered.key(self.meta("pending"));
+        let mut invocation = self.scripts.delivered.key(&self.meta.pending);
         invocation.arg(now);
         for (tag, score) in recorded.iter().filter(|(t, _)| !failed.contains(t)) {
             invocation.arg(tag).arg(*score);
