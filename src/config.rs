@@ -201,8 +201,8 @@ struct CacheSettings {
     /// The longest a response is cached; type and field hints may only shorten it.
     #[arg(long, env = "FOLIO_CACHE_TTL_SECS", default_value = "60", value_parser = trimmed::<u64>)]
     cache_ttl_secs: u64,
-    /// Bound of the in-process cache in bytes: bodies, plus 1 KiB per entry and 128 bytes per tag for the
-    /// bookkeeping (measured: about 80 MB resident under rotating ids with the default).
+    /// Bound of the in-process cache in bytes: bodies, plus 1 KiB per entry and each tag's length plus 32 bytes
+    /// for the bookkeeping.
     #[arg(long, env = "FOLIO_CACHE_MAX_BYTES", default_value = "33554432", value_parser = trimmed::<u64>)]
     cache_max_bytes: u64,
     /// Prefix of every Redis key, so several deployments can share one Redis.

@@ -397,7 +397,7 @@ impl Metrics {
             )?,
             purged: counter(
                 "folio_cache_purged_total",
-                "Cache entries dropped by purges (in process), or tags purged (Redis)",
+                "Distinct tags purged from the response cache",
             )?,
             errors: counter(
                 "folio_cache_errors_total",

@@ -1,146 +1,156 @@
-//! The in-process backend: a moka cache bounded by bytes, plus a tag index and the purge sequence.
+//! The in-process backend: a moka cache bounded by bytes, and the purges of the last two hours.
 //!
-//! `store` and `purge` run under one lock, so "were my tags purged since I started?" and the write happen as one
-//! step, as do "bump the tags' sequence" and "drop their entries". Lookups do not take that lock.
+//! Purges are checked when an entry is read, as on Redis: an entry keeps the purge number its execution started
+//! at and its tags, and is served only if none of its tags was purged since. Nothing indexes entries by tag, so
+//! a store costs one insert whatever the number of tags a response carries (a post page carries two dozen: the
+//! post, its comments, their authors). Kept in an index, they were a tenth of a miss's CPU on `detail` (the
+//! inserts, and taking every evicted entry's tags back out). A purged entry stays until it is evicted, expires,
+//! or its key is computed again; it is never served.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
-use moka::notification::RemovalCause;
-use smallvec::SmallVec;
 
 use super::{Entry, Key, MAX_TTL, Snapshot};
 
 /// Each entry weighs its body plus this much, so the byte bound also bounds the number of entries.
 const ENTRY_OVERHEAD: u32 = 1024;
-/// And this much per tag: its share of the tag index (the key in the tag's list, and for the many tags only one
-/// entry reads, such as a post's, the list and the tag's name, and the tag in the entry's own list of tags).
-/// Unweighed, with a hash set per tag, a 32 MiB cache took 114 MB of memory under rotating post pages.
-const TAG_OVERHEAD: u32 = 128;
-/// Purge sequence numbers are kept this long: far longer than any execution may run.
-const GEN_RETENTION: Duration = Duration::from_secs(3600);
-/// The index is not swept below this many keys.
-const MIN_SWEEP: usize = 4096;
+/// And each tag its length plus this much (the `String` kept with the entry, and the allocator's rounding).
+const TAG_OVERHEAD: u32 = 32;
+/// Purges are remembered this long: longer than any entry lives (`MAX_TTL`) plus any execution runs, so an
+/// entry is never checked against a purge that was forgotten.
+const RETENTION: Duration = Duration::from_secs(2 * MAX_TTL.as_secs());
+/// Remembered purged tags are not trimmed below this many.
+const MIN_TRIM: usize = 1024;
+/// At most this many purged tags are remembered; past it, every entry stored before is treated as purged.
+const MAX_PURGED: usize = 1 << 20;
 
-/// An entry as kept: the response, and the tags that index it (for its weight, and to take it out of the
-/// index when it is evicted; the names are shared with the index).
-#[derive(Clone)]
+/// An entry as kept: the response, where its execution started in purge order, and the tags it read.
 struct Kept {
     entry: Entry,
-    tags: Tags,
+    start: u64,
+    tags: Box<[String]>,
 }
-
-type Tags = Arc<[Arc<str>]>;
 
 struct PerEntryTtl;
 
-impl Expiry<Key, Kept> for PerEntryTtl {
+impl Expiry<Key, Arc<Kept>> for PerEntryTtl {
     fn expire_after_create(
         &self,
         _key: &Key,
-        value: &Kept,
+        value: &Arc<Kept>,
         _created_at: Instant,
     ) -> Option<Duration> {
         Some(Duration::from_secs(u64::from(value.entry.max_age)).min(MAX_TTL))
     }
 }
 
+/// The purges an entry is checked against.
 #[derive(Default)]
-struct State {
+struct Purges {
+    /// The last purge number taken.
     seq: u64,
-    /// Tag → (sequence number of its last purge, when).
-    gens: HashMap<String, (u64, Instant)>,
-    /// Tag → keys of the entries stored under it (some may have expired since, and a key stored again after
-    /// its entry expired may appear twice until the next sweep). Compact, because it is most of what an entry
-    /// costs beyond its body: most tags (a post's) index one entry, which `SmallVec` keeps inline.
-    index: HashMap<Arc<str>, SmallVec<[Key; 1]>>,
-    /// Keys in the index.
-    indexed: usize,
-    /// `indexed` after the last sweep of the index (see `store`).
-    swept: usize,
+    /// Entries whose execution started before this are stale: the purges they would be checked against were
+    /// forgotten (see `trim`).
+    floor: u64,
+    /// Tag → (number of its last purge, when), for purges after `floor`.
+    tags: HashMap<String, (u64, Instant)>,
+    /// The number of tags after the last trim.
+    trimmed: usize,
+}
+
+impl Purges {
+    /// Whether a result whose execution started at `start` and read `tags` is still fresh.
+    fn fresh<'t>(&self, start: u64, mut tags: impl Iterator<Item = &'t String>) -> bool {
+        start >= self.floor
+            && tags.all(|tag| self.tags.get(tag).is_none_or(|(seq, _)| *seq <= start))
+    }
+
+    /// Forgets purges older than `RETENTION` (no entry they concern is alive), once the set has doubled since
+    /// the last trim, so a trim costs each purge a constant share. Should more than `MAX_PURGED` tags be left,
+    /// all are forgotten and every entry stored so far counts as purged: memory stays bounded, at the price of
+    /// recomputing what the cache held.
+    fn trim(&mut self, now: Instant) {
+        if self.tags.len() <= (2 * self.trimmed).max(MIN_TRIM) {
+            return;
+        }
+        let mut floor = self.floor;
+        self.tags.retain(|_, (seq, at)| {
+            let keep = now.duration_since(*at) < RETENTION;
+            if !keep {
+                floor = floor.max(*seq);
+            }
+            keep
+        });
+        if self.tags.len() > MAX_PURGED {
+            self.tags.clear();
+            floor = self.seq;
+        }
+        self.floor = floor;
+        self.trimmed = self.tags.len();
+    }
 }
 
 pub struct MemoryCache {
-    entries: moka::sync::Cache<Key, Kept>,
-    state: Mutex<State>,
-    /// Entries moka evicted or expired, to be taken out of the index under `state`'s lock. A queue of its own:
-    /// moka may call its listener inside an insert, which `store` makes holding `state`.
-    evicted: Arc<Mutex<Vec<(Key, Tags)>>>,
+    entries: moka::sync::Cache<Key, Arc<Kept>>,
+    purges: Mutex<Purges>,
+    /// The last purge number taken, readable without the lock: an entry that started at or after it needs no
+    /// look at the purged tags (most hits, where writes are rare).
+    last_purge: AtomicU64,
 }
 
 impl MemoryCache {
     pub fn new(max_bytes: u64) -> Self {
-        let evicted: Arc<Mutex<Vec<(Key, Tags)>>> = Arc::default();
-        let queue = Arc::clone(&evicted);
         let entries = moka::sync::Cache::builder()
             .max_capacity(max_bytes)
-            .weigher(|_key: &Key, kept: &Kept| {
+            .weigher(|_key: &Key, kept: &Arc<Kept>| {
+                let tags: usize = kept.tags.iter().map(String::len).sum();
+                let tags = u32::try_from(tags).unwrap_or(u32::MAX).saturating_add(
+                    u32::try_from(kept.tags.len())
+                        .unwrap_or(u32::MAX)
+                        .saturating_mul(TAG_OVERHEAD),
+                );
                 u32::try_from(kept.entry.body.len())
                     .unwrap_or(u32::MAX)
                     .saturating_add(ENTRY_OVERHEAD)
-                    .saturating_add(
-                        u32::try_from(kept.tags.len())
-                            .unwrap_or(u32::MAX)
-                            .saturating_mul(TAG_OVERHEAD),
-                    )
+                    .saturating_add(tags)
             })
             .expire_after(PerEntryTtl)
-            .eviction_listener(move |key: Arc<Key>, kept: Kept, cause: RemovalCause| {
-                // Purges take their entries out of the index themselves; a replaced entry keeps its key.
-                if cause.was_evicted() {
-                    queue
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push((*key, kept.tags));
-                }
-            })
             .build();
         Self {
             entries,
-            state: Mutex::new(State::default()),
-            evicted,
+            purges: Mutex::new(Purges::default()),
+            last_purge: AtomicU64::new(0),
         }
     }
 
-    /// Takes the entries moka evicted or expired out of the index, unless stored again since.
-    fn unindex_evicted(&self, state: &mut State) {
-        let evicted = std::mem::take(&mut *self.evicted.lock().unwrap_or_else(|p| p.into_inner()));
-        for (key, tags) in evicted {
-            if self.entries.contains_key(&key) {
-                continue;
-            }
-            for tag in tags.iter() {
-                let Some(keys) = state.index.get_mut(&**tag) else {
-                    continue;
-                };
-                let before = keys.len();
-                keys.retain(|k| *k != key);
-                state.indexed -= before - keys.len();
-                if keys.is_empty() {
-                    state.index.remove(&**tag);
-                }
-            }
-        }
+    fn purges(&self) -> std::sync::MutexGuard<'_, Purges> {
+        self.purges.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
+    /// The first of `keys` with a fresh entry.
     pub fn get(&self, keys: &[Key]) -> Option<Entry> {
-        keys.iter()
-            .find_map(|k| self.entries.get(k).map(|kept| kept.entry))
+        keys.iter().find_map(|k| {
+            let kept = self.entries.get(k)?;
+            // Acquire: pairs with `purge`'s release, after the purged tags were recorded.
+            let fresh = kept.start >= self.last_purge.load(Ordering::Acquire)
+                || self.purges().fresh(kept.start, kept.tags.iter());
+            fresh.then(|| kept.entry.clone())
+        })
     }
 
     pub fn begin(&self) -> Snapshot {
         Snapshot {
-            seq: self.state().seq,
+            seq: self.purges().seq,
             epoch: None,
         }
     }
 
+    /// Stores the entry unless one of its tags was purged since `snapshot` (it would never be served). A purge
+    /// between this check and the insert is caught when the entry is read.
     pub fn store(
         &self,
         key: Key,
@@ -148,86 +158,44 @@ impl MemoryCache {
         tags: Vec<String>,
         snapshot: &Snapshot,
     ) -> Option<Snapshot> {
-        let mut state = self.state();
-        let stale = tags.iter().any(|t| {
-            state
-                .gens
-                .get(t)
-                .is_some_and(|(seq, _)| *seq > snapshot.seq)
-        });
-        if stale {
-            return None;
-        }
+        let seq = {
+            let purges = self.purges();
+            if !purges.fresh(snapshot.seq, tags.iter()) {
+                return None;
+            }
+            purges.seq
+        };
         // The body kept at its exact size: the response buffer it came in holds spare capacity (a planned
         // response starts at 8 KiB), which the weigher would not count and the cache would keep alive.
         let entry = Entry {
             body: bytes::Bytes::copy_from_slice(&entry.body),
             ..entry
         };
-        self.unindex_evicted(&mut state);
-        let names: Tags = tags
-            .iter()
-            .map(|tag| match state.index.get_key_value(tag.as_str()) {
-                Some((name, _)) => Arc::clone(name),
-                None => Arc::from(tag.as_str()),
-            })
-            .collect();
-        for name in names.iter() {
-            state.index.entry(Arc::clone(name)).or_default().push(key);
-            state.indexed += 1;
-        }
-        self.entries.insert(key, Kept { entry, tags: names });
-        // Evicted entries leave the index as moka reports them (above). Should any linger (a report lost to a
-        // race with a store of the same key), sweep them out when the index has doubled since the last sweep, so
-        // it stays within about twice what the cache holds and a sweep (a walk of the whole index, under the
-        // lock every store takes) costs each store a constant share. Without the reports, sweeps were all that
-        // kept the index in check, and showed as a p99 of 25 ms on `detail` with ids rotating.
-        if state.indexed > (2 * state.swept).max(MIN_SWEEP) {
-            let entries = &self.entries;
-            state.index.retain(|_, keys| {
-                keys.retain(|k| entries.contains_key(k));
-                if keys.len() > 1 {
-                    keys.sort_unstable_by_key(|k| k.0);
-                    keys.dedup();
-                }
-                if keys.spilled() && keys.len() <= keys.capacity() / 4 {
-                    keys.shrink_to_fit();
-                }
-                !keys.is_empty()
-            });
-            state.indexed = state.index.values().map(SmallVec::len).sum();
-            state.swept = state.indexed;
-        }
-        Some(Snapshot {
-            seq: state.seq,
-            epoch: None,
-        })
+        self.entries.insert(
+            key,
+            Arc::new(Kept {
+                entry,
+                start: snapshot.seq,
+                tags: tags.into_boxed_slice(),
+            }),
+        );
+        Some(Snapshot { seq, epoch: None })
     }
 
+    /// Purges `tags`: no entry that read one of them before now is served again. Returns how many distinct
+    /// tags were purged (entries are not indexed by tag, so they cannot be counted).
     pub fn purge(&self, tags: &[String]) -> u64 {
-        let mut state = self.state();
-        self.unindex_evicted(&mut state);
-        state.seq += 1;
-        let seq = state.seq;
+        let unique: HashSet<&String> = tags.iter().collect();
+        let mut purges = self.purges();
+        purges.seq += 1;
+        let seq = purges.seq;
         let now = Instant::now();
-        let mut dropped = 0;
-        for tag in tags {
-            state.gens.insert(tag.clone(), (seq, now));
-            if let Some(keys) = state.index.remove(tag.as_str()) {
-                state.indexed -= keys.len();
-                for key in keys {
-                    if self.entries.remove(&key).is_some() {
-                        dropped += 1;
-                    }
-                }
-            }
+        for tag in &unique {
+            purges.tags.insert((*tag).clone(), (seq, now));
         }
-        if state.gens.len() > 10_000 {
-            state
-                .gens
-                .retain(|_, (_, at)| now.duration_since(*at) < GEN_RETENTION);
-        }
-        dropped
+        purges.trim(now);
+        self.last_purge.store(seq, Ordering::Release);
+        unique.len() as u64
     }
 }
 
@@ -245,46 +213,81 @@ mod tests {
         }
     }
 
-    /// A response carries dozens of tags (a post page: the post, its comments, their authors), and with ids
-    /// rotating most entries stored are evicted: the index must not keep them all.
+    fn key(i: u32) -> Key {
+        let mut key = [0; 32];
+        key[..4].copy_from_slice(&i.to_be_bytes());
+        Key(key)
+    }
+
+    /// An entry that read a tag is not served once the tag is purged, whatever else it read, even when it was
+    /// stored after the purge by an execution that started before it (the race `store`'s check cannot close).
     #[test]
-    fn the_index_keeps_about_what_the_cache_holds() {
-        // Room for about 500 entries: most of the 5,000 stored are evicted, and linger in the index.
-        let cache = MemoryCache::new(500 * u64::from(ENTRY_OVERHEAD + 2 + 40 * TAG_OVERHEAD));
-        let snapshot = cache.begin();
-        for i in 0..5_000_u32 {
-            let mut key = [0; 32];
-            key[..4].copy_from_slice(&i.to_be_bytes());
-            let tags = (0..40).map(|t| format!("Comment:{}", i * 40 + t)).collect();
-            assert!(cache.store(Key(key), entry(), tags, &snapshot).is_some());
+    fn an_entry_is_not_served_once_one_of_its_tags_is_purged() {
+        let cache = MemoryCache::new(1 << 20);
+        let before = cache.begin();
+        let tags = |post: u32| vec![format!("Post:{post}"), "User:1".to_string()];
+        for i in 0..3 {
+            assert!(cache.store(key(i), entry(), tags(i), &before).is_some());
         }
-        let state = cache.state();
         assert_eq!(
-            state.indexed,
-            state.index.values().map(SmallVec::len).sum::<usize>()
+            cache.purge(&["Post:1".into(), "Post:1".into()]),
+            1,
+            "distinct tags"
         );
-        // What is left indexed is about what the cache holds (500 entries of 40 tags), not everything ever
-        // stored (200,000 keys).
-        assert!(
-            state.indexed < 4 * 40 * 500,
-            "{} keys indexed",
-            state.indexed
+        assert!(cache.get(&[key(0)]).is_some());
+        assert!(cache.get(&[key(1)]).is_none());
+        // The second key is tried when the first is stale.
+        assert!(cache.get(&[key(1), key(2)]).is_some());
+        // Written as a store that passed its check just before the purge would have.
+        cache.entries.insert(
+            key(3),
+            Arc::new(Kept {
+                entry: entry(),
+                start: before.seq,
+                tags: tags(1).into_boxed_slice(),
+            }),
         );
-        // And what it holds is still found by a purge.
-        drop(state);
-        let live = (0..5_000_u32)
-            .rev()
-            .find(|i| {
-                let mut key = [0; 32];
-                key[..4].copy_from_slice(&i.to_be_bytes());
-                cache.entries.contains_key(&Key(key))
-            })
-            .expect("the newest entries are kept");
-        assert_eq!(cache.purge(&[format!("Comment:{}", live * 40 + 7)]), 1);
+        assert!(cache.get(&[key(3)]).is_none());
+        // A shared tag purges every entry that read it.
+        assert_eq!(cache.purge(&["User:1".into()]), 1);
+        assert!((0..3).all(|i| cache.get(&[key(i)]).is_none()));
+    }
+
+    /// Purges are forgotten only once nothing they concern can be alive, and a set of purged tags past its bound
+    /// is dropped whole by treating every older entry as purged.
+    #[test]
+    fn forgotten_purges_leave_older_entries_stale() {
+        let mut purges = Purges::default();
+        let now = Instant::now();
+        for i in 0..2 * MIN_TRIM as u64 {
+            purges.seq += 1;
+            purges.tags.insert(format!("Post:{i}"), (purges.seq, now));
+        }
+        let last = purges.seq;
+        // Not yet old: all kept, nothing stale that was fresh.
+        purges.trim(now);
+        assert_eq!(purges.tags.len(), 2 * MIN_TRIM);
+        assert!(purges.fresh(0, ["User:1".to_string()].iter()));
+        assert!(!purges.fresh(0, ["Post:7".to_string()].iter()));
+        // Past the retention (the entries they concern have expired): forgotten, and entries that started
+        // before them are stale whatever their tags. Purges since are kept.
+        let later = now + RETENTION;
+        for i in 0..=4 * MIN_TRIM {
+            purges.seq += 1;
+            purges
+                .tags
+                .insert(format!("Post:new{i}"), (purges.seq, later));
+        }
+        purges.trim(later + Duration::from_secs(1));
+        assert_eq!(purges.tags.len(), 4 * MIN_TRIM + 1);
+        assert_eq!(purges.floor, last);
+        assert!(!purges.fresh(last - 1, ["User:1".to_string()].iter()));
+        assert!(purges.fresh(last, ["Post:7".to_string()].iter()));
+        assert!(!purges.fresh(last, ["Post:new0".to_string()].iter()));
     }
 
     #[test]
-    fn a_purge_drops_tagged_entries_and_refuses_older_executions() {
+    fn a_purge_hides_tagged_entries_and_refuses_older_executions() {
         let cache = MemoryCache::new(1 << 20);
         let (a, b) = (Key([1; 32]), Key([2; 32]));
         let before = cache.begin();
@@ -320,6 +323,7 @@ mod tests {
                 .store(a, entry(), vec!["Post:1".into()], &after)
                 .is_some()
         );
-        assert_eq!(cache.purge(&["Post:1".into(), "Post:3".into()]), 1);
+        assert_eq!(cache.purge(&["Post:1".into(), "Post:3".into()]), 2);
+        assert!(cache.get(&[a]).is_none());
     }
 }

@@ -8,10 +8,10 @@
 //! - **Tags**: resolvers record what they read (`Post:7`, `Post:list`, `User:3:posts`, ...). Mutations and
 //!   webhooks purge the tags they affect after their transaction commits, before they answer.
 //! - **Freshness under races**: every purge takes a new sequence number and records it on each of its tags. An
-//!   execution notes the sequence number when it *starts* (`begin`). In process, storing its result is refused,
-//!   atomically with the write, if any of its tags was purged since; on Redis the entry keeps its start and
-//!   tags, and a lookup turns it away if one of them was purged after it. A slow query that began before a
-//!   mutation is never served after it.
+//!   execution notes the sequence number when it *starts* (`begin`). Its entry keeps that start and its tags,
+//!   and a lookup turns it away if one of them was purged after it (both backends: nothing indexes entries by
+//!   tag, so a store costs the same whatever the tags). A slow query that began before a mutation is never
+//!   served after it.
 //! - **Announced**: every purge is also a `live::Change` published on the bus (`commit`), so live queries and
 //!   subscriptions on every instance learn of it; the cache is the one place writes report what they changed.
 //! - **Backends**: in-process (`memory.rs`, moka, bounded by bytes) or Redis (`redis.rs`, shared by all
@@ -365,10 +365,10 @@ impl Cache {
         .await
     }
 
-    /// Marks the change's tags for the read replicas (reads of them wait for this commit to be replayed), drops
-    /// every entry under them, makes sure nothing an execution that started before now read under them is
-    /// served, then announces the change on the bus (live queries and subscriptions, on every instance).
-    /// Returns how many entries were dropped (in process) or tags purged (Redis, which cannot count them). With
+    /// Marks the change's tags for the read replicas (reads of them wait for this commit to be replayed), makes
+    /// sure nothing an execution that started before now read under them is served, then announces the change
+    /// on the bus (live queries and subscriptions, on every instance). Returns how many distinct tags were
+    /// purged (entries are not indexed by tag, so they are not counted). With
     /// Redis unreachable the purge is kept and retried, nothing is served from Redis until it has been
     /// delivered, and the error is returned (and counted); the change is announced all the same.
     #[tracing::instrument(level = "debug", name = "cache.purge", skip_all, fields(cache.tags = change.tags.len()))]

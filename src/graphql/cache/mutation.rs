@@ -12,8 +12,8 @@ pub struct CacheMutation;
 #[Object]
 impl CacheMutation {
     /// Drops every cached response that read one of `tags` (`Post:7`, `User:3`, `Post:list`, `User:3:posts`,
-    /// `Post:7:comments`, `Comment:9`) and returns how many were dropped, or, with the Redis cache (which checks
-    /// purges when a response is read and cannot count them), how many tags were purged. Admins only.
+    /// `Post:7:comments`, `Comment:9`) and returns how many distinct tags were purged (the cache checks purges
+    /// when a response is read, so it does not count responses). Admins only.
     #[graphql(guard = "AdminOnly")]
     async fn purge_cache(
         &self,
