@@ -368,9 +368,9 @@ impl Cache {
     /// Marks the change's tags for the read replicas (reads of them wait for this commit to be replayed), makes
     /// sure nothing an execution that started before now read under them is served, then announces the change
     /// on the bus (live queries and subscriptions, on every instance). Returns how many distinct tags were
-    /// purged (entries are not indexed by tag, so they are not counted). With
-    /// Redis unreachable the purge is kept and retried, nothing is served from Redis until it has been
-    /// delivered, and the error is returned (and counted); the change is announced all the same.
+    /// purged (entries are not indexed by tag, so they are not counted). With Redis unreachable the purge is
+    /// kept and retried, nothing is served from Redis until it has been delivered, and the error is returned
+    /// (and counted); the change is announced all the same.
     #[tracing::instrument(level = "debug", name = "cache.purge", skip_all, fields(cache.tags = change.tags.len()))]
     pub async fn commit(&self, change: Change) -> Result<u64, AppError> {
         if change.is_empty() {

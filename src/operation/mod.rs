@@ -460,8 +460,8 @@ impl Pipeline {
         snapshot: Option<Snapshot>,
     ) -> Arc<Computed> {
         // A request that missed just as another flight for the same key finished finds its entry now: a lookup
-        // answers only fresh entries, so serve it rather than execute again. Only where a look
-        // costs no round trip: on Redis it would add one to every miss to save the rare repeated execution.
+        // answers only fresh entries, so serve it rather than execute again. Only where a look costs no round
+        // trip: on Redis it would add one to every miss to save the rare repeated execution.
         if snapshot.is_some()
             && self.cache.in_process()
             && let Lookup::Hit(entry) = self.cache.peek(&base, &scope).await
