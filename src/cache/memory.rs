@@ -1,38 +1,38 @@
-//! The in-process backend: a moka cache bounded by bytes, and the purges of the last two hours.
+//! The in-process backend: a moka cache bounded by bytes, and the purges of the last two hours (`purges.rs`).
 //!
-//! Purges are checked when an entry is read, as on Redis: an entry keeps the purge number its execution started
-//! at and its tags, and is served only if none of its tags was purged since. Nothing indexes entries by tag, so
-//! a store costs one insert whatever the number of tags a response carries (a post page carries two dozen: the
-//! post, its comments, their authors). Kept in an index, they were a tenth of a miss's CPU on `detail` (the
-//! inserts, and taking every evicted entry's tags back out). A purged entry stays until it is evicted, expires,
-//! or its key is computed again; it is never served.
+//! Purges are checked when an entry is read, as on Redis and against the same kind of log: an entry keeps the
+//! purge number its execution started at and its tags, and is served only if none of its tags was purged
+//! since. Nothing indexes entries by tag, so a store costs one insert whatever the number of tags a response
+//! carries (a post page carries two dozen: the post, its comments, their authors). Kept in an index, they were
+//! a tenth of a miss's CPU on `detail` (the inserts, and taking every evicted entry's tags back out). A purged
+//! entry stays until it is evicted, expires, or its key is computed again; it is never served.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
 
+use super::purges::PurgeLog;
 use super::{Entry, Key, MAX_TTL, Snapshot};
 
 /// Each entry weighs its body plus this much, so the byte bound also bounds the number of entries.
 const ENTRY_OVERHEAD: u32 = 1024;
 /// And each tag its length plus this much (the `String` kept with the entry, and the allocator's rounding).
 const TAG_OVERHEAD: u32 = 32;
-/// Purges are remembered this long: longer than any entry lives (`MAX_TTL`) plus any execution runs, so an
-/// entry is never checked against a purge that was forgotten.
-const RETENTION: Duration = Duration::from_secs(2 * MAX_TTL.as_secs());
-/// Remembered purged tags are not trimmed below this many.
-const MIN_TRIM: usize = 1024;
-/// At most this many purged tags are remembered; past it, every entry stored before is treated as purged.
-const MAX_PURGED: usize = 1 << 20;
 
 /// An entry as kept: the response, where its execution started in purge order, and the tags it read.
 struct Kept {
     entry: Entry,
     start: u64,
     tags: Box<[String]>,
+}
+
+impl Kept {
+    fn tags(&self) -> impl Iterator<Item = &str> {
+        self.tags.iter().map(String::as_str)
+    }
 }
 
 struct PerEntryTtl;
@@ -48,58 +48,14 @@ impl Expiry<Key, Arc<Kept>> for PerEntryTtl {
     }
 }
 
-/// The purges an entry is checked against.
-#[derive(Default)]
-struct Purges {
-    /// The last purge number taken.
-    seq: u64,
-    /// Entries whose execution started before this are stale: the purges they would be checked against were
-    /// forgotten (see `trim`).
-    floor: u64,
-    /// Tag → (number of its last purge, when), for purges after `floor`.
-    tags: HashMap<String, (u64, Instant)>,
-    /// The number of tags after the last trim.
-    trimmed: usize,
-}
-
-impl Purges {
-    /// Whether a result whose execution started at `start` and read `tags` is still fresh.
-    fn fresh<'t>(&self, start: u64, mut tags: impl Iterator<Item = &'t String>) -> bool {
-        start >= self.floor
-            && tags.all(|tag| self.tags.get(tag).is_none_or(|(seq, _)| *seq <= start))
-    }
-
-    /// Forgets purges older than `RETENTION` (no entry they concern is alive), once the set has doubled since
-    /// the last trim, so a trim costs each purge a constant share. Should more than `MAX_PURGED` tags be left,
-    /// all are forgotten and every entry stored so far counts as purged: memory stays bounded, at the price of
-    /// recomputing what the cache held.
-    fn trim(&mut self, now: Instant) {
-        if self.tags.len() <= (2 * self.trimmed).max(MIN_TRIM) {
-            return;
-        }
-        let mut floor = self.floor;
-        self.tags.retain(|_, (seq, at)| {
-            let keep = now.duration_since(*at) < RETENTION;
-            if !keep {
-                floor = floor.max(*seq);
-            }
-            keep
-        });
-        if self.tags.len() > MAX_PURGED {
-            self.tags.clear();
-            floor = self.seq;
-        }
-        self.floor = floor;
-        self.trimmed = self.tags.len();
-    }
-}
-
 pub struct MemoryCache {
     entries: moka::sync::Cache<Key, Arc<Kept>>,
-    purges: Mutex<Purges>,
+    purges: Mutex<PurgeLog>,
     /// The last purge number taken, readable without the lock: an entry that started at or after it needs no
     /// look at the purged tags (most hits, where writes are rare).
     last_purge: AtomicU64,
+    /// Purge numbers are never below the microseconds since this instant, so the log can forget by age.
+    clock: Instant,
 }
 
 impl MemoryCache {
@@ -122,12 +78,13 @@ impl MemoryCache {
             .build();
         Self {
             entries,
-            purges: Mutex::new(Purges::default()),
+            purges: Mutex::new(PurgeLog::default()),
             last_purge: AtomicU64::new(0),
+            clock: Instant::now(),
         }
     }
 
-    fn purges(&self) -> std::sync::MutexGuard<'_, Purges> {
+    fn purges(&self) -> std::sync::MutexGuard<'_, PurgeLog> {
         self.purges.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -137,14 +94,14 @@ impl MemoryCache {
             let kept = self.entries.get(k)?;
             // Acquire: pairs with `purge`'s release, after the purged tags were recorded.
             let fresh = kept.start >= self.last_purge.load(Ordering::Acquire)
-                || self.purges().fresh(kept.start, kept.tags.iter());
+                || self.purges().fresh(kept.start, kept.tags());
             fresh.then(|| kept.entry.clone())
         })
     }
 
     pub fn begin(&self) -> Snapshot {
         Snapshot {
-            seq: self.purges().seq,
+            seq: self.purges().newest(),
             epoch: None,
         }
     }
@@ -160,10 +117,10 @@ impl MemoryCache {
     ) -> Option<Snapshot> {
         let seq = {
             let purges = self.purges();
-            if !purges.fresh(snapshot.seq, tags.iter()) {
+            if !purges.fresh(snapshot.seq, tags.iter().map(String::as_str)) {
                 return None;
             }
-            purges.seq
+            purges.newest()
         };
         // The body kept at its exact size: the response buffer it came in holds spare capacity (a planned
         // response starts at 8 KiB), which the weigher would not count and the cache would keep alive.
@@ -186,14 +143,13 @@ impl MemoryCache {
     /// tags were purged (entries are not indexed by tag, so they cannot be counted).
     pub fn purge(&self, tags: &[String]) -> u64 {
         let unique: HashSet<&String> = tags.iter().collect();
+        let now = u64::try_from(self.clock.elapsed().as_micros()).unwrap_or(u64::MAX);
         let mut purges = self.purges();
-        purges.seq += 1;
-        let seq = purges.seq;
-        let now = Instant::now();
+        let seq = purges.newest().saturating_add(1).max(now);
         for tag in &unique {
-            purges.tags.insert((*tag).clone(), (seq, now));
+            purges.record(tag, seq);
         }
-        purges.trim(now);
+        purges.trim();
         self.last_purge.store(seq, Ordering::Release);
         unique.len() as u64
     }
@@ -251,39 +207,6 @@ mod tests {
         // A shared tag purges every entry that read it.
         assert_eq!(cache.purge(&["User:1".into()]), 1);
         assert!((0..3).all(|i| cache.get(&[key(i)]).is_none()));
-    }
-
-    /// Purges are forgotten only once nothing they concern can be alive, and a set of purged tags past its bound
-    /// is dropped whole by treating every older entry as purged.
-    #[test]
-    fn forgotten_purges_leave_older_entries_stale() {
-        let mut purges = Purges::default();
-        let now = Instant::now();
-        for i in 0..2 * MIN_TRIM as u64 {
-            purges.seq += 1;
-            purges.tags.insert(format!("Post:{i}"), (purges.seq, now));
-        }
-        let last = purges.seq;
-        // Not yet old: all kept, nothing stale that was fresh.
-        purges.trim(now);
-        assert_eq!(purges.tags.len(), 2 * MIN_TRIM);
-        assert!(purges.fresh(0, ["User:1".to_string()].iter()));
-        assert!(!purges.fresh(0, ["Post:7".to_string()].iter()));
-        // Past the retention (the entries they concern have expired): forgotten, and entries that started
-        // before them are stale whatever their tags. Purges since are kept.
-        let later = now + RETENTION;
-        for i in 0..=4 * MIN_TRIM {
-            purges.seq += 1;
-            purges
-                .tags
-                .insert(format!("Post:new{i}"), (purges.seq, later));
-        }
-        purges.trim(later + Duration::from_secs(1));
-        assert_eq!(purges.tags.len(), 4 * MIN_TRIM + 1);
-        assert_eq!(purges.floor, last);
-        assert!(!purges.fresh(last - 1, ["User:1".to_string()].iter()));
-        assert!(purges.fresh(last, ["Post:7".to_string()].iter()));
-        assert!(!purges.fresh(last, ["Post:new0".to_string()].iter()));
     }
 
     #[test]

@@ -20,6 +20,7 @@
 pub mod flight;
 pub mod key;
 mod memory;
+mod purges;
 mod redis;
 
 use std::collections::HashSet;

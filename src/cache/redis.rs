@@ -14,7 +14,7 @@
 //! - **begin**: read `seq` (the execution's start).
 //! - **store**: `SET` the entry with its start, epoch and tags; nothing is checked.
 //! - **purge**: take a new `seq` and record it as the last purge of each tag, in one script. Purges older than
-//!   [`PURGE_WINDOW`] are forgotten: every entry that started before them has expired.
+//!   [`purges::WINDOW`] are forgotten: every entry that started before them has expired.
 //! - **lookup**: read the entries, then (in the same transaction on a single server, after them on a cluster)
 //!   `seq`, the epoch and the purges since this instance last asked, kept in [`Purged`]. An entry is served only
 //!   if it has the current epoch and none of its tags was purged after it started.
@@ -42,6 +42,7 @@ use futures_util::future::join_all;
 use prometheus::IntCounter;
 use tokio::sync::oneshot;
 
+use super::purges::{self, PurgeLog};
 use super::{CacheConfig, Entry, Key, Lookup, MAX_TTL, Snapshot, unix_now};
 use crate::error::AppError;
 use crate::redis_conn::{Conn, RedisConn};
@@ -53,10 +54,6 @@ const META_TTL_SECS: u64 = 24 * 3600;
 const PENDING_SECS: u64 = MAX_TTL.as_secs() + 60;
 /// How long a mutation keeps trying to record an undelivered purge before it answers.
 const RECORD_FOR: Duration = Duration::from_secs(3);
-/// How long a purge is remembered. A purge matters to entries whose execution started before it; those were
-/// stored at most an execution later and live at most [`MAX_TTL`], and purge numbers are never below the
-/// clock, so a purge older than `MAX_TTL` plus the longest execution matters to no live entry.
-const PURGE_WINDOW: Duration = Duration::from_secs(2 * MAX_TTL.as_secs());
 /// First byte of a stored value (an entry with its start, epoch and tags); anything else is not served.
 const STORED_V2: u8 = 2;
 
@@ -151,11 +148,7 @@ type Begun = (u64, String, u64, Vec<(String, f64)>);
 struct Purged {
     epoch: Option<String>,
     upto: u64,
-    /// The highest purge number held: an entry that started at or after it is fresh without looking at its tags.
-    newest: u64,
-    tags: HashMap<String, u64>,
-    /// Size after the last trim, so that trimming runs as often as the copy doubles.
-    trimmed_at: usize,
+    log: PurgeLog,
 }
 
 impl Purged {
@@ -183,25 +176,17 @@ impl Purged {
             }
         }
         for (tag, number) in purges {
-            let number = number as u64;
-            self.newest = self.newest.max(number);
-            let last = self.tags.entry(tag).or_default();
-            *last = (*last).max(number);
+            self.log.record(&tag, number as u64);
         }
         self.upto = self.upto.max(seq);
-        if self.tags.len() > 1024 && self.tags.len() > 2 * self.trimmed_at {
-            // Redis forgets purges past the window by its clock; the newest purge number is never ahead of it.
-            let window = PURGE_WINDOW.as_micros() as u64;
-            let oldest = self.newest.saturating_sub(window);
-            self.tags.retain(|_, number| *number >= oldest);
-            self.trimmed_at = self.tags.len();
-        }
+        // Redis forgets purges past the window by its clock, which purge numbers never fall behind.
+        self.log.trim();
         true
     }
 
     /// Whether an entry that started at `start` and read `tags` is fresh: none of them purged since.
-    fn fresh<'t>(&self, start: u64, mut tags: impl Iterator<Item = &'t str>) -> bool {
-        start >= self.newest || tags.all(|tag| self.tags.get(tag).is_none_or(|n| *n <= start))
+    fn fresh<'t>(&self, start: u64, tags: impl Iterator<Item = &'t str>) -> bool {
+        self.log.fresh(start, tags)
     }
 }
 
@@ -634,7 +619,7 @@ impl RedisCache {
         let keys = [&self.meta.seq, &self.meta.epoch, &self.meta.purged];
         let fresh_epoch = uuid::Uuid::new_v4().simple().to_string();
         let script = &self.scripts.purge;
-        let window = PURGE_WINDOW.as_micros() as u64;
+        let window = purges::WINDOW.as_micros() as u64;
         let seq: Option<String> = self
             .call("purge", |mut conn| async move {
                 script
@@ -897,23 +882,5 @@ mod tests {
         assert!(purged.absorb("e2", 5, "-inf", vec![("Post:7".to_owned(), 4.0)]));
         assert!(!purged.fresh(3, ["Post:7"].into_iter()));
         assert!(purged.fresh(4, ["Post:7"].into_iter()));
-    }
-
-    #[test]
-    fn the_copy_forgets_purges_older_than_the_window() {
-        let mut purged = Purged::default();
-        let window = PURGE_WINDOW.as_micros() as u64;
-        let old: Vec<(String, f64)> = (0..2000).map(|i| (format!("Post:{i}"), 1000.0)).collect();
-        assert!(purged.absorb("e", 1000, "-inf", old));
-        let now = (1000 + window + 1) as f64;
-        // Trimmed once the copy doubled since its last trim.
-        let recent: Vec<(String, f64)> = (0..3000).map(|i| (format!("User:{i}"), now)).collect();
-        assert!(purged.absorb("e", now as u64, "(1000", recent));
-        assert_eq!(purged.tags.len(), 3000, "the old purges are gone");
-        assert!(!purged.tags.contains_key("Post:5"));
-        assert!(
-            !purged.fresh(now as u64 - 1, ["User:5"].into_iter()),
-            "recent purges stay"
-        );
     }
 }
