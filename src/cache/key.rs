@@ -83,6 +83,22 @@ impl KeyBase {
         hasher.update(scope.tag().as_bytes());
         Key(hasher.finalize().into())
     }
+
+    /// The keys a request by a caller in `own` is looked up and stored under.
+    pub fn keys(&self, own: &Scope) -> Keys {
+        Keys {
+            public: self.key(&Scope::Public),
+            own: self.key(own),
+        }
+    }
+}
+
+/// A request's keys, hashed once: the shared entry's, and the caller's own (where a response that depends on
+/// who asks is kept). A lookup tries them in that order.
+#[derive(Clone, Copy, Debug)]
+pub struct Keys {
+    pub public: Key,
+    pub own: Key,
 }
 
 /// Collapses insignificant characters (whitespace, commas, comments) outside string literals to one space.

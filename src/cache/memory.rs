@@ -48,8 +48,12 @@ impl Expiry<Key, Arc<Kept>> for PerEntryTtl {
     }
 }
 
+/// Keys are SHA-256 digests already; moka's default SipHash over them showed in profiles of misses. foldhash
+/// is seeded per process, so an attacker choosing documents still cannot aim keys at one bucket.
+type Hasher = foldhash::fast::RandomState;
+
 pub struct MemoryCache {
-    entries: moka::sync::Cache<Key, Arc<Kept>>,
+    entries: moka::sync::Cache<Key, Arc<Kept>, Hasher>,
     purges: Mutex<PurgeLog>,
     /// The last purge number taken, readable without the lock: an entry that started at or after it needs no
     /// look at the purged tags (most hits, where writes are rare).
@@ -75,7 +79,7 @@ impl MemoryCache {
                     .saturating_add(tags)
             })
             .expire_after(PerEntryTtl)
-            .build();
+            .build_with_hasher(Hasher::default());
         Self {
             entries,
             purges: Mutex::new(PurgeLog::default()),

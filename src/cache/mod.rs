@@ -23,14 +23,13 @@ mod memory;
 mod purges;
 mod redis;
 
-use std::collections::HashSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use prometheus::IntCounter;
 
-pub use key::{DocumentHash, Key, KeyBase, Scope};
+pub use key::{DocumentHash, Key, KeyBase, Keys, Scope};
 // Declared with the other settings; re-exported where they are used.
 pub use crate::config::{CacheConfig, CacheMode};
 
@@ -134,10 +133,13 @@ pub enum Lookup {
 }
 
 /// What one query execution read and whether its answer depends on the caller. Request data.
+///
+/// Tags are pushed as they are read, repeats included (a comment author's `User:3` once per comment), and
+/// sorted and deduplicated once at the end: a set hashed each of a page's dozens of tags on every miss.
 #[derive(Default)]
 pub struct Tracker {
     viewer_dependent: AtomicBool,
-    tags: Mutex<HashSet<String>>,
+    tags: Mutex<Vec<String>>,
 }
 
 impl Tracker {
@@ -153,30 +155,22 @@ impl Tracker {
         self.tags
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(tag);
+            .push(tag);
     }
 
-    /// The tags recorded so far, sorted (`take_tags` without taking them).
+    /// The distinct tags recorded so far, sorted (`take_tags` without taking them).
     pub fn tags(&self) -> Vec<String> {
-        let mut tags: Vec<String> = self
-            .tags
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .cloned()
-            .collect();
-        tags.sort();
+        let mut tags = self.tags.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        tags.sort_unstable();
+        tags.dedup();
         tags
     }
 
+    /// The distinct tags recorded, sorted; the tracker is left empty.
     pub fn take_tags(&self) -> Vec<String> {
-        let mut tags: Vec<String> = self
-            .tags
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .collect();
-        tags.sort();
+        let mut tags = std::mem::take(&mut *self.tags.lock().unwrap_or_else(|p| p.into_inner()));
+        tags.sort_unstable();
+        tags.dedup();
         tags
     }
 }
@@ -305,8 +299,8 @@ impl Cache {
     /// Looks for the public entry, then the caller's own. Counts hits (misses and bypasses are counted by the
     /// caller, once it knows the request is a query).
     #[tracing::instrument(level = "debug", name = "cache.lookup", skip_all, fields(cache.result = tracing::field::Empty))]
-    pub async fn lookup(&self, base: &KeyBase, viewer: &Scope) -> Lookup {
-        let found = self.peek(base, viewer).await;
+    pub async fn lookup(&self, keys: &Keys) -> Lookup {
+        let found = self.peek(keys).await;
         if let Lookup::Hit(_) = &found {
             self.metrics.hits.inc();
         }
@@ -322,8 +316,8 @@ impl Cache {
     }
 
     /// `lookup` without counting: for a second look at the same request.
-    pub async fn peek(&self, base: &KeyBase, viewer: &Scope) -> Lookup {
-        let keys = [base.key(&Scope::Public), base.key(viewer)];
+    pub async fn peek(&self, keys: &Keys) -> Lookup {
+        let keys = [keys.public, keys.own];
         match &self.backend {
             None => Lookup::Bypass,
             Some(Backend::Memory(m)) => Lookup::from(m.get(&keys)),
@@ -406,14 +400,26 @@ impl From<Option<Entry>> for Lookup {
 
 /// Tag helpers, so every call site spells tags the same way.
 pub mod tags {
+    /// `{kind}:{id}{rest}`, sized once. A miss formats a tag for every row it reads (a post page: two dozen),
+    /// and `format!` was a visible share of a miss's cost.
+    fn of(kind: &str, id: i64, rest: &str) -> String {
+        let mut digits = itoa::Buffer::new();
+        let digits = digits.format(id);
+        let mut tag = String::with_capacity(kind.len() + 1 + digits.len() + rest.len());
+        tag.push_str(kind);
+        tag.push(':');
+        tag.push_str(digits);
+        tag.push_str(rest);
+        tag
+    }
     pub fn post(id: i64) -> String {
-        format!("Post:{id}")
+        of("Post", id, "")
     }
     pub fn user(id: i64) -> String {
-        format!("User:{id}")
+        of("User", id, "")
     }
     pub fn comment(id: i64) -> String {
-        format!("Comment:{id}")
+        of("Comment", id, "")
     }
     /// Every list of posts (the feed, searches, per-author filters).
     pub const POST_LIST: &str = "Post:list";
@@ -421,11 +427,11 @@ pub mod tags {
     pub const USER_LIST: &str = "User:list";
     /// One author's posts (`User.posts`).
     pub fn user_posts(id: i64) -> String {
-        format!("User:{id}:posts")
+        of("User", id, ":posts")
     }
     /// A post's comments and comment count.
     pub fn post_comments(id: i64) -> String {
-        format!("Post:{id}:comments")
+        of("Post", id, ":comments")
     }
     /// What a change to a comment (added, edited, deleted) purges: the comment, and its post's comments. So a
     /// page of a post's comments is tagged with `post_comments` alone, not with every comment on it (a page of
@@ -455,5 +461,30 @@ mod tests {
         );
         assert!(Entry::decode(&bytes::Bytes::from_static(b"\x02garbage")).is_none());
         assert!(Entry::decode(&bytes::Bytes::new()).is_none());
+    }
+
+    /// Tags are what mutations purge by: their spelling is the contract between readers and writers.
+    #[test]
+    fn tags_are_spelled_as_purges_expect() {
+        assert_eq!(tags::post(7), "Post:7");
+        assert_eq!(tags::user(-3), "User:-3");
+        assert_eq!(tags::comment(i64::MAX), format!("Comment:{}", i64::MAX));
+        assert_eq!(tags::user_posts(12), "User:12:posts");
+        assert_eq!(tags::post_comments(0), "Post:0:comments");
+        assert_eq!(
+            tags::comment_changed(5, 9),
+            ["Comment:5", "Post:9:comments"]
+        );
+    }
+
+    #[test]
+    fn a_tracker_reports_each_tag_once_in_order() {
+        let tracker = Tracker::default();
+        for tag in ["User:3", "Post:1", "User:3", "Post:1:comments", "User:3"] {
+            tracker.tag(tag.to_owned());
+        }
+        assert_eq!(tracker.tags(), ["Post:1", "Post:1:comments", "User:3"]);
+        assert_eq!(tracker.take_tags(), ["Post:1", "Post:1:comments", "User:3"]);
+        assert!(tracker.take_tags().is_empty());
     }
 }

@@ -3,7 +3,6 @@
 //! every error a code and serialising the response.
 
 use async_graphql::{ErrorExtensionValues, ServerError, Value};
-use sha2::{Digest, Sha256};
 
 use super::documents::Kept;
 use super::{Pipeline, Status};
@@ -349,9 +348,13 @@ fn entry_for(
 }
 
 /// The entry for a serialised response body.
+///
+/// The ETag is a 128-bit XXH3 of the body: a validator only has to change when the body does, and nobody
+/// gains from forging a collision with a response they can read anyway. SHA-256 cost several microseconds per
+/// cache miss on a post page (5-6 KiB); XXH3 costs a fraction of one.
 fn entry_of(body: Vec<u8>, max_age: u32, public: bool, cacheable: bool) -> Entry {
     let etag = if cacheable {
-        format!("\"{}\"", hex::encode(&Sha256::digest(&body)[..16]))
+        format!("\"{:032x}\"", xxhash_rust::xxh3::xxh3_128(&body))
     } else {
         String::new()
     };

@@ -38,7 +38,7 @@ use tokio::time::Instant;
 
 use crate::auth::Viewer;
 use crate::cache::flight::SingleFlight;
-use crate::cache::{Cache, Key, KeyBase, Lookup, Purges, Scope, Snapshot, Tracker};
+use crate::cache::{Cache, Key, KeyBase, Keys, Lookup, Purges, Scope, Snapshot, Tracker};
 use crate::config::EdgeConfig;
 use crate::error::Code;
 use crate::graphql::FolioSchema;
@@ -293,14 +293,15 @@ impl Pipeline {
             Viewer::User { id, .. } => Scope::User(*id),
         };
         // With the cache off there is nothing to hash or look up.
-        let (base, bypass, early) = if self.cache.enabled() {
+        let (keys, bypass, early) = if self.cache.enabled() {
             let vars = serde_json::to_vec(&variables).unwrap_or_default();
             let operation = operation_name.as_deref();
-            let base = match &known {
+            let keys = match &known {
                 Some(kept) => KeyBase::of(kept.hash(), operation, &vars),
                 None => KeyBase::new(&document, operation, &vars),
-            };
-            match self.cache.lookup(&base, &scope).await {
+            }
+            .keys(&scope);
+            match self.cache.lookup(&keys).await {
                 Lookup::Hit(entry) => {
                     // Only queries are stored.
                     let named = match &known {
@@ -312,8 +313,8 @@ impl Pipeline {
                     Self::name_span(OperationType::Query, named);
                     return Outcome::hit(entry);
                 }
-                Lookup::Miss(early) => (Some(base), false, early),
-                Lookup::Bypass => (Some(base), true, None),
+                Lookup::Miss(early) => (Some(keys), false, early),
+                Lookup::Bypass => (Some(keys), true, None),
             }
         } else {
             (None, true, None)
@@ -384,7 +385,7 @@ impl Pipeline {
             }
             return self.uncached(graphql, kept, run).await;
         }
-        let Some(base) = base else {
+        let Some(keys) = keys else {
             return self.uncached(graphql, kept, run).await;
         };
         if private_sdl {
@@ -408,12 +409,12 @@ impl Pipeline {
             };
             let computed = self
                 .clone()
-                .compute(operation, run, base, scope, None)
+                .compute(operation, run, keys, scope, None)
                 .await;
             return computed.outcome(CacheStatus::Bypass);
         };
         self.cache.metrics().misses.inc();
-        let flight_key = base.key(&scope);
+        let flight_key = keys.own;
         // Kept in case a shared result turns out too old for this request (rare): it then executes on its own.
         let mut again =
             async_graphql::Request::new(graphql.query.clone()).variables(graphql.variables.clone());
@@ -425,7 +426,7 @@ impl Pipeline {
                 kept: kept.clone(),
             },
             run.clone(),
-            base.clone(),
+            keys,
             scope.clone(),
             Some(arrival.clone()),
         );
@@ -442,7 +443,7 @@ impl Pipeline {
                     kept,
                 };
                 self.clone()
-                    .compute(operation, run, base, scope, Some(arrival))
+                    .compute(operation, run, keys, scope, Some(arrival))
                     .await
             }
         };
@@ -455,7 +456,7 @@ impl Pipeline {
         self,
         Operation { request, kept }: Operation,
         run: Run,
-        base: KeyBase,
+        keys: Keys,
         scope: Scope,
         snapshot: Option<Snapshot>,
     ) -> Arc<Computed> {
@@ -464,7 +465,7 @@ impl Pipeline {
         // trip: on Redis it would add one to every miss to save the rare repeated execution.
         if snapshot.is_some()
             && self.cache.in_process()
-            && let Lookup::Hit(entry) = self.cache.peek(&base, &scope).await
+            && let Lookup::Hit(entry) = self.cache.peek(&keys).await
         {
             return Arc::new(Computed {
                 entry,
@@ -491,14 +492,17 @@ impl Pipeline {
         let mut valid = snapshot.clone();
         if let (true, Some(snapshot)) = (cacheable, snapshot) {
             let key = if public {
-                base.key(&Scope::Public)
+                keys.public
             } else {
                 // A private answer also depends on who the caller is (their role decides what they may read),
                 // so a change to the caller's account, such as a promotion or demotion, must drop it too.
                 if let Scope::User(id) = scope {
-                    tags.push(crate::cache::tags::user(id));
+                    let own = crate::cache::tags::user(id);
+                    if let Err(at) = tags.binary_search(&own) {
+                        tags.insert(at, own);
+                    }
                 }
-                base.key(&scope)
+                keys.own
             };
             // Stored: checked fresh up to the store. Refused: a tag it read was purged while it ran.
             valid = self
