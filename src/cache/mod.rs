@@ -63,9 +63,21 @@ impl Entry {
     }
 
     /// A compact binary form for Redis: version, flags, lifetimes, etag, body.
+    #[cfg(test)]
     fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.encoded_len());
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// The length of `encode`'s output.
+    fn encoded_len(&self) -> usize {
+        16 + self.etag.len() + self.body.len()
+    }
+
+    /// `encode`, appended to `out`: Redis's stored value wraps it, and the body is copied once.
+    fn encode_into(&self, out: &mut Vec<u8>) {
         let etag = self.etag.as_bytes();
-        let mut out = Vec::with_capacity(16 + etag.len() + self.body.len());
         out.push(1);
         out.push(u8::from(self.public));
         out.extend_from_slice(&self.max_age.to_be_bytes());
@@ -73,7 +85,6 @@ impl Entry {
         out.extend_from_slice(&(etag.len() as u16).to_be_bytes());
         out.extend_from_slice(etag);
         out.extend_from_slice(&self.body);
-        out
     }
 
     /// The entry in `raw`; its body shares `raw`'s bytes (a feed page is 4-8 KiB, copied on every hit before).

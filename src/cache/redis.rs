@@ -203,8 +203,10 @@ struct Stored<'a> {
 impl<'a> Stored<'a> {
     /// `None` when a tag or the epoch is too long to be written whole (a cut tag would never match its purge).
     fn encode(start: u64, epoch: &str, tags: &[String], entry: &Entry) -> Option<Vec<u8>> {
-        let entry = entry.encode();
-        let size = 12 + epoch.len() + tags.iter().map(|t| 2 + t.len()).sum::<usize>() + entry.len();
+        let size = 14
+            + epoch.len()
+            + tags.iter().map(|t| 2 + t.len()).sum::<usize>()
+            + entry.encoded_len();
         let mut out = Vec::with_capacity(size);
         out.push(STORED_V2);
         out.extend_from_slice(&start.to_be_bytes());
@@ -216,7 +218,7 @@ impl<'a> Stored<'a> {
             out.extend_from_slice(&u16::try_from(tag.len()).ok()?.to_be_bytes());
             out.extend_from_slice(tag.as_bytes());
         }
-        out.extend_from_slice(&entry);
+        entry.encode_into(&mut out);
         Some(out)
     }
 
