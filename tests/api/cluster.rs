@@ -398,12 +398,15 @@ async fn a_replica_that_lags_keeps_a_purge_undelivered_until_it_has_it() {
         .as_str()
         .expect("title")
         .to_owned();
+    // Stopped before the pages are stored, so the replica has never acknowledged those writes: a purge's `WAIT`
+    // then cannot count it, whenever its once-a-second acknowledgement falls (stopped after the stores, it
+    // sometimes had acknowledged them already, and the purge was rightly counted as delivered).
+    let stopped = Stopped(pid_of(&replica).await);
+    signal(&stopped.0, "-STOP");
     warm(&a, post, &title).await;
     warm(&b, post, &title).await;
 
     let errors_before = a.metric("folio_cache_errors_total").await;
-    let stopped = Stopped(pid_of(&replica).await);
-    signal(&stopped.0, "-STOP");
     rename(&a, &token, post, "Renamed while a replica lagged").await;
     assert!(
         a.metric("folio_cache_errors_total").await > errors_before,
