@@ -7,7 +7,6 @@
 //! a tenth of a miss's CPU on `detail` (the inserts, and taking every evicted entry's tags back out). A purged
 //! entry stays until it is evicted, expires, or its key is computed again; it is never served.
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -146,16 +145,14 @@ impl MemoryCache {
     /// Purges `tags`: no entry that read one of them before now is served again. Returns how many distinct
     /// tags were purged (entries are not indexed by tag, so they cannot be counted).
     pub fn purge(&self, tags: &[String]) -> u64 {
-        let unique: HashSet<&String> = tags.iter().collect();
         let now = u64::try_from(self.clock.elapsed().as_micros()).unwrap_or(u64::MAX);
         let mut purges = self.purges();
         let seq = purges.newest().saturating_add(1).max(now);
-        for tag in &unique {
-            purges.record(tag, seq);
-        }
+        // A repeated tag is recorded at `seq` already: counted once.
+        let purged = tags.iter().filter(|tag| purges.record(tag, seq)).count();
         purges.trim();
         self.last_purge.store(seq, Ordering::Release);
-        unique.len() as u64
+        purged as u64
     }
 }
 

@@ -378,10 +378,13 @@ impl Cache {
     /// kept and retried, nothing is served from Redis until it has been delivered, and the error is returned
     /// (and counted); the change is announced all the same.
     #[tracing::instrument(level = "debug", name = "cache.purge", skip_all, fields(cache.tags = change.tags.len()))]
-    pub async fn commit(&self, change: Change) -> Result<u64, AppError> {
+    pub async fn commit(&self, mut change: Change) -> Result<u64, AppError> {
         if change.is_empty() {
             return Ok(0);
         }
+        // Once, for every backend, the replicas' record and the bus: a repeated tag is one purge.
+        change.tags.sort_unstable();
+        change.tags.dedup();
         if let Some(replicas) = &self.replicas {
             replicas.record(&change.tags).await;
         }

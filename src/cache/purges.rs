@@ -40,13 +40,19 @@ impl PurgeLog {
         self.newest
     }
 
-    /// Records that `tag` was purged at `number`. An older report never lowers a tag's number.
-    pub fn record(&mut self, tag: &str, number: u64) {
+    /// Records that `tag` was purged at `number`. An older report never lowers a tag's number. Returns whether
+    /// the tag's number rose (false for a tag already recorded at `number`: a repeat within one purge).
+    pub fn record(&mut self, tag: &str, number: u64) -> bool {
         self.newest = self.newest.max(number);
         match self.tags.get_mut(tag) {
-            Some(last) => *last = (*last).max(number),
+            Some(last) if *last >= number => false,
+            Some(last) => {
+                *last = number;
+                true
+            }
             None => {
                 self.tags.insert(tag.to_owned(), number);
+                true
             }
         }
     }
@@ -98,8 +104,9 @@ mod tests {
         assert!(log.fresh(100, ["User:3", "Post:7"]));
         assert!(log.fresh(100, []), "at or after the newest purge");
         // A later purge raises the tag's number; an older report never lowers it.
-        log.record("Post:7", 125);
-        log.record("Post:7", 110);
+        assert!(log.record("Post:7", 125));
+        assert!(!log.record("Post:7", 125), "a repeat within one purge");
+        assert!(!log.record("Post:7", 110));
         assert!(!log.fresh(120, ["Post:7"]));
         assert_eq!(log.newest(), 125);
     }

@@ -597,6 +597,7 @@ impl RedisCache {
         stored.map(|()| snapshot.clone())
     }
 
+    /// Purges `tags`, which are distinct (`Cache::commit` deduplicates them). Returns how many were purged.
     pub async fn purge(&self, tags: &[String]) -> Result<u64, AppError> {
         let (purged, failed) = self.purge_now(tags).await;
         if failed.is_empty() {
@@ -617,7 +618,6 @@ impl RedisCache {
     /// Purges `tags`, in one step. Returns how many tags were purged and those whose purge did not get through
     /// (all or none).
     async fn purge_now(&self, tags: &[String]) -> (u64, Vec<String>) {
-        let unique: HashSet<&String> = tags.iter().collect();
         let keys = [&self.meta.seq, &self.meta.epoch, &self.meta.purged];
         let fresh_epoch = uuid::Uuid::new_v4().simple().to_string();
         let script = &self.scripts.purge;
@@ -638,7 +638,7 @@ impl RedisCache {
             // Not written, or not on a replica yet: a failover now could promote one without this purge.
             return (0, tags.to_vec());
         }
-        (unique.len() as u64, Vec::new())
+        (tags.len() as u64, Vec::new())
     }
 
     /// On a cluster, whether this connection's writes so far (a purge's) have reached a replica of every master
