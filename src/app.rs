@@ -284,7 +284,9 @@ impl App {
                 }
             });
         }
-        let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        let app = axum::ServiceExt::<axum::extract::Request>::into_make_service_with_connect_info::<
+            SocketAddr,
+        >(router(self.state));
         let shutdown = self.shutdown;
         let stop = async move {
             stop.await;

@@ -15,7 +15,6 @@
 //! The operation itself runs in the pipeline (`operation`); this module only turns HTTP into an
 //! `operation::Request` and the outcome back into a response (`response`).
 
-use axum::body::Body;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, FromRequestParts, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -137,7 +136,8 @@ async fn execute(
         reveals_sdl: state.edge.reveals_sdl(gateway_secret(headers)),
     };
     if stream {
-        return live::sse(state.clone(), request).await;
+        // Boxed: a stream's future is large, and inline it would be moved along with every plain request's.
+        return Box::pin(live::sse(state.clone(), request)).await;
     }
     let outcome = state.pipeline.run(request).await;
     respond(headers, outcome, http.media)
@@ -206,18 +206,20 @@ fn unauthenticated(err: AppError, request_id: &str) -> HttpResponse {
 pub async fn post(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    headers: HeaderMap,
-    body: Body,
+    request: axum::extract::Request,
 ) -> HttpResponse {
-    let stream = wants_event_stream(&headers);
-    let media = match negotiate(&headers) {
+    // The parts, not a `HeaderMap` extractor, which would copy every header.
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    let stream = wants_event_stream(headers);
+    let media = match negotiate(headers) {
         Ok(media) => media,
         Err(_) if stream => MediaType::GraphqlResponse,
         Err(response) => return *response,
     };
     let bad =
         |code: Code, message: &str| request_error(StatusCode::BAD_REQUEST, code, message, media);
-    if !is_json(&headers) {
+    if !is_json(headers) {
         return request_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Code::UnsupportedMediaType,
@@ -295,10 +297,10 @@ pub async fn post(
     let http = HttpContext {
         accepts: Accepts::Any,
         media,
-        client: client_address(&headers, peer.ip(), state.edge.trusted_proxies),
-        request_id: request_id(&headers),
+        client: client_address(headers, peer.ip(), state.edge.trusted_proxies),
+        request_id: request_id(headers),
     };
-    execute(&state, &headers, request, http, stream).await
+    execute(&state, headers, request, http, stream).await
 }
 
 /// `Content-Type: application/json` (any `charset` must be UTF-8).
@@ -341,21 +343,22 @@ pub async fn get(
     request: axum::extract::Request,
 ) -> HttpResponse {
     let (mut parts, _) = request.into_parts();
-    let headers = parts.headers.clone();
-    let upgrade = headers
+    let upgrade = parts
+        .headers
         .get(header::UPGRADE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
     if upgrade {
-        let client = client_address(&headers, peer.ip(), state.edge.trusted_proxies);
-        let id = request_id(&headers);
+        let client = client_address(&parts.headers, peer.ip(), state.edge.trusted_proxies);
+        let id = request_id(&parts.headers);
         return match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
             Ok(ws) => live::upgrade(state, ws, client, id),
             Err(rejection) => rejection.into_response(),
         };
     }
+    let headers = &parts.headers;
     let params = Query::<GetParams>::try_from_uri(&parts.uri);
-    let stream = wants_event_stream(&headers);
+    let stream = wants_event_stream(headers);
     let wants_html = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -366,7 +369,7 @@ pub async fn get(
     if wants_html && !has_query && state.graphiql {
         return super::graphiql::page(state.live.graphiql_cdn.as_deref()).into_response();
     }
-    let media = match negotiate(&headers) {
+    let media = match negotiate(headers) {
         Ok(media) => media,
         Err(_) if stream => MediaType::GraphqlResponse,
         Err(response) => return *response,
@@ -409,10 +412,10 @@ pub async fn get(
             Accepts::QueriesOnly
         },
         media,
-        client: client_address(&headers, peer.ip(), state.edge.trusted_proxies),
-        request_id: request_id(&headers),
+        client: client_address(headers, peer.ip(), state.edge.trusted_proxies),
+        request_id: request_id(headers),
     };
-    execute(&state, &headers, request, http, stream).await
+    execute(&state, headers, request, http, stream).await
 }
 
 /// The header a federation gateway presents `FOLIO_GATEWAY_SECRET` in.

@@ -1,14 +1,17 @@
 //! Routes and the layers around them (and the operators-only `admin_router`): request ids, one log line per request, HTTP metrics, CORS, and a panic
 //! anywhere in a handler turned into a masked 500 in the route's error shape (the connection stays up).
 
+use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
+use tower::{Service, ServiceBuilder};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -22,8 +25,14 @@ use crate::error::{Code, graphql_error_body, plain_error_body};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The whole HTTP surface.
-pub fn router(state: AppState) -> Router {
+/// The whole HTTP surface, as one service (serve it with `axum::ServiceExt::into_make_service_with_connect_info`).
+pub fn router(
+    state: AppState,
+) -> impl Service<Request, Response = Response, Error = Infallible, Future: Send + 'static>
++ Clone
++ Send
++ Sync
++ 'static {
     let trace = TraceLayer::new_for_http()
         .make_span_with(|req: &Request| {
             let id = req
@@ -72,17 +81,21 @@ pub fn router(state: AppState) -> Router {
     if state.edge.public_metrics {
         routes = routes.route("/metrics", get(health::metrics));
     }
-    routes
-        .layer(CatchPanicLayer::custom(plain_panic))
+    // One stack around the whole router, not `Router::layer`, which wraps every route in each layer separately:
+    // a request then paid, per layer, a clone of a boxed service and a boxed future. Unmatched paths (404) and
+    // wrong methods (405) pass through the same layers either way.
+    ServiceBuilder::new()
+        .map_response(|response: axum::http::Response<_>| response.map(Body::new))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(trace)
+        .layer(cors(&state.edge.cors_origins))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             record_metrics,
         ))
-        .layer(cors(&state.edge.cors_origins))
-        .layer(trace)
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .with_state(state)
+        .layer(CatchPanicLayer::custom(plain_panic))
+        .service(routes.with_state(state))
 }
 
 /// The operators' listener (`FOLIO_ADMIN_BIND`): metrics, the SDL whatever the exposure rule, health. No CORS:

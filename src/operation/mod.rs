@@ -141,6 +141,16 @@ struct Computed {
     tags: Vec<String>,
 }
 
+/// What `operate` learnt before the cache answered nothing: the recent document, if any, the caller's scope, the
+/// keys (`None` with the cache off), whether the cache is bypassed, and the purge position its lookup took.
+struct Missed {
+    known: Option<Arc<Kept>>,
+    scope: Scope,
+    keys: Option<Keys>,
+    bypass: bool,
+    early: Option<Snapshot>,
+}
+
 /// A GraphQL request and, if it parsed, its kept document.
 struct Operation {
     request: async_graphql::Request,
@@ -267,6 +277,60 @@ impl Pipeline {
     }
 
     async fn operate(&self, document: String, request: Request) -> Outcome {
+        // A recent document has passed the limits, and its key hash is known: a repeated query (a cache hit above
+        // all) neither scans nor normalises its text again.
+        let known = self.0.documents.get(&document);
+        if known.is_none()
+            && let Err(e) = limits::check_text(&document, &self.limits)
+        {
+            return Outcome::request_error(e.code, &e.message);
+        }
+        let scope = match &request.viewer {
+            Viewer::Anonymous => Scope::Anonymous,
+            Viewer::User { id, .. } => Scope::User(*id),
+        };
+        // With the cache off there is nothing to hash or look up.
+        let (keys, bypass, early) = if self.cache.enabled() {
+            let vars = serde_json::to_vec(&request.variables).unwrap_or_default();
+            let operation = request.operation_name.as_deref();
+            let keys = match &known {
+                Some(kept) => KeyBase::of(kept.hash(), operation, &vars),
+                None => KeyBase::new(&document, operation, &vars),
+            }
+            .keys(&scope);
+            match self.cache.lookup(&keys).await {
+                Lookup::Hit(entry) => {
+                    // Only queries are stored.
+                    let named = match &known {
+                        Some(kept) => {
+                            operation_label(kept.document_ref(), request.operation_name.as_deref())
+                        }
+                        None => request.operation_name.as_deref(),
+                    };
+                    Self::name_span(OperationType::Query, named);
+                    return Outcome::hit(entry);
+                }
+                Lookup::Miss(early) => (Some(keys), false, early),
+                Lookup::Bypass => (Some(keys), true, None),
+            }
+        } else {
+            (None, true, None)
+        };
+        let missed = Missed {
+            known,
+            scope,
+            keys,
+            bypass,
+            early,
+        };
+        // Boxed: execution's future is many times a hit's, and every request's future is moved into place
+        // whole, so inline it would make each hit copy kilobytes it never uses.
+        Box::pin(self.run_missed(document, request, missed)).await
+    }
+
+    /// `operate` past the cache: parses, admits and executes the operation, sharing one execution among
+    /// identical concurrent misses and storing what may be stored.
+    async fn run_missed(&self, document: String, request: Request, missed: Missed) -> Outcome {
         let Request {
             operation_name,
             variables,
@@ -279,46 +343,14 @@ impl Pipeline {
             reveals_sdl,
             ..
         } = request;
+        let Missed {
+            known,
+            scope,
+            keys,
+            bypass,
+            early,
+        } = missed;
         let deadline = deadline.unwrap_or_else(|| Instant::now() + self.limits.request_timeout);
-        // A recent document has passed the limits, and its key hash is known: a repeated query (a cache hit above
-        // all) neither scans nor normalises its text again.
-        let known = self.0.documents.get(&document);
-        if known.is_none()
-            && let Err(e) = limits::check_text(&document, &self.limits)
-        {
-            return Outcome::request_error(e.code, &e.message);
-        }
-        let scope = match &viewer {
-            Viewer::Anonymous => Scope::Anonymous,
-            Viewer::User { id, .. } => Scope::User(*id),
-        };
-        // With the cache off there is nothing to hash or look up.
-        let (keys, bypass, early) = if self.cache.enabled() {
-            let vars = serde_json::to_vec(&variables).unwrap_or_default();
-            let operation = operation_name.as_deref();
-            let keys = match &known {
-                Some(kept) => KeyBase::of(kept.hash(), operation, &vars),
-                None => KeyBase::new(&document, operation, &vars),
-            }
-            .keys(&scope);
-            match self.cache.lookup(&keys).await {
-                Lookup::Hit(entry) => {
-                    // Only queries are stored.
-                    let named = match &known {
-                        Some(kept) => {
-                            operation_label(kept.document_ref(), operation_name.as_deref())
-                        }
-                        None => operation_name.as_deref(),
-                    };
-                    Self::name_span(OperationType::Query, named);
-                    return Outcome::hit(entry);
-                }
-                Lookup::Miss(early) => (Some(keys), false, early),
-                Lookup::Bypass => (Some(keys), true, None),
-            }
-        } else {
-            (None, true, None)
-        };
         // Parsed once here (or found among recent documents); execution reuses the parsed document.
         let mut parse_failed = false;
         let mut kept = None;
