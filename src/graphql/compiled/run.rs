@@ -12,8 +12,10 @@
 //! serde_json as async-graphql's serialisation does, dates in RFC 3339, ids as strings. Fields come in
 //! selection order, as the GraphQL spec asks.
 
-use std::collections::{HashMap, HashSet};
-use std::io::{self, Write};
+// foldhash, not SipHash: these maps live for one request and are keyed by ids the database returned; SipHash
+// over them was a twentieth of a feed's instructions.
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use std::io;
 
 use async_graphql::connection::CursorType;
 use async_graphql::{InputType, Value, Variables};
@@ -724,7 +726,7 @@ impl Runner<'_> {
                 (Root::Posts { page, ids, total }, RootField::Posts(_, conn)) => {
                     let rows = lookup(ids, &data.posts)?;
                     let w = ConnWrite {
-                        node_type: "Post",
+                        types: POST_CONNECTION,
                         page: *page,
                         total: *total,
                     };
@@ -788,7 +790,7 @@ impl Runner<'_> {
                         false => None,
                     };
                     let w = ConnWrite {
-                        node_type: "Comment",
+                        types: COMMENT_CONNECTION,
                         page,
                         total,
                     };
@@ -869,7 +871,7 @@ impl Runner<'_> {
                         false => None,
                     };
                     let w = ConnWrite {
-                        node_type: "Post",
+                        types: POST_CONNECTION,
                         page,
                         total,
                     };
@@ -927,9 +929,25 @@ impl<N> Conn<N> {
     }
 }
 
-/// How to write one connection: its node type, page and total.
+/// A connection's and its edges' `__typename`.
+struct ConnTypes {
+    connection: &'static str,
+    edge: &'static str,
+}
+
+const POST_CONNECTION: ConnTypes = ConnTypes {
+    connection: "PostConnection",
+    edge: "PostEdge",
+};
+
+const COMMENT_CONNECTION: ConnTypes = ConnTypes {
+    connection: "CommentConnection",
+    edge: "CommentEdge",
+};
+
+/// How to write one connection: its type names, page and total.
 struct ConnWrite {
-    node_type: &'static str,
+    types: ConnTypes,
     page: Page,
     total: Option<i64>,
 }
@@ -946,13 +964,12 @@ impl ConnWrite {
     ) -> io::Result<()> {
         let shown = self.page.shown().min(rows.len());
         let (items, has_next_page) = (&rows[..shown], rows.len() > shown);
-        let node_type = self.node_type;
         out.push(b'{');
         for (i, f) in conn.fields.iter().enumerate() {
             comma(out, i);
             key(out, &f.key);
             match &f.field {
-                ConnField::Typename => string(out, &format!("{node_type}Connection"))?,
+                ConnField::Typename => string(out, self.types.connection)?,
                 ConnField::TotalCount => {
                     let total = self.total.ok_or_else(missing)?;
                     number(out, connection::count(total).into())?;
@@ -964,7 +981,7 @@ impl ConnWrite {
                         comma(out, j);
                         key(out, &e.key);
                         match &e.field {
-                            EdgeField::Typename => string(out, &format!("{node_type}Edge"))?,
+                            EdgeField::Typename => string(out, self.types.edge)?,
                             EdgeField::Cursor => string(out, &Cursor(id(item)).encode_cursor())?,
                             EdgeField::Node(n) => node(out, item, n)?,
                         }
@@ -1044,11 +1061,15 @@ fn opt_string(out: &mut Vec<u8>, s: Option<String>) -> io::Result<()> {
 
 fn id(out: &mut Vec<u8>, id: i64) -> io::Result<()> {
     // An `ID` is a string.
-    write!(out, "\"{id}\"")
+    out.push(b'"');
+    out.extend_from_slice(itoa::Buffer::new().format(id).as_bytes());
+    out.push(b'"');
+    Ok(())
 }
 
 fn number(out: &mut Vec<u8>, n: i64) -> io::Result<()> {
-    write!(out, "{n}")
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    Ok(())
 }
 
 fn boolean(out: &mut Vec<u8>, b: bool) {
