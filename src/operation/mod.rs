@@ -141,9 +141,11 @@ struct Computed {
     tags: Vec<String>,
 }
 
-/// What `operate` learnt before the cache answered nothing: the recent document, if any, the caller's scope, the
-/// keys (`None` with the cache off), whether the cache is bypassed, and the purge position its lookup took.
+/// What `operate` learnt before the cache answered nothing: when the request times out, the recent document, if
+/// any, the caller's scope, the keys (`None` with the cache off), whether the cache is bypassed, and the purge
+/// position its lookup took.
 struct Missed {
+    deadline: Instant,
     known: Option<Arc<Kept>>,
     scope: Scope,
     keys: Option<Keys>,
@@ -277,6 +279,10 @@ impl Pipeline {
     }
 
     async fn operate(&self, document: String, request: Request) -> Outcome {
+        // The timeout counts from here, the cache lookup included.
+        let deadline = request
+            .deadline
+            .unwrap_or_else(|| Instant::now() + self.limits.request_timeout);
         // A recent document has passed the limits, and its key hash is known: a repeated query (a cache hit above
         // all) neither scans nor normalises its text again.
         let known = self.0.documents.get(&document);
@@ -317,6 +323,7 @@ impl Pipeline {
             (None, true, None)
         };
         let missed = Missed {
+            deadline,
             known,
             scope,
             keys,
@@ -339,18 +346,17 @@ impl Pipeline {
             client,
             request_id,
             accepts,
-            deadline,
             reveals_sdl,
             ..
         } = request;
         let Missed {
+            deadline,
             known,
             scope,
             keys,
             bypass,
             early,
         } = missed;
-        let deadline = deadline.unwrap_or_else(|| Instant::now() + self.limits.request_timeout);
         // Parsed once here (or found among recent documents); execution reuses the parsed document.
         let mut parse_failed = false;
         let mut kept = None;
