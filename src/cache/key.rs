@@ -35,7 +35,18 @@ pub struct Key(pub [u8; 32]);
 
 impl Key {
     pub fn hex(&self) -> String {
-        hex::encode(self.0)
+        let mut out = String::with_capacity(64);
+        self.push_hex(&mut out);
+        out
+    }
+
+    /// Appends the key in lower-case hex: `hex::encode` builds its string a `char` at a time, which cost more
+    /// than a Redis lookup's own encoding.
+    pub fn push_hex(&self, out: &mut String) {
+        let mut buf = [0u8; 64];
+        if hex::encode_to_slice(self.0, &mut buf).is_ok() {
+            out.push_str(std::str::from_utf8(&buf).unwrap_or_default());
+        }
     }
 }
 
@@ -186,6 +197,20 @@ fn utf8_len(first: u8) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_reads_as_its_lower_case_hex_digest() {
+        let mut bytes = [0u8; 32];
+        bytes[0] = 0xab;
+        bytes[31] = 0x0f;
+        let hex = Key(bytes).hex();
+        assert_eq!(hex.len(), 64);
+        assert_eq!(&hex[..4], "ab00");
+        assert_eq!(&hex[60..], "000f");
+        let mut named = String::from("folio:e:");
+        Key(bytes).push_hex(&mut named);
+        assert_eq!(named, format!("folio:e:{hex}"));
+    }
 
     #[test]
     fn insignificant_characters_collapse_outside_strings() {
