@@ -20,11 +20,15 @@ pub enum Scope {
 }
 
 impl Scope {
-    fn tag(&self) -> String {
+    /// Hashes the scope's name (`public`, `anonymous`, `user:<id>`) without building it: two keys a request.
+    fn hash_into(&self, hasher: &mut Sha256) {
         match self {
-            Scope::Public => "public".into(),
-            Scope::Anonymous => "anonymous".into(),
-            Scope::User(id) => format!("user:{id}"),
+            Scope::Public => hasher.update(b"public"),
+            Scope::Anonymous => hasher.update(b"anonymous"),
+            Scope::User(id) => {
+                hasher.update(b"user:");
+                hasher.update(itoa::Buffer::new().format(*id).as_bytes());
+            }
         }
     }
 }
@@ -91,7 +95,7 @@ impl KeyBase {
     /// The key of this request's response in `scope`.
     pub fn key(&self, scope: &Scope) -> Key {
         let mut hasher = self.hasher.clone();
-        hasher.update(scope.tag().as_bytes());
+        scope.hash_into(&mut hasher);
         Key(hasher.finalize().into())
     }
 

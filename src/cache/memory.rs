@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use moka::Expiry;
 
 use super::purges::PurgeLog;
-use super::{Entry, Key, MAX_TTL, Snapshot};
+use super::{Entry, Key, MAX_TTL, Snapshot, Tags};
 
 /// Each entry weighs its body plus this much, so the byte bound also bounds the number of entries.
 const ENTRY_OVERHEAD: u32 = 1024;
@@ -25,7 +25,7 @@ const TAG_OVERHEAD: u32 = 32;
 struct Kept {
     entry: Entry,
     start: u64,
-    tags: Box<[String]>,
+    tags: Tags,
 }
 
 impl Kept {
@@ -115,7 +115,7 @@ impl MemoryCache {
         &self,
         key: Key,
         entry: Entry,
-        tags: Vec<String>,
+        tags: Tags,
         snapshot: &Snapshot,
     ) -> Option<Snapshot> {
         let seq = {
@@ -136,7 +136,7 @@ impl MemoryCache {
             Arc::new(Kept {
                 entry,
                 start: snapshot.seq,
-                tags: tags.into_boxed_slice(),
+                tags,
             }),
         );
         Some(Snapshot { seq, epoch: None })
@@ -182,7 +182,7 @@ mod tests {
     fn an_entry_is_not_served_once_one_of_its_tags_is_purged() {
         let cache = MemoryCache::new(1 << 20);
         let before = cache.begin();
-        let tags = |post: u32| vec![format!("Post:{post}"), "User:1".to_string()];
+        let tags = |post: u32| Tags::from([format!("Post:{post}"), "User:1".to_string()]);
         for i in 0..3 {
             assert!(cache.store(key(i), entry(), tags(i), &before).is_some());
         }
@@ -201,7 +201,7 @@ mod tests {
             Arc::new(Kept {
                 entry: entry(),
                 start: before.seq,
-                tags: tags(1).into_boxed_slice(),
+                tags: tags(1),
             }),
         );
         assert!(cache.get(&[key(3)]).is_none());
@@ -217,12 +217,12 @@ mod tests {
         let before = cache.begin();
         assert!(
             cache
-                .store(a, entry(), vec!["Post:1".into()], &before)
+                .store(a, entry(), Tags::from(["Post:1".to_owned()]), &before)
                 .is_some()
         );
         assert!(
             cache
-                .store(b, entry(), vec!["Post:2".into()], &before)
+                .store(b, entry(), Tags::from(["Post:2".to_owned()]), &before)
                 .is_some()
         );
         assert_eq!(cache.purge(&["Post:1".into()]), 1);
@@ -231,12 +231,12 @@ mod tests {
         // An execution that began before the purge may not store under the purged tag, but may under others.
         assert!(
             cache
-                .store(a, entry(), vec!["Post:1".into()], &before)
+                .store(a, entry(), Tags::from(["Post:1".to_owned()]), &before)
                 .is_none()
         );
         // Checked fresh up to the purge, which a request arriving after it can rely on.
         let fresh = cache
-            .store(a, entry(), vec!["Post:3".into()], &before)
+            .store(a, entry(), Tags::from(["Post:3".to_owned()]), &before)
             .unwrap();
         assert!(fresh.covers(&cache.begin()));
         assert!(!before.covers(&cache.begin()));
@@ -244,7 +244,7 @@ mod tests {
         let after = cache.begin();
         assert!(
             cache
-                .store(a, entry(), vec!["Post:1".into()], &after)
+                .store(a, entry(), Tags::from(["Post:1".to_owned()]), &after)
                 .is_some()
         );
         assert_eq!(cache.purge(&["Post:1".into(), "Post:3".into()]), 2);

@@ -38,6 +38,10 @@ use crate::live::{Bus, Change, Event};
 use crate::redis_conn::RedisConn;
 use crate::replicas::Replicas;
 
+/// The tags one execution read, sorted and distinct: shared by the stored entry and the outcome rather than
+/// copied (a post page reads two dozen).
+pub type Tags = std::sync::Arc<[String]>;
+
 /// The longest any entry lives, whatever its hints say.
 pub const MAX_TTL: Duration = Duration::from_secs(3600);
 
@@ -66,7 +70,8 @@ impl Entry {
     #[cfg(test)]
     fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.encoded_len());
-        self.encode_into(&mut out);
+        // Writing to a `Vec` cannot fail.
+        let _ = self.write_to(&mut out);
         out
     }
 
@@ -75,16 +80,19 @@ impl Entry {
         16 + self.etag.len() + self.body.len()
     }
 
-    /// `encode`, appended to `out`: Redis's stored value wraps it, and the body is copied once.
-    fn encode_into(&self, out: &mut Vec<u8>) {
+    /// `encode`, written to `out`: Redis's stored value wraps it, written straight into the command, so the
+    /// body is copied once. The etag is a quoted hash, far below the `u16` its length is written in.
+    fn write_to(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
         let etag = self.etag.as_bytes();
-        out.push(1);
-        out.push(u8::from(self.public));
-        out.extend_from_slice(&self.max_age.to_be_bytes());
-        out.extend_from_slice(&self.stored_at.to_be_bytes());
-        out.extend_from_slice(&(etag.len() as u16).to_be_bytes());
-        out.extend_from_slice(etag);
-        out.extend_from_slice(&self.body);
+        let mut head = [0u8; 16];
+        head[0] = 1;
+        head[1] = u8::from(self.public);
+        head[2..6].copy_from_slice(&self.max_age.to_be_bytes());
+        head[6..14].copy_from_slice(&self.stored_at.to_be_bytes());
+        head[14..16].copy_from_slice(&(etag.len() as u16).to_be_bytes());
+        out.write_all(&head)?;
+        out.write_all(etag)?;
+        out.write_all(&self.body)
     }
 
     /// The entry in `raw`; its body shares `raw`'s bytes (a feed page is 4-8 KiB, copied on every hit before).
@@ -122,8 +130,8 @@ pub fn unix_now() -> u64 {
 pub struct Snapshot {
     seq: u64,
     /// Redis only: the identity of the Redis data set, so a Redis that restarted (and forgot its purges) in
-    /// between is noticed.
-    epoch: Option<String>,
+    /// between is noticed. Shared: every request a lookup call answers holds the same one.
+    epoch: Option<std::sync::Arc<str>>,
 }
 
 impl Snapshot {
@@ -352,7 +360,7 @@ impl Cache {
         &self,
         key: Key,
         entry: Entry,
-        tags: Vec<String>,
+        tags: Tags,
         snapshot: Snapshot,
     ) -> Option<Snapshot> {
         match &self.backend {

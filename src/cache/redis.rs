@@ -45,7 +45,7 @@ use prometheus::IntCounter;
 use tokio::sync::oneshot;
 
 use super::purges::{self, PurgeLog};
-use super::{CacheConfig, Entry, Key, Lookup, MAX_TTL, Snapshot, unix_now};
+use super::{CacheConfig, Entry, Key, Lookup, MAX_TTL, Snapshot, Tags, unix_now};
 use crate::error::AppError;
 use crate::redis_conn::{Conn, RedisConn};
 
@@ -203,24 +203,18 @@ struct Stored<'a> {
 }
 
 impl<'a> Stored<'a> {
-    /// `None` when a tag or the epoch is too long to be written whole (a cut tag would never match its purge).
+    #[cfg(test)]
     fn encode(start: u64, epoch: &str, tags: &[String], entry: &Entry) -> Option<Vec<u8>> {
-        let size = 14
-            + epoch.len()
-            + tags.iter().map(|t| 2 + t.len()).sum::<usize>()
-            + entry.encoded_len();
-        let mut out = Vec::with_capacity(size);
-        out.push(STORED_V2);
-        out.extend_from_slice(&start.to_be_bytes());
-        out.push(u8::try_from(epoch.len()).ok()?);
-        out.extend_from_slice(epoch.as_bytes());
-        let block: usize = tags.iter().map(|t| 2 + t.len()).sum();
-        out.extend_from_slice(&u32::try_from(block).ok()?.to_be_bytes());
-        for tag in tags {
-            out.extend_from_slice(&u16::try_from(tag.len()).ok()?.to_be_bytes());
-            out.extend_from_slice(tag.as_bytes());
-        }
-        entry.encode_into(&mut out);
+        let store = Store::new(
+            String::new(),
+            start,
+            epoch.into(),
+            tags.into(),
+            entry.clone(),
+            0,
+        )?;
+        let mut out = Vec::with_capacity(store.len);
+        store.write_value(&mut out).ok()?;
         Some(out)
     }
 
@@ -269,11 +263,75 @@ struct Asked {
     answer: oneshot::Sender<Lookup>,
 }
 
-/// An entry to write, queued.
+/// An entry to write, queued: the parts of its stored value, written straight into the `SET` that sends it,
+/// so the body is copied into the command once.
 struct Store {
     name: String,
-    value: Vec<u8>,
+    start: u64,
+    epoch: Arc<str>,
+    tags: Tags,
+    entry: Entry,
     ttl: u64,
+    /// The stored value's length, and its tag block's.
+    len: usize,
+    block: u32,
+}
+
+impl Store {
+    /// The queued write of `entry`, or `None` when a tag or the epoch is too long to be written whole (a cut
+    /// tag would never match its purge).
+    fn new(
+        name: String,
+        start: u64,
+        epoch: Arc<str>,
+        tags: Tags,
+        entry: Entry,
+        ttl: u64,
+    ) -> Option<Self> {
+        u8::try_from(epoch.len()).ok()?;
+        let mut block = 0usize;
+        for tag in tags.iter() {
+            u16::try_from(tag.len()).ok()?;
+            block += 2 + tag.len();
+        }
+        u32::try_from(block).ok()?;
+        Some(Self {
+            len: 14 + epoch.len() + block + entry.encoded_len(),
+            block: block as u32,
+            name,
+            start,
+            epoch,
+            tags,
+            entry,
+            ttl,
+        })
+    }
+
+    /// Writes the stored value (`Stored`); its lengths were checked by `new`.
+    fn write_value(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        let mut head = [0u8; 10];
+        head[0] = STORED_V2;
+        head[1..9].copy_from_slice(&self.start.to_be_bytes());
+        head[9] = self.epoch.len() as u8;
+        out.write_all(&head)?;
+        out.write_all(self.epoch.as_bytes())?;
+        out.write_all(&self.block.to_be_bytes())?;
+        for tag in self.tags.iter() {
+            out.write_all(&(tag.len() as u16).to_be_bytes())?;
+            out.write_all(tag.as_bytes())?;
+        }
+        self.entry.write_to(out)
+    }
+
+    /// `SET name value EX ttl`; `None` if the value could not be written (it then is not stored).
+    fn command(&self) -> Option<redis::Cmd> {
+        use redis::RedisWrite;
+        let mut cmd = redis::Cmd::with_capacity(5, 3 + self.name.len() + self.len + 2 + 20);
+        cmd.arg("SET").arg(&self.name);
+        self.write_value(&mut cmd.writer_for_next_arg()).ok()?;
+        cmd.arg("EX").arg(self.ttl);
+        Some(cmd)
+    }
 }
 
 /// On a single server, lookups and stores are one Redis call at a time: requests asking while one runs wait,
@@ -427,9 +485,9 @@ impl RedisCache {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .absorb(&epoch, seq, since, purges);
-        (absorbed && stuck == 0 && !self.has_pending()).then_some(Snapshot {
+        (absorbed && stuck == 0 && !self.has_pending()).then(|| Snapshot {
             seq,
-            epoch: Some(epoch),
+            epoch: Some(epoch.into()),
         })
     }
 
@@ -506,19 +564,22 @@ impl RedisCache {
         stores: &[Store],
     ) -> Option<Option<(Snapshot, Vec<Option<Vec<u8>>>)>> {
         let since = self.since();
-        let mut pipe = redis::pipe();
-        for store in stores {
-            pipe.cmd("SET")
-                .arg(&store.name)
-                .arg(&store.value)
-                .arg("EX")
-                .arg(store.ttl)
-                .ignore();
+        let mut pipe = redis::Pipeline::with_capacity(stores.len() + 3);
+        for set in stores.iter().filter_map(Store::command) {
+            pipe.add_command(set).ignore();
         }
-        let mget = pipe.cmd("MGET").arg(&self.meta.seq).arg(&self.meta.epoch);
-        for one in asked {
-            mget.arg(&one.keys[..]);
+        let names = asked.iter().flat_map(|one| &one.keys);
+        let mut mget = redis::Cmd::with_capacity(
+            3 + names.clone().count(),
+            4 + self.meta.seq.len()
+                + self.meta.epoch.len()
+                + names.clone().map(String::len).sum::<usize>(),
+        );
+        mget.arg("MGET").arg(&self.meta.seq).arg(&self.meta.epoch);
+        for name in names {
+            mget.arg(name);
         }
+        pipe.add_command(mget);
         pipe.cmd("ZCOUNT")
             .arg(&self.meta.pending)
             .arg(unix_now())
@@ -572,9 +633,9 @@ impl RedisCache {
             return None;
         }
         let (seq, epoch, stuck, _) = self.run_begin("begin", "+inf").await?;
-        (stuck == 0).then_some(Snapshot {
+        (stuck == 0).then(|| Snapshot {
             seq,
-            epoch: Some(epoch),
+            epoch: Some(epoch.into()),
         })
     }
 
@@ -583,26 +644,20 @@ impl RedisCache {
         self: &Arc<Self>,
         key: Key,
         entry: Entry,
-        tags: Vec<String>,
+        tags: Tags,
         snapshot: &Snapshot,
     ) -> Option<Snapshot> {
-        let epoch = snapshot.epoch.as_deref()?;
-        let value = Stored::encode(snapshot.seq, epoch, &tags, &entry)?;
-        let name = self.entry_key(&key);
+        let epoch = Arc::clone(snapshot.epoch.as_ref()?);
         let ttl = u64::from(entry.max_age).min(MAX_TTL.as_secs());
+        let write = Store::new(self.entry_key(&key), snapshot.seq, epoch, tags, entry, ttl)?;
         if !self.redis.is_cluster() {
-            self.queue(|calls| calls.stores.push(Store { name, value, ttl }));
+            self.queue(|calls| calls.stores.push(write));
             return Some(snapshot.clone());
         }
+        let set = write.command()?;
         let stored: Option<()> = self
             .call("store", |mut conn| async move {
-                redis::cmd("SET")
-                    .arg(name)
-                    .arg(value)
-                    .arg("EX")
-                    .arg(ttl)
-                    .query_async(&mut conn)
-                    .await
+                set.query_async(&mut conn).await
             })
             .await;
         stored.map(|()| snapshot.clone())

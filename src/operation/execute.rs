@@ -354,7 +354,19 @@ fn entry_for(
 /// cache miss on a post page (5-6 KiB); XXH3 costs a fraction of one.
 fn entry_of(body: Vec<u8>, max_age: u32, public: bool, cacheable: bool) -> Entry {
     let etag = if cacheable {
-        format!("\"{:032x}\"", xxhash_rust::xxh3::xxh3_128(&body))
+        // `"<32 lower-case hex digits>"`, written without the formatting machinery.
+        let digest = xxhash_rust::xxh3::xxh3_128(&body).to_be_bytes();
+        let mut digits = [0u8; 32];
+        match hex::encode_to_slice(digest, &mut digits).map(|()| std::str::from_utf8(&digits)) {
+            Ok(Ok(digits)) => {
+                let mut etag = String::with_capacity(34);
+                etag.push('"');
+                etag.push_str(digits);
+                etag.push('"');
+                etag
+            }
+            _ => format!("\"{:032x}\"", u128::from_be_bytes(digest)),
+        }
     } else {
         String::new()
     };
@@ -364,5 +376,23 @@ fn entry_of(body: Vec<u8>, max_age: u32, public: bool, cacheable: bool) -> Entry
         max_age,
         public,
         stored_at: unix_now(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The ETag clients revalidate with: the body's 128-bit XXH3 as 32 lower-case hex digits, quoted.
+    #[test]
+    fn an_etag_is_the_quoted_hex_digest_of_its_body() {
+        for body in [&b"{\"data\":{\"post\":null}}"[..], b"", b"{\"data\":{}}"] {
+            let entry = super::entry_of(body.to_vec(), 60, true, true);
+            let digest = xxhash_rust::xxh3::xxh3_128(body);
+            assert_eq!(entry.etag, format!("\"{digest:032x}\""));
+        }
+        assert!(
+            super::entry_of(b"{}".to_vec(), 0, false, false)
+                .etag
+                .is_empty()
+        );
     }
 }

@@ -38,7 +38,7 @@ use tokio::time::Instant;
 
 use crate::auth::Viewer;
 use crate::cache::flight::SingleFlight;
-use crate::cache::{Cache, Key, KeyBase, Keys, Lookup, Purges, Scope, Snapshot, Tracker};
+use crate::cache::{Cache, Key, KeyBase, Keys, Lookup, Purges, Scope, Snapshot, Tags, Tracker};
 use crate::config::EdgeConfig;
 use crate::error::Code;
 use crate::graphql::FolioSchema;
@@ -138,7 +138,7 @@ struct Computed {
     /// Up to when in purge order this result is known fresh; `None`: not known (do not share it).
     valid: Option<Snapshot>,
     /// The tags the execution read (empty for a result it did not compute itself).
-    tags: Vec<String>,
+    tags: Tags,
 }
 
 /// What `operate` learnt before the cache answered nothing: when the request times out, the recent document, if
@@ -510,7 +510,7 @@ impl Pipeline {
                 cacheable: true,
                 status: Status::Ok,
                 valid: snapshot,
-                tags: Vec::new(),
+                tags: Tags::default(),
             });
         }
         let tracker = Arc::new(Tracker::default());
@@ -528,6 +528,7 @@ impl Pipeline {
         let mut tags = tracker.take_tags();
         // Not stored (errors): fresh as of the start, like any execution.
         let mut valid = snapshot.clone();
+        let mut stores = None;
         if let (true, Some(snapshot)) = (cacheable, snapshot) {
             let key = if public {
                 keys.public
@@ -542,10 +543,14 @@ impl Pipeline {
                 }
                 keys.own
             };
+            stores = Some((key, snapshot));
+        }
+        let tags = Tags::from(tags);
+        if let Some((key, snapshot)) = stores {
             // Stored: checked fresh up to the store. Refused: a tag it read was purged while it ran.
             valid = self
                 .cache
-                .store(key, entry.clone(), tags.clone(), snapshot)
+                .store(key, entry.clone(), Arc::clone(&tags), snapshot)
                 .await;
         }
         Arc::new(Computed {
@@ -586,7 +591,7 @@ impl Pipeline {
                 entry: response.entry(0, false, false),
                 cacheable: false,
                 valid: None,
-                tags: Vec::new(),
+                tags: Tags::default(),
             },
             None => self.timed_out(),
         };
@@ -606,7 +611,7 @@ impl Pipeline {
             cacheable: false,
             status: Status::TimedOut,
             valid: None,
-            tags: Vec::new(),
+            tags: Tags::default(),
         }
     }
 }
@@ -655,7 +660,7 @@ impl Computed {
             cacheable: self.cacheable,
             status: self.status,
             cache,
-            tags: self.tags.clone(),
+            tags: Arc::clone(&self.tags),
         }
     }
 }

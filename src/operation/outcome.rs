@@ -2,7 +2,7 @@
 //! it may be cached, how it reads as a whole (answered, refused before running, timed out, rate-limited), where
 //! it came from, and the tags it read.
 
-use crate::cache::{Entry, unix_now};
+use crate::cache::{Entry, Tags, unix_now};
 use crate::error::{Code, graphql_error_body};
 
 /// The result of `Pipeline::run`.
@@ -16,7 +16,7 @@ pub struct Outcome {
     pub status: Status,
     pub cache: CacheStatus,
     /// The cache tags the execution read (empty when the answer came from the cache or was not a query).
-    pub tags: Vec<String>,
+    pub tags: Tags,
 }
 
 /// How an outcome reads as a whole. Transports map it to their own status (HTTP: 200, 4xx, 429, 504, ...).
@@ -61,7 +61,7 @@ impl Outcome {
             cacheable: true,
             status: Status::Ok,
             cache: CacheStatus::Hit,
-            tags: Vec::new(),
+            tags: Tags::default(),
         }
     }
 
@@ -92,7 +92,7 @@ impl Outcome {
             cacheable: false,
             status: Status::RequestError,
             cache: CacheStatus::Bypass,
-            tags: Vec::new(),
+            tags: Tags::default(),
         }
     }
 
@@ -109,7 +109,7 @@ impl Outcome {
             cacheable: false,
             status,
             cache: CacheStatus::Bypass,
-            tags: Vec::new(),
+            tags: Tags::default(),
         }
     }
 
@@ -127,7 +127,7 @@ impl Outcome {
             cacheable: false,
             status,
             cache: CacheStatus::Bypass,
-            tags: Vec::new(),
+            tags: Tags::default(),
         }
     }
 }
