@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 use moka::Expiry;
 
 use super::purges::PurgeLog;
-use super::{Entry, Key, MAX_TTL, Snapshot, Tags};
+use super::{Entry, Key, MAX_TTL, Snapshot, Tag, Tags};
 
 /// Each entry weighs its body plus this much, so the byte bound also bounds the number of entries.
 const ENTRY_OVERHEAD: u32 = 1024;
-/// And each tag its length plus this much (the `String` kept with the entry, and the allocator's rounding).
-const TAG_OVERHEAD: u32 = 32;
+/// And each tag what it takes in the entry's list.
+const TAG_SIZE: u32 = std::mem::size_of::<Tag>() as u32;
 
 /// An entry as kept: the response, where its execution started in purge order, and the tags it read.
 struct Kept {
@@ -29,8 +29,9 @@ struct Kept {
 }
 
 impl Kept {
-    fn tags(&self) -> impl Iterator<Item = &str> {
-        self.tags.iter().map(String::as_str)
+    /// The tags' names, built only when a purge since the entry's start makes them matter.
+    fn tags(&self) -> impl Iterator<Item = String> + '_ {
+        self.tags.iter().map(Tag::name)
     }
 }
 
@@ -66,12 +67,9 @@ impl MemoryCache {
         let entries = moka::sync::Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|_key: &Key, kept: &Arc<Kept>| {
-                let tags: usize = kept.tags.iter().map(String::len).sum();
-                let tags = u32::try_from(tags).unwrap_or(u32::MAX).saturating_add(
-                    u32::try_from(kept.tags.len())
-                        .unwrap_or(u32::MAX)
-                        .saturating_mul(TAG_OVERHEAD),
-                );
+                let tags = u32::try_from(kept.tags.len())
+                    .unwrap_or(u32::MAX)
+                    .saturating_mul(TAG_SIZE);
                 u32::try_from(kept.entry.body.len())
                     .unwrap_or(u32::MAX)
                     .saturating_add(ENTRY_OVERHEAD)
@@ -120,7 +118,7 @@ impl MemoryCache {
     ) -> Option<Snapshot> {
         let seq = {
             let purges = self.purges();
-            if !purges.fresh(snapshot.seq, tags.iter().map(String::as_str)) {
+            if !purges.fresh(snapshot.seq, tags.iter().map(Tag::name)) {
                 return None;
             }
             purges.newest()
@@ -182,7 +180,7 @@ mod tests {
     fn an_entry_is_not_served_once_one_of_its_tags_is_purged() {
         let cache = MemoryCache::new(1 << 20);
         let before = cache.begin();
-        let tags = |post: u32| Tags::from([format!("Post:{post}"), "User:1".to_string()]);
+        let tags = |post: u32| Tags::from([Tag::Post(i64::from(post)), Tag::User(1)]);
         for i in 0..3 {
             assert!(cache.store(key(i), entry(), tags(i), &before).is_some());
         }
@@ -217,12 +215,12 @@ mod tests {
         let before = cache.begin();
         assert!(
             cache
-                .store(a, entry(), Tags::from(["Post:1".to_owned()]), &before)
+                .store(a, entry(), Tags::from([Tag::Post(1)]), &before)
                 .is_some()
         );
         assert!(
             cache
-                .store(b, entry(), Tags::from(["Post:2".to_owned()]), &before)
+                .store(b, entry(), Tags::from([Tag::Post(2)]), &before)
                 .is_some()
         );
         assert_eq!(cache.purge(&["Post:1".into()]), 1);
@@ -231,12 +229,12 @@ mod tests {
         // An execution that began before the purge may not store under the purged tag, but may under others.
         assert!(
             cache
-                .store(a, entry(), Tags::from(["Post:1".to_owned()]), &before)
+                .store(a, entry(), Tags::from([Tag::Post(1)]), &before)
                 .is_none()
         );
         // Checked fresh up to the purge, which a request arriving after it can rely on.
         let fresh = cache
-            .store(a, entry(), Tags::from(["Post:3".to_owned()]), &before)
+            .store(a, entry(), Tags::from([Tag::Post(3)]), &before)
             .unwrap();
         assert!(fresh.covers(&cache.begin()));
         assert!(!before.covers(&cache.begin()));
@@ -244,7 +242,7 @@ mod tests {
         let after = cache.begin();
         assert!(
             cache
-                .store(a, entry(), Tags::from(["Post:1".to_owned()]), &after)
+                .store(a, entry(), Tags::from([Tag::Post(1)]), &after)
                 .is_some()
         );
         assert_eq!(cache.purge(&["Post:1".into(), "Post:3".into()]), 2);

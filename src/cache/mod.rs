@@ -40,7 +40,7 @@ use crate::replicas::Replicas;
 
 /// The tags one execution read, sorted and distinct: shared by the stored entry and the outcome rather than
 /// copied (a post page reads two dozen).
-pub type Tags = std::sync::Arc<[String]>;
+pub type Tags = std::sync::Arc<[Tag]>;
 
 /// The longest any entry lives, whatever its hints say.
 pub const MAX_TTL: Duration = Duration::from_secs(3600);
@@ -154,11 +154,13 @@ pub enum Lookup {
 /// What one query execution read and whether its answer depends on the caller. Request data.
 ///
 /// Tags are pushed as they are read, repeats included (a comment author's `User:3` once per comment), and
-/// sorted and deduplicated once at the end: a set hashed each of a page's dozens of tags on every miss.
+/// sorted and deduplicated once at the end: a set hashed each of a page's dozens of tags on every miss. They are
+/// kept as [`Tag`] values, not strings: a miss reads a tag per row, and formatting each was most of the
+/// allocations a cached miss made beyond an uncached request's.
 #[derive(Default)]
 pub struct Tracker {
     viewer_dependent: AtomicBool,
-    tags: Mutex<Vec<String>>,
+    tags: Mutex<Vec<Tag>>,
 }
 
 impl Tracker {
@@ -170,23 +172,23 @@ impl Tracker {
         self.viewer_dependent.load(Ordering::Relaxed)
     }
 
-    pub fn tag(&self, tag: String) {
+    pub fn tag(&self, tag: Tag) {
         self.tags
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(tag);
     }
 
-    /// The distinct tags recorded so far, sorted (`take_tags` without taking them).
+    /// The distinct tags recorded so far, by name (`take_tags` without taking them).
     pub fn tags(&self) -> Vec<String> {
         let mut tags = self.tags.lock().unwrap_or_else(|p| p.into_inner()).clone();
         tags.sort_unstable();
         tags.dedup();
-        tags
+        tags.iter().map(Tag::name).collect()
     }
 
-    /// The distinct tags recorded, sorted; the tracker is left empty.
-    pub fn take_tags(&self) -> Vec<String> {
+    /// The distinct tags recorded, sorted (in `Tag`'s order); the tracker is left empty.
+    pub fn take_tags(&self) -> Vec<Tag> {
         let mut tags = std::mem::take(&mut *self.tags.lock().unwrap_or_else(|p| p.into_inner()));
         tags.sort_unstable();
         tags.dedup();
@@ -420,28 +422,84 @@ impl From<Option<Entry>> for Lookup {
     }
 }
 
-/// Tag helpers, so every call site spells tags the same way.
-pub mod tags {
-    /// `{kind}:{id}{rest}`, sized once. A miss formats a tag for every row it reads (a post page: two dozen),
-    /// and `format!` was a visible share of a miss's cost.
-    fn of(kind: &str, id: i64, rest: &str) -> String {
-        let mut digits = itoa::Buffer::new();
-        let digits = digits.format(id);
-        let mut tag = String::with_capacity(kind.len() + 1 + digits.len() + rest.len());
-        tag.push_str(kind);
-        tag.push(':');
-        tag.push_str(digits);
-        tag.push_str(rest);
-        tag
+/// What a response read, as resolvers record it: a row or a list, named `Kind:id[:relation]` (`Post:7`,
+/// `User:3:posts`, `Post:list`) where a name is needed. Mutations purge by these names; the one spelling of
+/// each is [`Tag::name`], which `tags` uses too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Tag {
+    Post(i64),
+    User(i64),
+    Comment(i64),
+    /// One author's posts (`User.posts`).
+    UserPosts(i64),
+    /// A post's comments and comment count.
+    PostComments(i64),
+    /// Every list of posts (the feed, searches, per-author filters).
+    PostList,
+    /// The users list.
+    UserList,
+}
+
+impl Tag {
+    /// The parts of the name: kind, id (if any), relation.
+    fn parts(self) -> (&'static str, Option<i64>, &'static str) {
+        match self {
+            Tag::Post(id) => ("Post:", Some(id), ""),
+            Tag::User(id) => ("User:", Some(id), ""),
+            Tag::Comment(id) => ("Comment:", Some(id), ""),
+            Tag::UserPosts(id) => ("User:", Some(id), ":posts"),
+            Tag::PostComments(id) => ("Post:", Some(id), ":comments"),
+            Tag::PostList => ("Post:list", None, ""),
+            Tag::UserList => ("User:list", None, ""),
+        }
     }
+
+    /// Calls `f` with the name's three parts (kind, digits, relation), the digits formatted on the stack.
+    pub fn with_parts<T>(self, f: impl FnOnce(&str, &str, &str) -> T) -> T {
+        let (kind, id, rest) = self.parts();
+        let mut digits = itoa::Buffer::new();
+        f(kind, id.map_or("", |id| digits.format(id)), rest)
+    }
+
+    /// The length of `name`, without building it.
+    pub fn name_len(self) -> usize {
+        self.with_parts(|kind, digits, rest| kind.len() + digits.len() + rest.len())
+    }
+
+    /// The name purges use (`Post:7`).
+    pub fn name(&self) -> String {
+        self.with_parts(|kind, digits, rest| {
+            let mut name = String::with_capacity(kind.len() + digits.len() + rest.len());
+            name.push_str(kind);
+            name.push_str(digits);
+            name.push_str(rest);
+            name
+        })
+    }
+}
+
+impl std::fmt::Display for Tag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.with_parts(|kind, digits, rest| {
+            f.write_str(kind)?;
+            f.write_str(digits)?;
+            f.write_str(rest)
+        })
+    }
+}
+
+/// Tag names for purges, so every call site spells them as readers record them ([`Tag`]).
+pub mod tags {
+    use super::Tag;
+
     pub fn post(id: i64) -> String {
-        of("Post", id, "")
+        Tag::Post(id).name()
     }
     pub fn user(id: i64) -> String {
-        of("User", id, "")
+        Tag::User(id).name()
     }
     pub fn comment(id: i64) -> String {
-        of("Comment", id, "")
+        Tag::Comment(id).name()
     }
     /// Every list of posts (the feed, searches, per-author filters).
     pub const POST_LIST: &str = "Post:list";
@@ -449,11 +507,11 @@ pub mod tags {
     pub const USER_LIST: &str = "User:list";
     /// One author's posts (`User.posts`).
     pub fn user_posts(id: i64) -> String {
-        of("User", id, ":posts")
+        Tag::UserPosts(id).name()
     }
     /// A post's comments and comment count.
     pub fn post_comments(id: i64) -> String {
-        of("Post", id, ":comments")
+        Tag::PostComments(id).name()
     }
     /// What a change to a comment (added, edited, deleted) purges: the comment, and its post's comments. So a
     /// page of a post's comments is tagged with `post_comments` alone, not with every comment on it (a page of
@@ -502,11 +560,34 @@ mod tests {
     #[test]
     fn a_tracker_reports_each_tag_once_in_order() {
         let tracker = Tracker::default();
-        for tag in ["User:3", "Post:1", "User:3", "Post:1:comments", "User:3"] {
-            tracker.tag(tag.to_owned());
+        for tag in [
+            Tag::User(3),
+            Tag::Post(1),
+            Tag::User(3),
+            Tag::PostComments(1),
+            Tag::User(3),
+        ] {
+            tracker.tag(tag);
         }
-        assert_eq!(tracker.tags(), ["Post:1", "Post:1:comments", "User:3"]);
-        assert_eq!(tracker.take_tags(), ["Post:1", "Post:1:comments", "User:3"]);
+        assert_eq!(tracker.tags(), ["Post:1", "User:3", "Post:1:comments"]);
+        assert_eq!(
+            tracker.take_tags(),
+            [Tag::Post(1), Tag::User(3), Tag::PostComments(1)]
+        );
         assert!(tracker.take_tags().is_empty());
+    }
+
+    /// The names readers' tags go by are the ones writers purge, whatever the id.
+    #[test]
+    fn a_tag_is_named_as_purges_spell_it() {
+        for id in [0, 7, -3, i64::MAX, i64::MIN] {
+            assert_eq!(Tag::Post(id).name(), format!("Post:{id}"));
+            assert_eq!(Tag::User(id).to_string(), format!("User:{id}"));
+            assert_eq!(Tag::Comment(id).name(), format!("Comment:{id}"));
+            assert_eq!(Tag::UserPosts(id).name(), format!("User:{id}:posts"));
+            assert_eq!(Tag::PostComments(id).name(), format!("Post:{id}:comments"));
+        }
+        assert_eq!(Tag::PostList.name(), tags::POST_LIST);
+        assert_eq!(Tag::UserList.name(), tags::USER_LIST);
     }
 }

@@ -204,7 +204,7 @@ struct Stored<'a> {
 
 impl<'a> Stored<'a> {
     #[cfg(test)]
-    fn encode(start: u64, epoch: &str, tags: &[String], entry: &Entry) -> Option<Vec<u8>> {
+    fn encode(start: u64, epoch: &str, tags: &[super::Tag], entry: &Entry) -> Option<Vec<u8>> {
         let store = Store::new(
             String::new(),
             start,
@@ -278,8 +278,7 @@ struct Store {
 }
 
 impl Store {
-    /// The queued write of `entry`, or `None` when a tag or the epoch is too long to be written whole (a cut
-    /// tag would never match its purge).
+    /// The queued write of `entry`, or `None` when the epoch or the tags are too long to be written whole.
     fn new(
         name: String,
         start: u64,
@@ -289,11 +288,8 @@ impl Store {
         ttl: u64,
     ) -> Option<Self> {
         u8::try_from(epoch.len()).ok()?;
-        let mut block = 0usize;
-        for tag in tags.iter() {
-            u16::try_from(tag.len()).ok()?;
-            block += 2 + tag.len();
-        }
+        // A tag's name is a few dozen bytes at most: its `u16` length always fits.
+        let block: usize = tags.iter().map(|tag| 2 + tag.name_len()).sum();
         u32::try_from(block).ok()?;
         Some(Self {
             len: 14 + epoch.len() + block + entry.encoded_len(),
@@ -317,8 +313,13 @@ impl Store {
         out.write_all(self.epoch.as_bytes())?;
         out.write_all(&self.block.to_be_bytes())?;
         for tag in self.tags.iter() {
-            out.write_all(&(tag.len() as u16).to_be_bytes())?;
-            out.write_all(tag.as_bytes())?;
+            tag.with_parts(|kind, digits, rest| {
+                let len = kind.len() + digits.len() + rest.len();
+                out.write_all(&(len as u16).to_be_bytes())?;
+                out.write_all(kind.as_bytes())?;
+                out.write_all(digits.as_bytes())?;
+                out.write_all(rest.as_bytes())
+            })?;
         }
         self.entry.write_to(out)
     }
@@ -891,6 +892,7 @@ async fn deliver_pending(cache: Weak<RedisCache>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::Tag;
 
     fn entry() -> Entry {
         Entry {
@@ -904,12 +906,15 @@ mod tests {
 
     #[test]
     fn a_stored_entry_keeps_its_start_epoch_and_tags() {
-        let tags = vec!["Post:7".to_owned(), "User:3".to_owned()];
+        let tags = [Tag::Post(7), Tag::UserPosts(3)];
         let raw = Stored::encode(42, "epoch-1", &tags, &entry()).expect("encodes");
         let shared = bytes::Bytes::from(raw.clone());
         let stored = Stored::decode(&shared).expect("decodes");
         assert_eq!((stored.start, stored.epoch), (42, "epoch-1"));
-        assert_eq!(stored.tags().collect::<Vec<_>>(), ["Post:7", "User:3"]);
+        assert_eq!(
+            stored.tags().collect::<Vec<_>>(),
+            ["Post:7", "User:3:posts"]
+        );
         let back = Entry::decode(&shared.slice_ref(stored.entry)).expect("the entry");
         assert_eq!(back.body, entry().body);
         // A tag whose length runs past the tags: not served.
@@ -919,9 +924,8 @@ mod tests {
         // Cut short, or written by another version: not served.
         assert!(Stored::decode(&raw[..20]).is_none());
         assert!(Stored::decode(&entry().encode()).is_none());
-        // A tag too long to write whole is not stored (cut, it would never match its purge).
-        let long = vec!["x".repeat(70_000)];
-        assert!(Stored::encode(1, "e", &long, &entry()).is_none());
+        // An epoch too long to write whole is not stored (cut, it would never match the data set's).
+        assert!(Stored::encode(1, &"e".repeat(256), &tags, &entry()).is_none());
     }
 
     #[test]

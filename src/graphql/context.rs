@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::auth::{Authenticator, Viewer};
-use crate::cache::{Cache, Purges, Tracker};
+use crate::cache::{Cache, Purges, Tag, Tracker};
 use crate::error::AppError;
 use crate::graphql::loaders::Loaders;
 use crate::live::Event;
@@ -30,7 +30,7 @@ pub(crate) trait ContextExt {
     fn auth(&self) -> Result<&Authenticator, AppError>;
     fn cache(&self) -> Result<&Cache, AppError>;
     /// Records that the response read what `tag` names (for purging).
-    fn tag(&self, tag: String);
+    fn tag(&self, tag: Tag);
     /// Tags to purge once this mutation's transaction has committed (the operation pipeline purges before answering).
     fn purge_after_commit(&self, tags: Vec<String>);
     /// A row subscription fields announce, once this mutation's transaction has committed.
@@ -70,7 +70,7 @@ impl ContextExt for Context<'_> {
             .map_err(|_| AppError::internal(anyhow::anyhow!("cache missing from schema data")))
     }
 
-    fn tag(&self, tag: String) {
+    fn tag(&self, tag: Tag) {
         if let Some(tracker) = self.data_opt::<Arc<Tracker>>() {
             tracker.tag(tag);
         }

@@ -9,7 +9,7 @@
 
 use async_graphql::{Context, ID, Object};
 
-use crate::cache::tags;
+use crate::cache::Tag;
 use crate::graphql::comments::Comment;
 use crate::graphql::context::ContextExt;
 use crate::graphql::ids;
@@ -40,7 +40,7 @@ impl EntityQuery {
             return Ok(None);
         };
         // Tagged even when null: an account created with this id must purge a cached `null`.
-        ctx.tag(tags::user(id));
+        ctx.tag(Tag::User(id));
         let row = ctx.loaders()?.load_one(UserId(id)).await?;
         Ok(row.map(User::new))
     }
@@ -56,7 +56,7 @@ impl EntityQuery {
             return Ok(None);
         };
         // Tagged even when null: creating or publishing this post must purge a cached `null`.
-        ctx.tag(tags::post(id));
+        ctx.tag(Tag::Post(id));
         let row = ctx.loaders()?.load_one(PostId(id)).await?;
         Ok(row.filter(|r| visible_in(ctx, r)).map(Post))
     }
@@ -72,12 +72,12 @@ impl EntityQuery {
         let Some(id) = entity_id(&id) else {
             return Ok(None);
         };
-        ctx.tag(tags::comment(id));
+        ctx.tag(Tag::Comment(id));
         let Some(found) = ctx.loaders()?.load_one(CommentId(id)).await? else {
             return Ok(None);
         };
         // The post's state decides visibility: publishing, unpublishing or deleting it purges this answer.
-        ctx.tag(tags::post(found.comment.post_id));
+        ctx.tag(Tag::Post(found.comment.post_id));
         // As `visible_in`: only a draft makes the answer depend on who asks.
         let visible = found.post_published || ctx.viewer().owns_or_admin(found.post_author_id);
         Ok(visible.then_some(Comment(found.comment)))

@@ -21,7 +21,7 @@ use super::execute::Executed;
 use super::outcome::{Outcome, Status};
 use super::{Accepts, Pipeline, Request, Run, limits};
 use crate::auth::Viewer;
-use crate::cache::{KeyBase, Scope, Tracker, tags};
+use crate::cache::{KeyBase, Scope, Tag, Tracker, tags};
 use crate::error::Code;
 use crate::graphql::context::ClientAddr;
 use crate::live::registry::{Kind, Next, Runner};
@@ -259,7 +259,7 @@ impl Spec {
                 (status, e.entry(0, false, false).body)
             })
             .collect();
-        let mut tags = tracker.take_tags();
+        let mut tags: Vec<String> = tracker.take_tags().iter().map(Tag::name).collect();
         // A change to the viewer's account (a promotion, a demotion) re-runs what they see.
         if let Scope::User(id) = self.scope {
             tags.push(tags::user(id));

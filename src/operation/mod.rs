@@ -536,7 +536,7 @@ impl Pipeline {
                 // A private answer also depends on who the caller is (their role decides what they may read),
                 // so a change to the caller's account, such as a promotion or demotion, must drop it too.
                 if let Scope::User(id) = scope {
-                    let own = crate::cache::tags::user(id);
+                    let own = crate::cache::Tag::User(id);
                     if let Err(at) = tags.binary_search(&own) {
                         tags.insert(at, own);
                     }

@@ -412,7 +412,7 @@ async fn same_as(app: &TestApp, query: &str, variables: Value, viewer: &Viewer) 
         let purged = pipeline
             .run(pipeline_request(
                 "mutation($t: [String!]!) { purgeCache(tags: $t) }",
-                &json!({ "t": [tag] }),
+                &json!({ "t": [tag.name()] }),
                 &ADMIN,
             ))
             .await;
@@ -436,8 +436,8 @@ async fn same_as(app: &TestApp, query: &str, variables: Value, viewer: &Viewer) 
         planned.entry.public, executor.entry.public,
         "cache scope differs for {query} {variables}"
     );
-    let sorted = |tags: &[String]| {
-        let mut tags = tags.to_vec();
+    let sorted = |tags: &[folio::cache::Tag]| {
+        let mut tags: Vec<String> = tags.iter().map(|tag| tag.name()).collect();
         tags.sort();
         tags.dedup();
         tags

@@ -6,7 +6,7 @@ use futures_util::Stream;
 use futures_util::stream;
 
 use super::Comment;
-use crate::cache::tags;
+use crate::cache::Tag;
 use crate::error::AppError;
 use crate::graphql::context::ContextExt;
 use crate::graphql::ids;
@@ -26,8 +26,8 @@ impl CommentSubscription {
         post_id: ID,
     ) -> async_graphql::Result<impl Stream<Item = Comment> + use<>> {
         let post_id = ids::parse(&post_id, "postId")?;
-        ctx.tag(tags::post(post_id));
-        ctx.tag(tags::post_comments(post_id));
+        ctx.tag(Tag::Post(post_id));
+        ctx.tag(Tag::PostComments(post_id));
         let trigger = trigger(ctx);
         let added: Vec<i64> = trigger
             .events()

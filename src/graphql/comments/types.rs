@@ -3,7 +3,7 @@
 use async_graphql::{Context, ID, Object};
 use chrono::{DateTime, Utc};
 
-use crate::cache::tags;
+use crate::cache::Tag;
 use crate::error::AppError;
 use crate::graphql::context::ContextExt;
 use crate::graphql::ids;
@@ -30,7 +30,7 @@ impl Comment {
     }
 
     async fn author(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
-        ctx.tag(tags::user(self.0.author_id));
+        ctx.tag(Tag::User(self.0.author_id));
         let row = ctx.loaders()?.load_one(UserId(self.0.author_id)).await?;
         row.map(User::new).ok_or_else(|| {
             AppError::internal(anyhow::anyhow!(
@@ -44,7 +44,7 @@ impl Comment {
 
     /// The post this comment is on. A draft the viewer may not see is `NOT_FOUND`, as if it were missing.
     async fn post(&self, ctx: &Context<'_>) -> async_graphql::Result<Post> {
-        ctx.tag(tags::post(self.0.post_id));
+        ctx.tag(Tag::Post(self.0.post_id));
         let row = ctx.loaders()?.load_one(PostId(self.0.post_id)).await?;
         match row {
             Some(row) if visible_in(ctx, &row) => Ok(Post::read(ctx, row)),

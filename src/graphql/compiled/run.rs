@@ -26,7 +26,7 @@ use super::{
     PostSel, RootField, Source, UserField, UserSel, cost,
 };
 use crate::auth::Viewer;
-use crate::cache::{Tracker, tags};
+use crate::cache::{Tag, Tracker};
 use crate::error::AppError;
 use crate::graphql::connection::{self, Cursor};
 use crate::graphql::posts::{PostFilter, visible_with};
@@ -329,9 +329,9 @@ impl Runner<'_> {
         self.viewer
     }
 
-    fn tag(&self, tag: impl FnOnce() -> String) {
+    fn tag(&self, tag: Tag) {
         if let Some(tracker) = self.tracker {
-            tracker.tag(tag());
+            tracker.tag(tag);
         }
     }
 
@@ -420,7 +420,7 @@ impl Runner<'_> {
                         return Ok(None);
                     };
                     // Tagged even when null: creating or publishing this post must purge a cached `null`.
-                    self.tag(|| tags::post(id));
+                    self.tag(Tag::Post(id));
                     post_ids.push(id);
                     Root::Post(Some(id))
                 }
@@ -428,7 +428,7 @@ impl Runner<'_> {
                     let Some(id) = self.id(id) else {
                         return Ok(None);
                     };
-                    self.tag(|| tags::user(id));
+                    self.tag(Tag::User(id));
                     user_ids.push(id);
                     Root::User(Some(id))
                 }
@@ -459,9 +459,9 @@ impl Runner<'_> {
                 (Root::Posts { ids, page, .. }, RootField::Posts(_, conn)) => {
                     // Every fetched row is tagged, as the resolver tags them; only the shown ones are resolved
                     // further (the extra row only tells whether another page follows).
-                    self.tag(|| tags::POST_LIST.to_owned());
+                    self.tag(Tag::PostList);
                     for id in ids.iter() {
-                        self.tag(|| tags::post(*id));
+                        self.tag(Tag::Post(*id));
                     }
                     let shown = &ids[..page.shown().min(ids.len())];
                     for sel in conn.nodes() {
@@ -530,7 +530,7 @@ impl Runner<'_> {
                         match &f.field {
                             PostField::Author(_) => {
                                 for p in &rows {
-                                    self.tag(|| tags::user(p.author_id));
+                                    self.tag(Tag::User(p.author_id));
                                     if !data.users.contains_key(&p.author_id) {
                                         users.insert(p.author_id);
                                     }
@@ -538,7 +538,7 @@ impl Runner<'_> {
                             }
                             PostField::CommentCount => {
                                 for p in &rows {
-                                    self.tag(|| tags::post_comments(p.id));
+                                    self.tag(Tag::PostComments(p.id));
                                     counts.insert(p.id);
                                 }
                             }
@@ -552,7 +552,7 @@ impl Runner<'_> {
                                 let entry = comment_pages.entry(page).or_default();
                                 entry.1 |= authors;
                                 for p in &rows {
-                                    self.tag(|| tags::post_comments(p.id));
+                                    self.tag(Tag::PostComments(p.id));
                                     if !data.comment_pages.contains_key(&(p.id, page)) {
                                         entry.0.insert(p.id);
                                     }
@@ -569,7 +569,7 @@ impl Runner<'_> {
                     for f in sel.iter() {
                         if let CommentField::Author(_) = f.field {
                             for c in pages.iter().flat_map(|k| data.shown_comments(k)) {
-                                self.tag(|| tags::user(c.author_id));
+                                self.tag(Tag::User(c.author_id));
                                 if !data.users.contains_key(&c.author_id) {
                                     users.insert(c.author_id);
                                 }
@@ -584,7 +584,7 @@ impl Runner<'_> {
                             let page = self.page(args)?;
                             for id in ids {
                                 let drafts = may_see_private(self.viewer(), *id);
-                                self.tag(|| tags::user_posts(*id));
+                                self.tag(Tag::UserPosts(*id));
                                 if !data.author_pages.contains_key(&(*id, drafts, page)) {
                                     author_pages.entry((drafts, page)).or_default().insert(*id);
                                 }
@@ -693,7 +693,7 @@ impl Runner<'_> {
                                 let drafts = may_see_private(self.viewer(), *id);
                                 let fetched = data.author_pages.get(&(*id, drafts, page))?;
                                 for post in fetched {
-                                    self.tag(|| tags::post(*post));
+                                    self.tag(Tag::Post(*post));
                                 }
                                 posts.extend(fetched.iter().take(page.shown()));
                             }

@@ -13,7 +13,7 @@ use crate::graphql::prefetch::PostPlan;
 use crate::store::{Drafts, PostListFilter};
 
 use super::{Post, visible_in};
-use crate::cache::tags;
+use crate::cache::Tag;
 
 /// Longest accepted search term, in characters.
 const MAX_SEARCH_CHARS: usize = 200;
@@ -82,7 +82,7 @@ impl PostQuery {
     async fn post(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Post>> {
         let id = ids::parse(&id, "id")?;
         // Tagged even when null: creating or publishing this post must purge a cached `null`.
-        ctx.tag(tags::post(id));
+        ctx.tag(Tag::Post(id));
         let loaders = ctx.loaders()?;
         let Some(row) = loaders
             .load_one(PostId(id))
@@ -114,9 +114,9 @@ impl PostQuery {
         let rows = PostPlan::for_connection(ctx)
             .list_posts(ctx, &filter, page)
             .await?;
-        ctx.tag(tags::POST_LIST.to_owned());
+        ctx.tag(Tag::PostList);
         for row in &rows {
-            ctx.tag(tags::post(row.id));
+            ctx.tag(Tag::Post(row.id));
         }
         Ok(connection::build(
             rows,

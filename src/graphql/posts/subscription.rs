@@ -10,7 +10,7 @@ use futures_util::Stream;
 use futures_util::stream;
 
 use super::{Post, visible_to};
-use crate::cache::tags;
+use crate::cache::Tag;
 use crate::error::AppError;
 use crate::graphql::context::ContextExt;
 use crate::graphql::ids;
@@ -27,7 +27,7 @@ impl PostSubscription {
         &self,
         ctx: &Context<'_>,
     ) -> async_graphql::Result<impl Stream<Item = Post> + use<>> {
-        ctx.tag(tags::POST_LIST.to_owned());
+        ctx.tag(Tag::PostList);
         let ids: Vec<i64> = trigger(ctx)
             .events()
             .filter_map(|e| match e {
@@ -57,7 +57,7 @@ impl PostSubscription {
         id: ID,
     ) -> async_graphql::Result<impl Stream<Item = Option<Post>> + use<>> {
         let id = ids::parse(&id, "id")?;
-        ctx.tag(tags::post(id));
+        ctx.tag(Tag::Post(id));
         let row = ctx
             .store()?
             .posts_by_ids(&[id])

@@ -4,7 +4,7 @@ use async_graphql::{Context, ID, Object};
 use chrono::{DateTime, Utc};
 
 use crate::auth::Viewer;
-use crate::cache::tags;
+use crate::cache::Tag;
 use crate::error::AppError;
 use crate::graphql::comments::Comment;
 use crate::graphql::connection::{self, Conn, CountOf};
@@ -21,7 +21,7 @@ pub struct Post(pub PostRow);
 impl Post {
     /// The post, recorded as read by this response (for cache purging).
     pub fn read(ctx: &Context<'_>, row: PostRow) -> Self {
-        ctx.tag(tags::post(row.id));
+        ctx.tag(Tag::Post(row.id));
         Self(row)
     }
 }
@@ -77,7 +77,7 @@ impl Post {
     }
 
     async fn author(&self, ctx: &Context<'_>) -> async_graphql::Result<User> {
-        ctx.tag(tags::user(self.0.author_id));
+        ctx.tag(Tag::User(self.0.author_id));
         let row = ctx.loaders()?.load_one(UserId(self.0.author_id)).await?;
         // The foreign key guarantees the author exists; its absence is a broken invariant, not a client error.
         row.map(User::new).ok_or_else(|| {
@@ -91,7 +91,7 @@ impl Post {
     }
 
     async fn comment_count(&self, ctx: &Context<'_>) -> async_graphql::Result<i32> {
-        ctx.tag(tags::post_comments(self.0.id));
+        ctx.tag(Tag::PostComments(self.0.id));
         let n = ctx
             .loaders()?
             .load_one(CommentCount(self.0.id))
@@ -118,7 +118,7 @@ impl Post {
         };
         let rows = ctx.loaders()?.load_one(key).await?.unwrap_or_default();
         // Every change to a comment purges this tag (`tags::comment_changed`): the page needs no other.
-        ctx.tag(tags::post_comments(self.0.id));
+        ctx.tag(Tag::PostComments(self.0.id));
         Ok(connection::build(
             rows,
             page,

@@ -2,7 +2,7 @@
 
 use async_graphql::{Context, ID, Object};
 
-use crate::cache::tags;
+use crate::cache::Tag;
 use crate::graphql::connection::{self, Conn, CountOf};
 use crate::graphql::context::ContextExt;
 use crate::graphql::cost;
@@ -22,7 +22,7 @@ impl UserQuery {
         let Some(id) = ctx.viewer().user_id() else {
             return Ok(None);
         };
-        ctx.tag(tags::user(id));
+        ctx.tag(Tag::User(id));
         let row = ctx.loaders()?.load_one(UserId(id)).await?;
         Ok(row.map(User::new))
     }
@@ -30,7 +30,7 @@ impl UserQuery {
     /// A user by id; `null` when there is none.
     async fn user(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<User>> {
         let id = ids::parse(&id, "id")?;
-        ctx.tag(tags::user(id));
+        ctx.tag(Tag::User(id));
         let row = ctx.loaders()?.load_one(UserId(id)).await?;
         Ok(row.map(User::new))
     }
@@ -49,9 +49,9 @@ impl UserQuery {
     ) -> async_graphql::Result<Conn<User>> {
         let page = connection::page_args(first, after.as_deref())?;
         let rows = ctx.store()?.list_users(page).await?;
-        ctx.tag(tags::USER_LIST.to_owned());
+        ctx.tag(Tag::UserList);
         for row in &rows {
-            ctx.tag(tags::user(row.id));
+            ctx.tag(Tag::User(row.id));
         }
         Ok(connection::build(
             rows,

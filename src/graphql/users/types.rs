@@ -4,7 +4,7 @@ use async_graphql::{Context, Enum, ID, Object};
 use chrono::{DateTime, Utc};
 
 use crate::auth::Viewer;
-use crate::cache::tags;
+use crate::cache::Tag;
 use crate::graphql::connection::{self, Conn, CountOf};
 use crate::graphql::context::ContextExt;
 use crate::graphql::cost;
@@ -109,9 +109,9 @@ impl User {
             page,
         };
         let rows = ctx.loaders()?.load_one(key).await?.unwrap_or_default();
-        ctx.tag(tags::user_posts(self.row.id));
+        ctx.tag(Tag::UserPosts(self.row.id));
         for row in &rows {
-            ctx.tag(tags::post(row.id));
+            ctx.tag(Tag::Post(row.id));
         }
         let count = CountOf::AuthorPosts(AuthorPostCount {
             author_id: self.row.id,
