@@ -205,14 +205,11 @@ struct Stored<'a> {
 impl<'a> Stored<'a> {
     #[cfg(test)]
     fn encode(start: u64, epoch: &str, tags: &[super::Tag], entry: &Entry) -> Option<Vec<u8>> {
-        let store = Store::new(
-            String::new(),
-            start,
-            epoch.into(),
-            tags.into(),
-            entry.clone(),
-            0,
-        )?;
+        let snapshot = Snapshot {
+            seq: start,
+            epoch: Some(epoch.into()),
+        };
+        let store = Store::new(String::new(), &snapshot, tags.into(), entry.clone())?;
         let mut out = Vec::with_capacity(store.len);
         store.write_value(&mut out).ok()?;
         Some(out)
@@ -278,15 +275,10 @@ struct Store {
 }
 
 impl Store {
-    /// The queued write of `entry`, or `None` when the epoch or the tags are too long to be written whole.
-    fn new(
-        name: String,
-        start: u64,
-        epoch: Arc<str>,
-        tags: Tags,
-        entry: Entry,
-        ttl: u64,
-    ) -> Option<Self> {
+    /// The write of `entry` under `name`, started at `snapshot` and having read `tags`; `None` without an epoch,
+    /// or when it or the tags are too long to be written whole.
+    fn new(name: String, snapshot: &Snapshot, tags: Tags, entry: Entry) -> Option<Self> {
+        let epoch = Arc::clone(snapshot.epoch.as_ref()?);
         u8::try_from(epoch.len()).ok()?;
         // A tag's name is a few dozen bytes at most: its `u16` length always fits.
         let block: usize = tags.iter().map(|tag| 2 + tag.name_len()).sum();
@@ -294,12 +286,12 @@ impl Store {
         Some(Self {
             len: 14 + epoch.len() + block + entry.encoded_len(),
             block: block as u32,
+            ttl: u64::from(entry.max_age).min(MAX_TTL.as_secs()),
             name,
-            start,
+            start: snapshot.seq,
             epoch,
             tags,
             entry,
-            ttl,
         })
     }
 
@@ -648,9 +640,7 @@ impl RedisCache {
         tags: Tags,
         snapshot: &Snapshot,
     ) -> Option<Snapshot> {
-        let epoch = Arc::clone(snapshot.epoch.as_ref()?);
-        let ttl = u64::from(entry.max_age).min(MAX_TTL.as_secs());
-        let write = Store::new(self.entry_key(&key), snapshot.seq, epoch, tags, entry, ttl)?;
+        let write = Store::new(self.entry_key(&key), snapshot, tags, entry)?;
         if !self.redis.is_cluster() {
             self.queue(|calls| calls.stores.push(write));
             return Some(snapshot.clone());
