@@ -44,13 +44,21 @@ impl Key {
         out
     }
 
-    /// Appends the key in lower-case hex: `hex::encode` builds its string a `char` at a time, which cost more
-    /// than a Redis lookup's own encoding.
+    /// Appends the key in lower-case hex.
     pub fn push_hex(&self, out: &mut String) {
-        let mut buf = [0u8; 64];
-        if hex::encode_to_slice(self.0, &mut buf).is_ok() {
-            out.push_str(std::str::from_utf8(&buf).unwrap_or_default());
-        }
+        push_hex(&self.0, out);
+    }
+}
+
+/// Appends up to 32 bytes in lower-case hex (keys, ETags): `hex::encode` builds its string a `char` at a time,
+/// which cost more than a Redis lookup's own encoding.
+pub fn push_hex(bytes: &[u8], out: &mut String) {
+    let mut buf = [0u8; 64];
+    let Some(buf) = buf.get_mut(..2 * bytes.len()) else {
+        return;
+    };
+    if hex::encode_to_slice(bytes, buf).is_ok() {
+        out.push_str(std::str::from_utf8(buf).unwrap_or_default());
     }
 }
 

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use prometheus::IntCounter;
 
-pub use key::{DocumentHash, Key, KeyBase, Keys, Scope};
+pub use key::{DocumentHash, Key, KeyBase, Keys, Scope, push_hex};
 // Declared with the other settings; re-exported where they are used.
 pub use crate::config::{CacheConfig, CacheMode};
 

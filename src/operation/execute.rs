@@ -355,18 +355,11 @@ fn entry_for(
 fn entry_of(body: Vec<u8>, max_age: u32, public: bool, cacheable: bool) -> Entry {
     let etag = if cacheable {
         // `"<32 lower-case hex digits>"`, written without the formatting machinery.
-        let digest = xxhash_rust::xxh3::xxh3_128(&body).to_be_bytes();
-        let mut digits = [0u8; 32];
-        match hex::encode_to_slice(digest, &mut digits).map(|()| std::str::from_utf8(&digits)) {
-            Ok(Ok(digits)) => {
-                let mut etag = String::with_capacity(34);
-                etag.push('"');
-                etag.push_str(digits);
-                etag.push('"');
-                etag
-            }
-            _ => format!("\"{:032x}\"", u128::from_be_bytes(digest)),
-        }
+        let mut etag = String::with_capacity(34);
+        etag.push('"');
+        crate::cache::push_hex(&xxhash_rust::xxh3::xxh3_128(&body).to_be_bytes(), &mut etag);
+        etag.push('"');
+        etag
     } else {
         String::new()
     };
