@@ -97,8 +97,56 @@ struct Slot<'a> {
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        let mut lanes = self.sharing.lanes.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(lane) = lanes.get_mut(self.statement) else {
+        self.sharing.give_back(self.statement);
+    }
+}
+
+/// A queue leader's wait for its turn. If the leader goes away while it waits (its request cancelled), its
+/// queued statement goes with it, so its followers run their own at once instead of waiting on a statement
+/// nobody will run; and a turn it was given but never took is given back. A turn left taken would count a
+/// statement running forever: every later caller would queue behind it, and once a queue's leader went away
+/// with nothing running to hand its turn on, every caller of that statement would wait until its timeout.
+struct Queued<'a> {
+    sharing: &'a Sharing,
+    statement: &'a Statement,
+    done: &'a Arc<watch::Sender<Outcome>>,
+    turn: oneshot::Receiver<Vec<i64>>,
+    /// The leader has its place (a `Slot` gives it back), or runs without one.
+    settled: bool,
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let taken = {
+            let mut lanes = self.sharing.lanes.lock().unwrap_or_else(|p| p.into_inner());
+            match lanes.get_mut(self.statement) {
+                Some(lane)
+                    if lane
+                        .next
+                        .as_ref()
+                        .is_some_and(|n| Arc::ptr_eq(&n.done, self.done)) =>
+                {
+                    lane.next = None;
+                    false
+                }
+                // No longer queued: the turn was handed over (under the lock, so it is in the channel now).
+                _ => true,
+            }
+        };
+        if taken && self.turn.try_recv().is_ok() {
+            self.sharing.give_back(self.statement);
+        }
+    }
+}
+
+impl Sharing {
+    /// Gives a running statement's place back: to the queue's leader, if any, or to the lane.
+    fn give_back(&self, statement: &Statement) {
+        let mut lanes = self.lanes.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(lane) = lanes.get_mut(statement) else {
             return;
         };
         if let Some(next) = lane.next.take() {
@@ -110,12 +158,10 @@ impl Drop for Slot<'_> {
         }
         lane.running = lane.running.saturating_sub(1);
         if lane.running == 0 {
-            lanes.remove(self.statement);
+            lanes.remove(statement);
         }
     }
-}
 
-impl Sharing {
     /// Takes the queued statement `done` belongs to out of the queue to run beside the running ones (with a place
     /// of its own), if it is still queued: its ids. `None`: its turn has just been given.
     fn stalled(
@@ -189,14 +235,23 @@ impl Sharing {
                 };
                 fetch(ids.to_vec()).await
             }
-            Role::Lead(mut my_turn, done) => {
-                let all = match tokio::time::timeout(STALL, &mut my_turn).await {
+            Role::Lead(turn, done) => {
+                let mut queued = Queued {
+                    sharing: self,
+                    statement: &statement,
+                    done: &done,
+                    turn,
+                    settled: false,
+                };
+                let all = match tokio::time::timeout(STALL, &mut queued.turn).await {
                     Ok(turn) => turn.ok(),
                     Err(_) => match self.stalled(&statement, &done) {
                         Some(all) => Some(all),
-                        None => my_turn.await.ok(),
+                        None => (&mut queued.turn).await.ok(),
                     },
                 };
+                queued.settled = true;
+                drop(queued);
                 let Some(all) = all else {
                     return fetch(ids.to_vec()).await;
                 };
@@ -273,6 +328,7 @@ fn echo(err: &AppError) -> AppError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::pin::Pin;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
@@ -367,6 +423,95 @@ mod tests {
             assert_eq!(rows, vec![(1, 10)]);
         }
         assert_eq!(runs.load(Ordering::SeqCst), 3);
+    }
+
+    /// Polls `f` once, as a runtime would when the caller first asks.
+    fn poll_once<F: Future + Unpin>(f: &mut F) -> std::task::Poll<F::Output> {
+        let waker = std::task::Waker::noop();
+        std::pin::Pin::new(f).poll(&mut std::task::Context::from_waker(waker))
+    }
+
+    type Rows<'a> = Pin<Box<dyn Future<Output = Result<Vec<(i64, i64)>, AppError>> + 'a>>;
+
+    /// Rows of `ids` for a caller of `sharing`'s one statement, through `fetch`.
+    fn ask<'a, Fut>(
+        sharing: &'a Sharing,
+        id: i64,
+        fetch: impl FnOnce(Vec<i64>) -> Fut + 'a,
+    ) -> Rows<'a>
+    where
+        Fut: Future<Output = Result<Vec<(i64, i64)>, AppError>> + 'a,
+    {
+        let st = Statement::new::<(i64, i64)>("SELECT", &[]);
+        Box::pin(async move {
+            sharing
+                .rows(st, &[id], Some(|r: &(i64, i64)| r.0), fetch)
+                .await
+        })
+    }
+
+    async fn tens(ids: Vec<i64>) -> Result<Vec<(i64, i64)>, AppError> {
+        Ok(ids.into_iter().map(|id| (id, id * 10)).collect())
+    }
+
+    /// A queue's leader that goes away while the statement before it runs takes its queued statement along: its
+    /// follower runs its own at once rather than wait on a statement nobody will run.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_leader_gone_while_queued_leaves_no_statement_to_wait_on() {
+        let sharing = Sharing::default();
+        let (release, released) = oneshot::channel::<()>();
+        let mut running = ask(&sharing, 1, |ids| async move {
+            let _ = released.await;
+            tens(ids).await
+        });
+        assert!(poll_once(&mut running).is_pending(), "runs");
+        let mut leader = ask(&sharing, 2, tens);
+        assert!(poll_once(&mut leader).is_pending(), "queues, leading");
+        let mut follower = ask(&sharing, 3, tens);
+        assert!(
+            poll_once(&mut follower).is_pending(),
+            "joins the queued statement"
+        );
+        drop(leader);
+        let rows = tokio::time::timeout(STALL / 2, follower)
+            .await
+            .expect("the follower runs its own while the first statement still runs")
+            .expect("rows");
+        assert_eq!(rows, vec![(3, 30)]);
+        let _ = release.send(());
+        running.await.expect("rows");
+        assert!(
+            sharing.lanes.lock().expect("lanes").is_empty(),
+            "lanes are let go"
+        );
+    }
+
+    /// A leader given its turn that goes away before taking it gives the turn back: the next caller runs at once
+    /// (a turn left taken would make every later one wait `STALL`, and could leave a queue nobody runs).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_turn_given_to_a_leader_that_went_away_is_given_back() {
+        let sharing = Sharing::default();
+        let (release, released) = oneshot::channel::<()>();
+        let mut running = ask(&sharing, 1, |ids| async move {
+            let _ = released.await;
+            tens(ids).await
+        });
+        assert!(poll_once(&mut running).is_pending(), "runs");
+        let mut leader = ask(&sharing, 2, tens);
+        assert!(poll_once(&mut leader).is_pending(), "queues, leading");
+        let _ = release.send(());
+        running.await.expect("rows");
+        // The running statement has handed its place to the leader, which goes away without taking it.
+        drop(leader);
+        assert!(
+            sharing.lanes.lock().expect("lanes").is_empty(),
+            "the place is given back"
+        );
+        let rows = tokio::time::timeout(STALL / 2, ask(&sharing, 4, tens))
+            .await
+            .expect("the next caller runs at once")
+            .expect("rows");
+        assert_eq!(rows, vec![(4, 40)]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
