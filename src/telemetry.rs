@@ -407,6 +407,14 @@ impl Metrics {
                 "folio_cache_lookup_calls_total",
                 "Redis calls made for cache lookups and stores (one serves every request that asked or stored while the one before ran)",
             )?,
+            ahead: counter(
+                "folio_cache_ahead_total",
+                "Executions started while their lookup ran, for documents whose lookups kept missing",
+            )?,
+            ahead_dropped: counter(
+                "folio_cache_ahead_dropped_total",
+                "Executions started ahead of their lookup and dropped because it found the answer",
+            )?,
         };
         let rate_limited = counter(
             "folio_rate_limited_total",

@@ -239,6 +239,10 @@ pub struct CacheMetrics {
     pub errors: IntCounter,
     /// Redis lookups and stores are batched: hits and misses over this is how many requests a call served.
     pub lookup_calls: IntCounter,
+    /// Executions started before their lookup answered (`operation::Pipeline::run_ahead`), and those of them
+    /// dropped because the lookup found the answer: the work the second costs is what the first saves a wait.
+    pub ahead: IntCounter,
+    pub ahead_dropped: IntCounter,
 }
 
 enum Backend {
@@ -343,6 +347,16 @@ impl Cache {
             None => Lookup::Bypass,
             Some(Backend::Memory(m)) => Lookup::from(m.get(&keys)),
             Some(Backend::Redis(r)) => r.get(&keys).await,
+        }
+    }
+
+    /// Where an execution that starts before its lookup answers may be stored as having started: a point in
+    /// purge order read recently (Redis only; an in-process lookup answers without a wait). `None`: wait for the
+    /// lookup.
+    pub fn recent(&self) -> Option<Snapshot> {
+        match &self.backend {
+            Some(Backend::Redis(r)) => r.recent(),
+            _ => None,
         }
     }
 

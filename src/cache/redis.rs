@@ -31,6 +31,8 @@
 //! Stale entries stay in Redis until they expire or their key is stored again.
 //!
 //! - **lookups** (single server): one call at a time; requests that ask meanwhile are answered by the next one.
+//!   Each keeps the `seq` it read for a while ([`RedisCache::recent`]): an execution that starts without
+//!   waiting for its lookup is stored as having started there, before its reads.
 //!
 //! Every call has a short timeout. On any failure the request is answered from the database and counted; a
 //! purge that could not be delivered at all is kept by this instance, retried in the background, and until it
@@ -56,6 +58,9 @@ const META_TTL_SECS: u64 = 24 * 3600;
 const PENDING_SECS: u64 = MAX_TTL.as_secs() + 60;
 /// How long a mutation keeps trying to record an undelivered purge before it answers.
 const RECORD_FOR: Duration = Duration::from_secs(3);
+/// How old a snapshot an execution that does not wait for its lookup may start at (`RedisCache::recent`): the
+/// older, the more purges since count against its entry. Under load, lookups take one every few milliseconds.
+const RECENT: Duration = Duration::from_millis(500);
 /// First byte of a stored value (an entry with its start, epoch and tags); anything else is not served.
 const STORED_V2: u8 = 2;
 
@@ -139,6 +144,8 @@ pub struct RedisCache {
     /// Lookups and stores waiting for the call running (single server).
     calls: Mutex<Calls>,
     lookup_calls: IntCounter,
+    /// The snapshot the last lookup took, and when (see `recent`).
+    recent: Mutex<Option<(std::time::Instant, Snapshot)>>,
 }
 
 /// `begin`'s answer: the sequence number, the epoch, how many purges are undelivered, and the purges asked for.
@@ -371,6 +378,7 @@ impl RedisCache {
             purged: Mutex::new(Purged::default()),
             calls: Mutex::new(Calls::default()),
             lookup_calls,
+            recent: Mutex::new(None),
         });
         tokio::spawn(deliver_pending(Arc::downgrade(&cache)));
         cache
@@ -478,10 +486,28 @@ impl RedisCache {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .absorb(&epoch, seq, since, purges);
-        (absorbed && stuck == 0 && !self.has_pending()).then(|| Snapshot {
+        let snapshot = (absorbed && stuck == 0 && !self.has_pending()).then(|| Snapshot {
             seq,
             epoch: Some(epoch.into()),
-        })
+        });
+        *self.recent.lock().unwrap_or_else(|p| p.into_inner()) = snapshot
+            .as_ref()
+            .map(|s| (std::time::Instant::now(), s.clone()));
+        snapshot
+    }
+
+    /// A point in purge order this instance read less than [`RECENT`] ago, if nothing stops storing: an
+    /// execution that starts now, without waiting for its lookup, may be stored as having started there. Its
+    /// entry then claims an earlier start than its reads had, which only turns it away sooner (a purge between
+    /// the two counts against it), never serves it stale.
+    pub fn recent(&self) -> Option<Snapshot> {
+        if self.has_pending() {
+            return None;
+        }
+        match &*self.recent.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some((at, snapshot)) if at.elapsed() < RECENT => Some(snapshot.clone()),
+            _ => None,
+        }
     }
 
     /// The first of `values` (one request's keys, in order) that is fresh as of `snapshot`.

@@ -11,7 +11,7 @@
 //! Only documents that parse are kept. The cache is bounded by an estimate of their size, and moka's
 //! admission policy keeps frequent operations when a stream of one-off documents passes through.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use async_graphql::parser::types::ExecutableDocument;
@@ -26,6 +26,12 @@ const MAX_BYTES: u64 = 16 * 1024 * 1024;
 /// How many plans (or attempts to plan) one document gets: one per `@include`/`@skip` combination it is sent
 /// with, up to this.
 const MAX_PLANS: usize = 4;
+
+/// After how many lookups in a row that missed a document's next execution starts without waiting for the
+/// lookup (see `Kept::misses_in_a_row`). A hit ends the run, so a document whose answers are found one time in
+/// this many or more is looked up first; one that misses all the time (ids that rotate, as a post's page does)
+/// pays for a wasted execution at most once per this many requests.
+const SPECULATE_AFTER: u32 = 16;
 
 /// What a syntax tree costs per token of its text, about: a name, a field node with its vectors and positions.
 const BYTES_PER_TOKEN: usize = 256;
@@ -44,6 +50,8 @@ pub struct Kept {
     /// How many times planning was tried (at most `MAX_PLANS`; an operation that does not plan is not tried
     /// again and again).
     tried: AtomicUsize,
+    /// Response-cache lookups of this document that missed since the last one that hit.
+    misses: AtomicU32,
 }
 
 impl Kept {
@@ -71,6 +79,26 @@ impl Kept {
             .iter()
             .find(|plan| plan.is_for(operation, variables))
             .cloned()
+    }
+
+    /// Records whether a response-cache lookup of this document found its answer.
+    pub fn looked_up(&self, hit: bool) {
+        if hit {
+            // Read first: the documents every request finds in the cache are not written to on every hit.
+            if self.misses.load(Ordering::Relaxed) != 0 {
+                self.misses.store(0, Ordering::Relaxed);
+            }
+        } else {
+            let _ = self
+                .misses
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1));
+        }
+    }
+
+    /// Whether this document's lookups have been missing for a while: its next execution may start while its
+    /// lookup runs rather than after it.
+    pub fn misses_in_a_row(&self) -> bool {
+        self.misses.load(Ordering::Relaxed) >= SPECULATE_AFTER
     }
 
     /// Whether planning may still be tried for this document.
@@ -163,6 +191,7 @@ impl Documents {
             hash: DocumentHash::new(query),
             plans: RwLock::default(),
             tried: AtomicUsize::new(0),
+            misses: AtomicU32::new(0),
         });
         self.parsed.insert(query.to_owned(), Arc::clone(&kept));
         kept
@@ -191,6 +220,21 @@ mod tests {
         assert!(matches!(docs.parse("{ other }").unwrap(), Parsed::Fresh(_)));
         docs.parsed.run_pending_tasks();
         assert_eq!(docs.parsed.entry_count(), 1);
+    }
+
+    #[test]
+    fn a_run_of_misses_is_noticed_and_a_hit_ends_it() {
+        let docs = Documents::default();
+        let query = "{ post(id: 1) { title } }";
+        let kept = docs.keep(query, async_graphql::parser::parse_query(query).unwrap());
+        for _ in 1..SPECULATE_AFTER {
+            kept.looked_up(false);
+        }
+        assert!(!kept.misses_in_a_row(), "one miss short");
+        kept.looked_up(false);
+        assert!(kept.misses_in_a_row());
+        kept.looked_up(true);
+        assert!(!kept.misses_in_a_row(), "a hit ends the run");
     }
 
     #[test]

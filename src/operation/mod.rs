@@ -9,7 +9,8 @@
 //!   before anything else (`limits`);
 //! - a query is looked up in the response cache before it is parsed; a hit is answered from the stored bytes;
 //! - a miss executes once per key on this instance (single-flight), with a `Tracker` recording the tags it read
-//!   and whether its answer depends on the caller; a cacheable result is stored;
+//!   and whether its answer depends on the caller; a cacheable result is stored. On Redis, a document whose
+//!   lookups keep missing starts executing beside its lookup instead of after it (`run_ahead`);
 //! - mutations (and everything when the cache is off or unreachable) execute directly; the tags their committed
 //!   writes affect are purged before the outcome is returned, so once a client has the answer no instance
 //!   serves anything older;
@@ -151,6 +152,22 @@ struct Missed {
     keys: Option<Keys>,
     bypass: bool,
     early: Option<Snapshot>,
+    /// Set when execution starts before the lookup answers (`run_ahead`): whether its result may be stored.
+    verdict: Option<Verdict>,
+}
+
+/// What the lookup of a request that started executing without waiting for it found (`run_ahead`): `None` until
+/// it answers; then the point in purge order it read on a miss (the request's arrival: its result may be stored,
+/// and another request's result must be this fresh to be shared), or `Some(None)` when it could not tell
+/// (nothing is stored or shared).
+type Verdict = tokio::sync::watch::Receiver<Option<Option<Snapshot>>>;
+
+/// The snapshot `verdict` ends with; `None` if its lookup could not tell, or went away.
+async fn looked_up(mut verdict: Verdict) -> Option<Snapshot> {
+    match verdict.wait_for(Option::is_some).await {
+        Ok(found) => found.clone().flatten(),
+        Err(_) => None,
+    }
 }
 
 /// A GraphQL request and, if it parsed, its kept document.
@@ -304,7 +321,29 @@ impl Pipeline {
                 None => KeyBase::new(&document, operation, &vars),
             }
             .keys(&scope);
-            match self.cache.lookup(&keys).await {
+            if let Some(kept) = &known
+                && kept.misses_in_a_row()
+                && let Some(start) = self.cache.recent()
+            {
+                let kept = Arc::clone(kept);
+                let missed = Missed {
+                    deadline,
+                    known,
+                    scope,
+                    keys: Some(keys),
+                    bypass: false,
+                    early: Some(start),
+                    verdict: None,
+                };
+                return Box::pin(self.run_ahead(document, request, kept, missed)).await;
+            }
+            let found = self.cache.lookup(&keys).await;
+            if let Some(kept) = &known
+                && !matches!(found, Lookup::Bypass)
+            {
+                kept.looked_up(matches!(found, Lookup::Hit(_)));
+            }
+            match found {
                 Lookup::Hit(entry) => {
                     // Only queries are stored.
                     let named = match &known {
@@ -329,10 +368,75 @@ impl Pipeline {
             keys,
             bypass,
             early,
+            verdict: None,
         };
         // Boxed: execution's future is many times a hit's, and every request's future is moved into place
         // whole, so inline it would make each hit copy kilobytes it never uses.
         Box::pin(self.run_missed(document, request, missed)).await
+    }
+
+    /// `operate` for a document whose lookups have kept missing (`Kept::misses_in_a_row`): its execution starts
+    /// at once, as of the last point in purge order this instance read (`Cache::recent`), while the lookup runs
+    /// beside it. A hit drops the execution (its statements are cancelled) and is answered; a miss lets the
+    /// execution's result be stored; a lookup that cannot tell (Redis unreachable, purges undelivered) keeps it
+    /// from being stored. Why: with Redis, a miss waited a round trip (and the call before it) before it read
+    /// anything, and under load the requests waiting there were requests missing from the database's shared
+    /// statements, which then served fewer at a time.
+    async fn run_ahead(
+        &self,
+        document: String,
+        request: Request,
+        kept: Arc<Kept>,
+        mut missed: Missed,
+    ) -> Outcome {
+        use futures_util::future::{Either, select};
+        let Some(keys) = missed.keys else {
+            return self.run_missed(document, request, missed).await;
+        };
+        self.cache.metrics().ahead.inc();
+        let (verdict, awaited) = tokio::sync::watch::channel(None);
+        missed.verdict = Some(awaited);
+        let operation_name = request.operation_name.clone();
+        let work = std::pin::pin!(self.run_missed(document, request, missed));
+        let lookup = std::pin::pin!(self.cache.lookup(&keys));
+        let (found, work) = match select(lookup, work).await {
+            Either::Left((found, work)) => (found, work),
+            // Answered without needing the lookup: not a query, an error, or another request's result.
+            Either::Right((outcome, _)) => return self.count_ahead(outcome, true),
+        };
+        let arrival = match found {
+            Lookup::Hit(entry) => {
+                self.cache.metrics().ahead_dropped.inc();
+                kept.looked_up(true);
+                Self::name_span(
+                    OperationType::Query,
+                    operation_label(kept.document_ref(), operation_name.as_deref()),
+                );
+                return Outcome::hit(entry);
+            }
+            Lookup::Miss(Some(arrival)) => {
+                kept.looked_up(false);
+                Some(arrival)
+            }
+            Lookup::Miss(None) | Lookup::Bypass => None,
+        };
+        let looked = arrival.is_some();
+        let _ = verdict.send(Some(arrival));
+        let outcome = work.await;
+        self.count_ahead(outcome, looked)
+    }
+
+    /// Counts a `run_ahead` outcome as its lookup turned out: a miss, or (its lookup could not tell) a bypass.
+    fn count_ahead(&self, mut outcome: Outcome, looked_up: bool) -> Outcome {
+        if outcome.cache == CacheStatus::Miss {
+            if looked_up {
+                self.cache.metrics().misses.inc();
+            } else {
+                self.cache.metrics().bypass.inc();
+                outcome.cache = CacheStatus::Bypass;
+            }
+        }
+        outcome
     }
 
     /// `operate` past the cache: parses, admits and executes the operation, sharing one execution among
@@ -356,6 +460,7 @@ impl Pipeline {
             keys,
             bypass,
             early,
+            verdict,
         } = missed;
         // Parsed once here (or found among recent documents); execution reuses the parsed document.
         let mut parse_failed = false;
@@ -447,11 +552,14 @@ impl Pipeline {
             };
             let computed = self
                 .clone()
-                .compute(operation, run, keys, scope, None)
+                .compute(operation, run, keys, scope, None, None)
                 .await;
             return computed.outcome(CacheStatus::Bypass);
         };
-        self.cache.metrics().misses.inc();
+        if verdict.is_none() {
+            // `run_ahead` counts its own, once its lookup has answered.
+            self.cache.metrics().misses.inc();
+        }
         let flight_key = keys.own;
         // Kept in case a shared result turns out too old for this request (rare): it then executes on its own.
         let mut again =
@@ -467,21 +575,30 @@ impl Pipeline {
             keys,
             scope.clone(),
             Some(arrival.clone()),
+            verdict.clone(),
         );
-        let computed = match self.0.flights.run(flight_key, work).await {
-            (computed, true) => computed,
-            // Another request's execution: usable only if it is known fresh as of this request's arrival (it may
-            // have started before a mutation that returned before this request came in).
-            (computed, false) if computed.valid.as_ref().is_some_and(|v| v.covers(&arrival)) => {
+        let (computed, ran) = self.0.flights.run(flight_key, work).await;
+        // Another request's execution is usable only if it is known fresh as of this request's arrival (it may
+        // have started before a mutation that returned before this request came in). Started ahead of its
+        // lookup, a request knows its arrival once the lookup answers: the point it started at was read before
+        // it arrived, so purges that returned in between are not in it.
+        let arrived = match &verdict {
+            _ if ran => None,
+            None => Some(arrival.clone()),
+            Some(verdict) => looked_up(verdict.clone()).await,
+        };
+        let computed = match arrived {
+            None if ran => computed,
+            Some(arrived) if computed.valid.as_ref().is_some_and(|v| v.covers(&arrived)) => {
                 computed
             }
-            (_, false) => {
+            _ => {
                 let operation = Operation {
                     request: again,
                     kept,
                 };
                 self.clone()
-                    .compute(operation, run, keys, scope, Some(arrival))
+                    .compute(operation, run, keys, scope, Some(arrival), verdict)
                     .await
             }
         };
@@ -489,7 +606,8 @@ impl Pipeline {
     }
 
     /// Executes a query on a miss, and stores the result if it may be cached. `snapshot` is where the request
-    /// stood in purge order before anything was read (`None`: the cache cannot tell; nothing is stored).
+    /// stood in purge order before anything was read (`None`: the cache cannot tell; nothing is stored). An
+    /// execution that started before its lookup answered (`run_ahead`) stores only once `verdict` allows it.
     async fn compute(
         self,
         Operation { request, kept }: Operation,
@@ -497,6 +615,7 @@ impl Pipeline {
         keys: Keys,
         scope: Scope,
         snapshot: Option<Snapshot>,
+        verdict: Option<Verdict>,
     ) -> Arc<Computed> {
         // A request that missed just as another flight for the same key finished finds its entry now: a lookup
         // answers only fresh entries, so serve it rather than execute again. Only where a look costs no round
@@ -546,6 +665,11 @@ impl Pipeline {
             stores = Some((key, snapshot));
         }
         let tags = Tags::from(tags);
+        if let (Some(_), Some(verdict)) = (&stores, verdict)
+            && looked_up(verdict).await.is_none()
+        {
+            stores = None;
+        }
         if let Some((key, snapshot)) = stores {
             // Stored: checked fresh up to the store. Refused: a tag it read was purged while it ran.
             valid = self

@@ -1030,6 +1030,8 @@ fn page(name: &str) -> String {
 /// Sixteen identical uncached queries at once execute once: the whole burst runs no more SQL than one execution
 /// of an equivalent query, not sixteen times that, and every caller gets the same answer. The page is large and
 /// the connections are opened beforehand, so the burst reaches the server while the first execution still runs.
+/// On Redis one more execution is allowed: a request whose lookup was on its way when the first execution ended
+/// missed (the entry was not written yet) and found no execution to join (CI saw it once under load).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_identical_misses_execute_once() {
     let app = TestApp::spawn().await;
@@ -1066,8 +1068,9 @@ async fn concurrent_identical_misses_execute_once() {
         misses >= 2,
         "the burst did not overlap the execution ({misses} MISS): nothing was shown"
     );
+    let executions = if uses_redis() { 2 } else { 1 };
     assert!(
-        statements <= one,
+        statements <= executions * one,
         "16 concurrent identical misses ran {statements} statements; one execution runs {one}"
     );
 }
@@ -1256,6 +1259,116 @@ async fn no_read_is_older_than_a_mutation_that_returned_before_it_began() {
         for (p, &v) in last.iter().enumerate() {
             assert!(titles.contains(&race_title(p, v)), "{titles}");
         }
+    }
+}
+
+/// `folio_cache_ahead_total` and `folio_cache_ahead_dropped_total`.
+async fn ahead(app: &TestApp) -> (f64, f64) {
+    (
+        app.metric("folio_cache_ahead_total").await,
+        app.metric("folio_cache_ahead_dropped_total").await,
+    )
+}
+
+/// On Redis, a document whose lookups keep missing (a post's page over ids that rotate) starts executing while
+/// its lookup runs instead of after it. What a client sees does not change: a miss is answered and stored (the
+/// next read of it is a hit with the same bytes); a read whose answer is stored is a hit (the execution started
+/// for it is dropped, and the document is looked up first again); a mutation is seen by the next read; the
+/// counters count each request once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_that_keeps_missing_executes_beside_its_lookup_and_answers_as_before() {
+    if !uses_redis() {
+        eprintln!(
+            "skipped: only a Redis lookup is worth not waiting for (set FOLIO_TEST_REDIS_URL to run this)"
+        );
+        return;
+    }
+    let app = TestApp::spawn().await;
+    let f = Fixture::create(&app.store).await;
+    let token = token_for(f.alice);
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        let created = mutate(
+            &app,
+            Some(&token),
+            "mutation($i: CreatePostInput!) { createPost(input: $i) { id } }",
+            json!({ "i": { "title": format!("Rotating {i}"), "content": "One of many pages.", "published": true } }),
+        )
+        .await;
+        ids.push(created["createPost"]["id"].as_str().expect("id").to_owned());
+    }
+    let read = |n: usize| query(&app, None, POST_TITLE, json!({ "id": ids[n] }));
+
+    // Twenty different posts: all misses. The document's first read parses it; from the seventeenth lookup in a
+    // row that missed on, its executions start ahead.
+    let (started, _) = ahead(&app).await;
+    for n in 0..20 {
+        let r = read(n).await;
+        assert_eq!(r.x_cache(), "MISS", "{}", r.body);
+        assert_eq!(r.ok()["post"]["title"], json!(format!("Rotating {n}")));
+    }
+    let (now, dropped) = ahead(&app).await;
+    assert!(
+        (1.0..=4.0).contains(&(now - started)),
+        "executions started ahead after a run of misses: {}",
+        now - started
+    );
+
+    // Ahead: a new post is a miss with its own answer, counted once, and stored.
+    let before = counters(&app).await;
+    let first = read(20).await;
+    assert_eq!(first.x_cache(), "MISS", "{}", first.body);
+    assert_eq!(first.ok()["post"]["title"], json!("Rotating 20"));
+    let after = counters(&app).await;
+    assert_eq!(
+        (after.0 - before.0, after.1 - before.1),
+        (0.0, 1.0),
+        "one miss"
+    );
+    assert_eq!(ahead(&app).await, (now + 1.0, dropped), "started ahead");
+
+    // Ahead again, but the answer is stored: a hit with the stored bytes, and the execution is dropped.
+    let again = read(20).await;
+    assert_eq!(
+        again.x_cache(),
+        "HIT",
+        "the ahead execution stored its answer"
+    );
+    assert_eq!(again.raw, first.raw);
+    let later = counters(&app).await;
+    assert_eq!(
+        (later.0 - after.0, later.1 - after.1),
+        (1.0, 0.0),
+        "one hit"
+    );
+    assert_eq!(ahead(&app).await, (now + 2.0, dropped + 1.0), "dropped");
+
+    // The hit ended the run: the next read waits for its lookup.
+    let r = read(21).await;
+    assert_eq!(r.x_cache(), "MISS");
+    assert_eq!(ahead(&app).await.0, now + 2.0, "looked up first");
+
+    // A new run of misses, then a mutation: the next reads see it.
+    for n in 22..40 {
+        assert_eq!(read(n).await.x_cache(), "MISS");
+    }
+    let (running, _) = ahead(&app).await;
+    assert!(running > now + 2.0, "ahead again after a new run of misses");
+    mutate(
+        &app,
+        Some(&token),
+        UPDATE_POST,
+        json!({ "id": ids[20], "i": { "title": "Rotating 20, revised" } }),
+    )
+    .await;
+    for _ in 0..3 {
+        let r = read(20).await;
+        assert_eq!(
+            r.ok()["post"]["title"],
+            "Rotating 20, revised",
+            "X-Cache: {}",
+            r.x_cache()
+        );
     }
 }
 
@@ -1453,18 +1566,12 @@ impl Drop for RedisProxy {
     }
 }
 
-/// Redis goes away between a cached read and a mutation: the mutation succeeds though its purge cannot be
-/// delivered, reads meanwhile come from the database, and once Redis is back the old entry is never served
-/// (the purge is delivered first); hits then resume.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_undelivered_purge_is_delivered_before_anything_is_served_again() {
-    let Some(redis_url) = std::env::var("FOLIO_TEST_REDIS_URL")
+/// An app whose Redis (`FOLIO_TEST_REDIS_URL`, a single server) is reached through a proxy the test can cut;
+/// `None` without one.
+async fn app_behind_a_proxy() -> Option<(RedisProxy, TestApp)> {
+    let redis_url = std::env::var("FOLIO_TEST_REDIS_URL")
         .ok()
-        .filter(|_| uses_redis())
-    else {
-        eprintln!("skipped: needs a Redis to cut off (set FOLIO_TEST_REDIS_URL to run this)");
-        return;
-    };
+        .filter(|_| uses_redis())?;
     let mut via = reqwest::Url::parse(&redis_url).expect("FOLIO_TEST_REDIS_URL is a URL");
     let target = format!(
         "{}:{}",
@@ -1474,12 +1581,22 @@ async fn an_undelivered_purge_is_delivered_before_anything_is_served_again() {
     let proxy = RedisProxy::start(target).await;
     via.set_host(Some("127.0.0.1")).expect("host");
     via.set_port(Some(proxy.addr.port())).expect("port");
-
     let db = TestDb::create().await;
     let mut config = test_config(&db);
     config.cache.redis = Some(RedisTarget::Url(via.to_string().into()));
     config.cache.redis_timeout = Duration::from_millis(200);
-    let app = TestApp::spawn_with(db, config).await;
+    Some((proxy, TestApp::spawn_with(db, config).await))
+}
+
+/// Redis goes away between a cached read and a mutation: the mutation succeeds though its purge cannot be
+/// delivered, reads meanwhile come from the database, and once Redis is back the old entry is never served
+/// (the purge is delivered first); hits then resume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undelivered_purge_is_delivered_before_anything_is_served_again() {
+    let Some((proxy, app)) = app_behind_a_proxy().await else {
+        eprintln!("skipped: needs a Redis to cut off (set FOLIO_TEST_REDIS_URL to run this)");
+        return;
+    };
     let f = Fixture::create(&app.store).await;
     let vars = json!({ "id": id(f.alice_posts[0]) });
     let old = cached(&app, None, POST_TITLE, vars.clone()).await;
@@ -1522,4 +1639,44 @@ async fn an_undelivered_purge_is_delivered_before_anything_is_served_again() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     eprintln!("after the cut: {sources:?}");
+}
+
+/// An execution started beside its lookup (the document's lookups kept missing) whose lookup then fails is
+/// answered from the database (`BYPASS`) and not stored: once Redis is back, the same read is a miss, then a
+/// hit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_execution_ahead_of_a_failed_lookup_is_answered_but_not_stored() {
+    let Some((proxy, app)) = app_behind_a_proxy().await else {
+        eprintln!("skipped: needs a Redis to cut off (set FOLIO_TEST_REDIS_URL to run this)");
+        return;
+    };
+    let posts = bulk(&app.store, 20, 0).await;
+    let read = |n: usize| query(&app, None, POST_TITLE, json!({ "id": id(posts[n]) }));
+    for n in 0..18 {
+        assert_eq!(read(n).await.x_cache(), "MISS");
+    }
+    let (started, _) = ahead(&app).await;
+    assert!(started > 0.0, "the document executes ahead by now");
+
+    proxy.cut();
+    let r = read(19).await;
+    assert_eq!(r.x_cache(), "BYPASS", "cut off: answered from the database");
+    assert_eq!(r.ok()["post"]["title"], "Bulk post number 19");
+    assert_eq!(ahead(&app).await.0, started + 1.0, "it had started ahead");
+
+    proxy.restore();
+    let until = Instant::now() + Duration::from_secs(15);
+    let mut sources = Vec::new();
+    loop {
+        let r = read(19).await;
+        assert_eq!(r.ok()["post"]["title"], "Bulk post number 19");
+        sources.push(r.x_cache().to_owned());
+        if r.x_cache() != "BYPASS" {
+            assert_eq!(r.x_cache(), "MISS", "nothing was stored while cut off");
+            break;
+        }
+        assert!(Instant::now() < until, "Redis never came back: {sources:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(read(19).await.x_cache(), "HIT");
 }
