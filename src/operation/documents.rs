@@ -81,18 +81,33 @@ impl Kept {
             .cloned()
     }
 
-    /// Records whether a response-cache lookup of this document found its answer.
-    pub fn looked_up(&self, hit: bool) {
+    /// Records whether a response-cache lookup of this document's `operation` found its answer. Only queries'
+    /// misses count: a mutation is looked up (before anything tells it from a query) but never stored.
+    pub fn looked_up(&self, operation: Option<&str>, hit: bool) {
         if hit {
             // Read first: the documents every request finds in the cache are not written to on every hit.
             if self.misses.load(Ordering::Relaxed) != 0 {
                 self.misses.store(0, Ordering::Relaxed);
             }
-        } else {
+        } else if self.is_query(operation) {
             let _ = self
                 .misses
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_add(1));
         }
+    }
+
+    /// Whether the operation a request names (or the document's only one) is a query.
+    fn is_query(&self, operation: Option<&str>) -> bool {
+        use async_graphql::parser::types::{DocumentOperations, OperationType};
+        let kind = match (&self.document.operations, operation) {
+            (DocumentOperations::Single(op), _) => Some(op.node.ty),
+            (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name).map(|op| op.node.ty),
+            (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => {
+                ops.values().next().map(|op| op.node.ty)
+            }
+            _ => None,
+        };
+        kind == Some(OperationType::Query)
     }
 
     /// Whether this document's lookups have been missing for a while: its next execution may start while its
@@ -225,15 +240,19 @@ mod tests {
     #[test]
     fn a_run_of_misses_is_noticed_and_a_hit_ends_it() {
         let docs = Documents::default();
-        let query = "{ post(id: 1) { title } }";
+        let query = "query Page { post(id: 1) { title } } mutation Save { deletePost(id: 1) }";
         let kept = docs.keep(query, async_graphql::parser::parse_query(query).unwrap());
         for _ in 1..SPECULATE_AFTER {
-            kept.looked_up(false);
+            kept.looked_up(Some("Page"), false);
         }
         assert!(!kept.misses_in_a_row(), "one miss short");
-        kept.looked_up(false);
+        for _ in 0..SPECULATE_AFTER {
+            kept.looked_up(Some("Save"), false);
+        }
+        assert!(!kept.misses_in_a_row(), "a mutation's lookups do not count");
+        kept.looked_up(Some("Page"), false);
         assert!(kept.misses_in_a_row());
-        kept.looked_up(true);
+        kept.looked_up(Some("Page"), true);
         assert!(!kept.misses_in_a_row(), "a hit ends the run");
     }
 

@@ -341,7 +341,7 @@ impl Pipeline {
             if let Some(kept) = &known
                 && !matches!(found, Lookup::Bypass)
             {
-                kept.looked_up(matches!(found, Lookup::Hit(_)));
+                kept.looked_up(operation, matches!(found, Lookup::Hit(_)));
             }
             match found {
                 Lookup::Hit(entry) => {
@@ -401,13 +401,14 @@ impl Pipeline {
         let lookup = std::pin::pin!(self.cache.lookup(&keys));
         let (found, work) = match select(lookup, work).await {
             Either::Left((found, work)) => (found, work),
-            // Answered without needing the lookup: not a query, an error, or another request's result.
+            // Answered before the lookup: a result that is not stored (errors, no lifetime). It was executed
+            // for this request, so it counts as a miss.
             Either::Right((outcome, _)) => return self.count_ahead(outcome, true),
         };
         let arrival = match found {
             Lookup::Hit(entry) => {
                 self.cache.metrics().ahead_dropped.inc();
-                kept.looked_up(true);
+                kept.looked_up(operation_name.as_deref(), true);
                 Self::name_span(
                     OperationType::Query,
                     operation_label(kept.document_ref(), operation_name.as_deref()),
@@ -415,7 +416,7 @@ impl Pipeline {
                 return Outcome::hit(entry);
             }
             Lookup::Miss(Some(arrival)) => {
-                kept.looked_up(false);
+                kept.looked_up(operation_name.as_deref(), false);
                 Some(arrival)
             }
             Lookup::Miss(None) | Lookup::Bypass => None,
