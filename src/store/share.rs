@@ -454,19 +454,25 @@ mod tests {
         Ok(ids.into_iter().map(|id| (id, id * 10)).collect())
     }
 
+    /// A statement running until `release` is sent, and a caller queued behind it, leading the next one.
+    fn running_and_queued(sharing: &Sharing) -> (oneshot::Sender<()>, Rows<'_>, Rows<'_>) {
+        let (release, released) = oneshot::channel::<()>();
+        let mut running = ask(sharing, 1, |ids| async move {
+            let _ = released.await;
+            tens(ids).await
+        });
+        assert!(poll_once(&mut running).is_pending(), "runs");
+        let mut leader = ask(sharing, 2, tens);
+        assert!(poll_once(&mut leader).is_pending(), "queues, leading");
+        (release, running, leader)
+    }
+
     /// A queue's leader that goes away while the statement before it runs takes its queued statement along: its
     /// follower runs its own at once rather than wait on a statement nobody will run.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_leader_gone_while_queued_leaves_no_statement_to_wait_on() {
         let sharing = Sharing::default();
-        let (release, released) = oneshot::channel::<()>();
-        let mut running = ask(&sharing, 1, |ids| async move {
-            let _ = released.await;
-            tens(ids).await
-        });
-        assert!(poll_once(&mut running).is_pending(), "runs");
-        let mut leader = ask(&sharing, 2, tens);
-        assert!(poll_once(&mut leader).is_pending(), "queues, leading");
+        let (release, running, leader) = running_and_queued(&sharing);
         let mut follower = ask(&sharing, 3, tens);
         assert!(
             poll_once(&mut follower).is_pending(),
@@ -491,14 +497,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_turn_given_to_a_leader_that_went_away_is_given_back() {
         let sharing = Sharing::default();
-        let (release, released) = oneshot::channel::<()>();
-        let mut running = ask(&sharing, 1, |ids| async move {
-            let _ = released.await;
-            tens(ids).await
-        });
-        assert!(poll_once(&mut running).is_pending(), "runs");
-        let mut leader = ask(&sharing, 2, tens);
-        assert!(poll_once(&mut leader).is_pending(), "queues, leading");
+        let (release, running, leader) = running_and_queued(&sharing);
         let _ = release.send(());
         running.await.expect("rows");
         // The running statement has handed its place to the leader, which goes away without taking it.
